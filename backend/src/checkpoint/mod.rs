@@ -1,0 +1,165 @@
+//! Checkpoints: handles, the storage they are written to, and the backend-neutral full
+//! snapshot format.
+//!
+//! A checkpoint of one backend instance lives under one *location* (a path inside a
+//! [`CheckpointStorage`]). Its `MANIFEST` is written last, carries a checksum of itself and of
+//! every data block, and is the only thing that makes the checkpoint visible: a crash or an
+//! error while writing leaves at most unreferenced data files, never a checkpoint that
+//! restores to something half written.
+
+mod full;
+mod storage;
+
+pub use full::{read_full_snapshot, write_full_snapshot, FullSnapshot, SnapshotRecord, FULL_FORMAT};
+pub use storage::{CheckpointStorage, LocalDirStorage};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::keygroup::KeyGroupRange;
+
+/// What a completed checkpoint of one instance returns: enough to restore it, on any
+/// machine that can reach the checkpoint storage. Serializable so engines can keep it in
+/// their own checkpoint metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CheckpointHandle {
+    /// The engine's checkpoint id.
+    pub checkpoint_id: u64,
+    /// The backend that wrote it ("memory", "rocksdb", ...).
+    pub backend: String,
+    /// The snapshot format (for example [`FULL_FORMAT`]).
+    pub format: String,
+    /// The directory of the checkpoint inside the checkpoint storage.
+    pub location: String,
+    /// The key groups it holds.
+    pub key_groups: KeyGroupRange,
+}
+
+impl CheckpointHandle {
+    /// The path of this checkpoint's manifest.
+    pub fn manifest_path(&self) -> String {
+        format!("{}/MANIFEST", self.location)
+    }
+}
+
+/// The directory for checkpoint `id` of the instance owning `key_groups`.
+pub fn checkpoint_location(backend: &str, checkpoint_id: u64, key_groups: KeyGroupRange) -> String {
+    format!(
+        "chk-{checkpoint_id:012}/{backend}-kg{:05}-{:05}",
+        key_groups.start, key_groups.end
+    )
+}
+
+/// Checks that a set of handles covers `owned` and returns those that overlap it.
+///
+/// # Errors
+/// `InvalidArgument` if some owned key group is in none of the handles.
+pub fn handles_for_range(
+    handles: &[CheckpointHandle],
+    owned: KeyGroupRange,
+) -> Result<Vec<&CheckpointHandle>> {
+    let overlapping: Vec<&CheckpointHandle> = handles
+        .iter()
+        .filter(|h| h.key_groups.intersect(&owned).is_some())
+        .collect();
+    for kg in owned.iter() {
+        if !overlapping.iter().any(|h| h.key_groups.contains(kg)) {
+            return Err(Error::invalid(format!(
+                "restore handles do not cover key group {kg} of the owned range {owned}"
+            )));
+        }
+    }
+    Ok(overlapping)
+}
+
+/// Writes a manifest: a header line with the checksum of the JSON body, then the body.
+pub(crate) fn encode_manifest<T: Serialize>(manifest: &T) -> Result<Vec<u8>> {
+    let body = serde_json::to_vec_pretty(manifest)
+        .map_err(|e| Error::new(ErrorKind::Internal, format!("manifest encoding: {e}")))?;
+    let mut out = format!(
+        "{MANIFEST_MAGIC} crc32c={:08x} len={}\n",
+        crc32c::crc32c(&body),
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// Reads a manifest written by [`encode_manifest`], checking its checksum.
+pub(crate) fn decode_manifest<T: serde::de::DeserializeOwned>(bytes: &[u8], path: &str) -> Result<T> {
+    let newline = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or_else(|| Error::corruption(format!("{path}: manifest has no header line")))?;
+    let header = std::str::from_utf8(&bytes[..newline])
+        .map_err(|_| Error::corruption(format!("{path}: manifest header is not UTF-8")))?;
+    let body = &bytes[newline + 1..];
+    let mut parts = header.split(' ');
+    if parts.next() != Some(MANIFEST_MAGIC) {
+        return Err(Error::new(
+            ErrorKind::Incompatible,
+            format!("{path}: not a statekit manifest (header '{header}')"),
+        ));
+    }
+    let field = |name: &str, part: Option<&str>| -> Result<String> {
+        part.and_then(|p| p.strip_prefix(name))
+            .map(str::to_string)
+            .ok_or_else(|| Error::corruption(format!("{path}: manifest header lacks {name}")))
+    };
+    let crc = u32::from_str_radix(&field("crc32c=", parts.next())?, 16)
+        .map_err(|_| Error::corruption(format!("{path}: bad manifest checksum field")))?;
+    let len: usize = field("len=", parts.next())?
+        .parse()
+        .map_err(|_| Error::corruption(format!("{path}: bad manifest length field")))?;
+    if body.len() != len || crc32c::crc32c(body) != crc {
+        return Err(Error::corruption(format!(
+            "{path}: manifest checksum mismatch (truncated or modified)"
+        )));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| Error::corruption(format!("{path}: manifest does not parse: {e}")))
+}
+
+const MANIFEST_MAGIC: &str = "statekit-manifest-v1";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_checksum_catches_changes() {
+        let bytes = encode_manifest(&vec![1u32, 2, 3]).unwrap();
+        let back: Vec<u32> = decode_manifest(&bytes, "m").unwrap();
+        assert_eq!(back, vec![1, 2, 3]);
+        let mut bad = bytes.clone();
+        let last = bad.len() - 2;
+        bad[last] ^= 1;
+        let err = decode_manifest::<Vec<u32>>(&bad, "chk/MANIFEST").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corruption);
+        assert!(err.to_string().contains("chk/MANIFEST"));
+        let truncated = &bytes[..bytes.len() - 1];
+        assert!(decode_manifest::<Vec<u32>>(truncated, "m").is_err());
+        assert_eq!(
+            decode_manifest::<Vec<u32>>(b"garbage\n[]", "m").unwrap_err().kind(),
+            ErrorKind::Incompatible
+        );
+    }
+
+    #[test]
+    fn handles_must_cover_the_owned_range() {
+        let h = |s, e| CheckpointHandle {
+            checkpoint_id: 1,
+            backend: "memory".into(),
+            format: FULL_FORMAT.into(),
+            location: String::new(),
+            key_groups: KeyGroupRange::new(s, e).unwrap(),
+        };
+        let handles = [h(0, 63), h(64, 127)];
+        let owned = KeyGroupRange::new(40, 90).unwrap();
+        assert_eq!(handles_for_range(&handles, owned).unwrap().len(), 2);
+        let owned = KeyGroupRange::new(0, 10).unwrap();
+        assert_eq!(handles_for_range(&handles, owned).unwrap().len(), 1);
+        assert!(handles_for_range(&handles[..1], KeyGroupRange::new(60, 70).unwrap()).is_err());
+    }
+}

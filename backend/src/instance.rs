@@ -1,0 +1,139 @@
+//! What every backend instance is configured with, whatever its engine.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use crate::checkpoint::{CheckpointHandle, CheckpointStorage};
+use crate::clock::{system_clock, SharedClock};
+use crate::error::{Error, Result};
+use crate::keygroup::{KeyGroupRange, MAX_MAX_PARALLELISM};
+
+/// The engine-independent configuration of one backend instance.
+#[derive(Debug, Clone)]
+pub struct InstanceConfig {
+    /// Number of key groups of the job.
+    pub max_parallelism: u16,
+    /// The key groups this instance owns.
+    pub key_groups: KeyGroupRange,
+    /// Where checkpoints go; `None` makes `checkpoint` an error.
+    pub checkpoint_storage: Option<Arc<dyn CheckpointStorage>>,
+    /// Processing time for TTL.
+    pub clock: SharedClock,
+    /// How many completed checkpoints this instance keeps; older ones are deleted.
+    pub retained_checkpoints: usize,
+}
+
+impl InstanceConfig {
+    /// An instance owning all key groups of `max_parallelism`, without checkpoint storage.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a max parallelism of 0 or above the supported maximum.
+    pub fn single(max_parallelism: u16) -> Result<Self> {
+        Ok(InstanceConfig {
+            max_parallelism,
+            key_groups: KeyGroupRange::all(u32::from(max_parallelism))?,
+            checkpoint_storage: None,
+            clock: system_clock(),
+            retained_checkpoints: 3,
+        })
+    }
+
+    /// Sets the owned key groups.
+    pub fn with_key_groups(mut self, key_groups: KeyGroupRange) -> Self {
+        self.key_groups = key_groups;
+        self
+    }
+
+    /// Sets the checkpoint storage.
+    pub fn with_checkpoint_storage(mut self, storage: Arc<dyn CheckpointStorage>) -> Self {
+        self.checkpoint_storage = Some(storage);
+        self
+    }
+
+    /// Sets the clock.
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Checks that the owned range fits the max parallelism.
+    ///
+    /// # Errors
+    /// `InvalidArgument` naming the bad value.
+    pub fn validate(&self) -> Result<()> {
+        if self.max_parallelism == 0 || u32::from(self.max_parallelism) > MAX_MAX_PARALLELISM {
+            return Err(Error::invalid(format!(
+                "max_parallelism {} is outside 1..={MAX_MAX_PARALLELISM}",
+                self.max_parallelism
+            )));
+        }
+        if self.key_groups.end >= self.max_parallelism {
+            return Err(Error::invalid(format!(
+                "key group range {} exceeds max_parallelism {}",
+                self.key_groups, self.max_parallelism
+            )));
+        }
+        if self.retained_checkpoints == 0 {
+            return Err(Error::invalid("retained_checkpoints must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// The checkpoint storage, or an error saying none is configured.
+    ///
+    /// # Errors
+    /// `InvalidArgument` if there is none.
+    pub fn storage(&self) -> Result<&Arc<dyn CheckpointStorage>> {
+        self.checkpoint_storage
+            .as_ref()
+            .ok_or_else(|| Error::invalid("no checkpoint storage is configured for this backend"))
+    }
+}
+
+/// Bookkeeping of an instance's completed checkpoints: ids must increase, and only the last
+/// `retained` are kept.
+#[derive(Debug, Default)]
+pub struct CheckpointLog {
+    completed: VecDeque<CheckpointHandle>,
+}
+
+impl CheckpointLog {
+    /// Checks that `checkpoint_id` is newer than every completed one.
+    ///
+    /// # Errors
+    /// `InvalidArgument` otherwise.
+    pub fn check_next(&self, checkpoint_id: u64) -> Result<()> {
+        match self.completed.back() {
+            Some(last) if last.checkpoint_id >= checkpoint_id => Err(Error::invalid(format!(
+                "checkpoint id {checkpoint_id} is not greater than the last one taken ({})",
+                last.checkpoint_id
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Records a completed checkpoint and returns those that fall out of retention.
+    pub fn complete(&mut self, handle: CheckpointHandle, retained: usize) -> Vec<CheckpointHandle> {
+        self.completed.push_back(handle);
+        let excess = self.completed.len().saturating_sub(retained.max(1));
+        self.completed.drain(..excess).collect()
+    }
+
+    /// The completed checkpoints, oldest first.
+    pub fn completed(&self) -> impl Iterator<Item = &CheckpointHandle> {
+        self.completed.iter()
+    }
+}
+
+/// Deletes every object of a checkpoint location (for retention).
+///
+/// # Errors
+/// Storage errors.
+pub fn delete_location(storage: &dyn CheckpointStorage, location: &str) -> Result<()> {
+    // The manifest goes first, so a partly deleted checkpoint is never restorable.
+    storage.delete(&format!("{location}/MANIFEST"))?;
+    for path in storage.list(location)? {
+        storage.delete(&path)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,668 @@
+//! The in-memory backend: statekit's counterpart of Flink's `HashMapStateBackend`.
+//!
+//! Per state and key group, a hash map from (key, namespace) to an ordered map of user keys:
+//! point operations are one hash lookup plus one B-tree lookup, range reads are a B-tree
+//! range inside one scope, and restoring a key-group sub-range moves whole key groups.
+//! Checkpoints are full snapshots in the backend-neutral format.
+//!
+//! TTL: expired entries are never returned; they are dropped when overwritten, skipped by
+//! snapshots, and swept incrementally (one key group of one TTL state every
+//! [`SWEEP_EVERY_WRITES`] writes), so memory held by expired state stays bounded without a
+//! stop-the-world pass.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
+
+use hashbrown::{Equivalent, HashMap};
+
+use crate::backend::{
+    check_scope, resolve_registration, BackendStats, Checkpointing, Direction, EntryRef,
+    EntryVisitor, Scope, StateBackend, StateDescriptor, StateId, StateKind, StateRead,
+    StateVisitor, StateWrite, Timer, TimerStore, UserKeyRange, Visit, WriteBatch, WriteOp,
+};
+use crate::checkpoint::{
+    handles_for_range, read_full_snapshot, write_full_snapshot, CheckpointHandle, SnapshotRecord,
+};
+use crate::error::{Error, Result};
+use crate::instance::{delete_location, CheckpointLog, InstanceConfig};
+use crate::keygroup::{KeyGroup, KeyGroupRange};
+
+/// How many writes pass between two incremental TTL sweeps.
+pub const SWEEP_EVERY_WRITES: u64 = 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ScopeKey {
+    key: Box<[u8]>,
+    namespace: Box<[u8]>,
+}
+
+/// Borrowed form of [`ScopeKey`], so lookups need no allocation. Its derived `Hash` hashes
+/// the two slices exactly as `ScopeKey`'s does.
+#[derive(Hash)]
+struct ScopeKeyRef<'a> {
+    key: &'a [u8],
+    namespace: &'a [u8],
+}
+
+impl Equivalent<ScopeKey> for ScopeKeyRef<'_> {
+    fn equivalent(&self, other: &ScopeKey) -> bool {
+        *self.key == *other.key && *self.namespace == *other.namespace
+    }
+}
+
+impl From<&ScopeKeyRef<'_>> for ScopeKey {
+    fn from(r: &ScopeKeyRef<'_>) -> Self {
+        ScopeKey {
+            key: r.key.into(),
+            namespace: r.namespace.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Slot {
+    value: Vec<u8>,
+    expires_at: Option<u64>,
+}
+
+impl Slot {
+    fn live(&self, now: u64) -> bool {
+        self.expires_at.is_none_or(|t| now < t)
+    }
+}
+
+type UserMap = BTreeMap<Vec<u8>, Slot>;
+type KeyGroupMap = HashMap<ScopeKey, UserMap>;
+
+#[derive(Debug, Default)]
+struct TimerQueue {
+    /// Timers in firing order, for `pop_due_timers`.
+    by_time: BTreeSet<Timer>,
+    /// Count per owned key group, so snapshots can skip empty key groups cheaply.
+    per_group: Vec<u32>,
+}
+
+#[derive(Debug)]
+enum Table {
+    Kv(Vec<KeyGroupMap>),
+    Timers(TimerQueue),
+}
+
+/// The in-memory state backend.
+#[derive(Debug)]
+pub struct MemoryBackend {
+    config: InstanceConfig,
+    states: Vec<StateDescriptor>,
+    tables: Vec<Table>,
+    checkpoints: CheckpointLog,
+    writes: u64,
+    sweep_cursor: usize,
+    user_bytes_written: u64,
+}
+
+impl MemoryBackend {
+    /// A new, empty backend.
+    ///
+    /// # Errors
+    /// `InvalidArgument` if the configuration is invalid.
+    pub fn open(config: InstanceConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(MemoryBackend {
+            config,
+            states: Vec::new(),
+            tables: Vec::new(),
+            checkpoints: CheckpointLog::default(),
+            writes: 0,
+            sweep_cursor: 0,
+            user_bytes_written: 0,
+        })
+    }
+
+    fn now(&self) -> u64 {
+        self.config.clock.now_millis()
+    }
+
+    fn group_index(&self, key_group: KeyGroup) -> usize {
+        usize::from(key_group - self.config.key_groups.start)
+    }
+
+    fn expiry(&self, state: StateId) -> Option<u64> {
+        self.states[state.index()]
+            .ttl
+            .map(|ttl| self.now().saturating_add(ttl.millis))
+    }
+
+    fn user_map(&self, scope: &Scope<'_>) -> Result<Option<&UserMap>> {
+        check_scope(scope, self.config.key_groups, &self.states, false)?;
+        let Table::Kv(groups) = &self.tables[scope.state.index()] else {
+            unreachable!("check_scope verified the state kind")
+        };
+        let probe = ScopeKeyRef {
+            key: scope.key,
+            namespace: scope.namespace,
+        };
+        Ok(groups[self.group_index(scope.key_group)].get(&probe))
+    }
+
+    fn user_map_mut(&mut self, scope: &Scope<'_>) -> &mut UserMap {
+        let index = self.group_index(scope.key_group);
+        let Table::Kv(groups) = &mut self.tables[scope.state.index()] else {
+            unreachable!("callers check the scope first")
+        };
+        groups[index]
+            .entry_ref(&ScopeKeyRef {
+                key: scope.key,
+                namespace: scope.namespace,
+            })
+            .or_default()
+    }
+
+    /// Drops the scope's map if it became empty, so removed keys free their hash slot.
+    fn drop_if_empty(&mut self, scope: &Scope<'_>) {
+        let index = self.group_index(scope.key_group);
+        if let Table::Kv(groups) = &mut self.tables[scope.state.index()] {
+            let probe = ScopeKeyRef {
+                key: scope.key,
+                namespace: scope.namespace,
+            };
+            if groups[index].get(&probe).is_some_and(BTreeMap::is_empty) {
+                groups[index].remove(&probe);
+            }
+        }
+    }
+
+    fn apply(&mut self, op: WriteOp) {
+        match op {
+            WriteOp::Put {
+                scope,
+                user_key,
+                value,
+            } => self.apply_put(&scope.as_scope(), user_key, value),
+            WriteOp::Merge {
+                scope,
+                user_key,
+                operand,
+            } => self.apply_merge(&scope.as_scope(), user_key, &operand),
+            WriteOp::Delete { scope, user_key } => {
+                let scope = scope.as_scope();
+                self.user_map_mut(&scope).remove(&user_key);
+                self.drop_if_empty(&scope);
+            }
+            WriteOp::DeleteRange {
+                scope,
+                lower,
+                upper,
+            } => {
+                let range = UserKeyRange::new(
+                    lower.as_deref().map_or(Bound::Unbounded, Bound::Included),
+                    upper.as_deref().map_or(Bound::Unbounded, Bound::Excluded),
+                );
+                self.apply_delete_range(&scope.as_scope(), range);
+            }
+        }
+        self.after_write();
+    }
+
+    fn apply_put(&mut self, scope: &Scope<'_>, user_key: Vec<u8>, value: Vec<u8>) {
+        self.user_bytes_written += (user_key.len() + value.len()) as u64;
+        let expires_at = self.expiry(scope.state);
+        self.user_map_mut(scope)
+            .insert(user_key, Slot { value, expires_at });
+    }
+
+    fn apply_merge(&mut self, scope: &Scope<'_>, user_key: Vec<u8>, operand: &[u8]) {
+        self.user_bytes_written += (user_key.len() + operand.len()) as u64;
+        let now = self.now();
+        let expires_at = self.expiry(scope.state);
+        let slot = self.user_map_mut(scope).entry(user_key).or_insert(Slot {
+            value: Vec::new(),
+            expires_at,
+        });
+        if !slot.live(now) {
+            slot.value.clear();
+        }
+        slot.value.extend_from_slice(operand);
+        slot.expires_at = expires_at;
+    }
+
+    fn apply_delete_range(&mut self, scope: &Scope<'_>, range: UserKeyRange<'_>) {
+        if range.is_empty() {
+            return;
+        }
+        let map = self.user_map_mut(scope);
+        let doomed: Vec<Vec<u8>> = map
+            .range::<[u8], _>((range.lower, range.upper))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in doomed {
+            map.remove(&k);
+        }
+        self.drop_if_empty(scope);
+    }
+
+    fn after_write(&mut self) {
+        self.writes += 1;
+        if self.writes % SWEEP_EVERY_WRITES == 0 {
+            self.sweep_expired_step();
+        }
+    }
+
+    /// Removes the expired entries of one key group of one TTL state, moving a cursor over
+    /// all of them.
+    fn sweep_expired_step(&mut self) {
+        let ttl_states: Vec<usize> = (0..self.states.len())
+            .filter(|&i| self.states[i].ttl.is_some())
+            .collect();
+        if ttl_states.is_empty() {
+            return;
+        }
+        let groups = self.config.key_groups.len();
+        let cursor = self.sweep_cursor % (ttl_states.len() * groups);
+        self.sweep_cursor = cursor + 1;
+        let now = self.now();
+        if let Table::Kv(tables) = &mut self.tables[ttl_states[cursor / groups]] {
+            let group = &mut tables[cursor % groups];
+            group.retain(|_, map| {
+                map.retain(|_, slot| slot.live(now));
+                !map.is_empty()
+            });
+        }
+    }
+
+    fn check_timer(&self, queue: StateId, timer: &Timer) -> Result<()> {
+        let scope = Scope {
+            state: queue,
+            key_group: timer.key_group,
+            key: &timer.key,
+            namespace: &timer.namespace,
+        };
+        check_scope(&scope, self.config.key_groups, &self.states, true)
+    }
+
+    fn timer_queue(&self, queue: StateId) -> Result<&TimerQueue> {
+        match self.tables.get(queue.index()) {
+            Some(Table::Timers(q)) => Ok(q),
+            _ => Err(Error::invalid(format!(
+                "state id {} is not a registered timer queue",
+                queue.index()
+            ))),
+        }
+    }
+
+    fn timer_queue_mut(&mut self, queue: StateId) -> &mut TimerQueue {
+        match &mut self.tables[queue.index()] {
+            Table::Timers(q) => q,
+            Table::Kv(_) => unreachable!("callers check the queue first"),
+        }
+    }
+
+    fn new_table(&self, kind: StateKind) -> Table {
+        let groups = self.config.key_groups.len();
+        if kind == StateKind::Timers {
+            Table::Timers(TimerQueue {
+                by_time: BTreeSet::new(),
+                per_group: vec![0; groups],
+            })
+        } else {
+            Table::Kv((0..groups).map(|_| KeyGroupMap::default()).collect())
+        }
+    }
+}
+
+impl StateRead for MemoryBackend {
+    fn get(&self, scope: Scope<'_>, user_key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let now = self.now();
+        Ok(self
+            .user_map(&scope)?
+            .and_then(|m| m.get(user_key))
+            .filter(|slot| slot.live(now))
+            .map(|slot| slot.value.clone()))
+    }
+
+    fn scan(
+        &self,
+        scope: Scope<'_>,
+        range: UserKeyRange<'_>,
+        direction: Direction,
+        visitor: &mut EntryVisitor<'_>,
+    ) -> Result<()> {
+        let Some(map) = self.user_map(&scope)? else {
+            return Ok(());
+        };
+        if range.is_empty() {
+            return Ok(());
+        }
+        let now = self.now();
+        let iter = map.range::<[u8], _>((range.lower, range.upper));
+        let mut visit = |(k, slot): (&Vec<u8>, &Slot)| -> Result<Visit> {
+            if slot.live(now) {
+                visitor(k, &slot.value)
+            } else {
+                Ok(Visit::Continue)
+            }
+        };
+        match direction {
+            Direction::Forward => {
+                for entry in iter {
+                    if visit(entry)? == Visit::Stop {
+                        break;
+                    }
+                }
+            }
+            Direction::Reverse => {
+                for entry in iter.rev() {
+                    if visit(entry)? == Visit::Stop {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn scan_state(
+        &self,
+        state: StateId,
+        key_groups: KeyGroupRange,
+        visitor: &mut StateVisitor<'_>,
+    ) -> Result<()> {
+        let Some(Table::Kv(groups)) = self.tables.get(state.index()) else {
+            return Err(Error::invalid(format!(
+                "state id {} is not a registered key/value state",
+                state.index()
+            )));
+        };
+        let Some(range) = key_groups.intersect(&self.config.key_groups) else {
+            return Ok(());
+        };
+        let now = self.now();
+        for kg in range.iter() {
+            for (scope, map) in &groups[self.group_index(kg)] {
+                for (user_key, slot) in map {
+                    if !slot.live(now) {
+                        continue;
+                    }
+                    let entry = EntryRef {
+                        key_group: kg,
+                        key: &scope.key,
+                        namespace: &scope.namespace,
+                        user_key,
+                        value: &slot.value,
+                        expires_at: slot.expires_at,
+                    };
+                    if visitor(&entry)? == Visit::Stop {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl StateWrite for MemoryBackend {
+    fn put(&mut self, scope: Scope<'_>, user_key: &[u8], value: &[u8]) -> Result<()> {
+        check_scope(&scope, self.config.key_groups, &self.states, false)?;
+        self.apply_put(&scope, user_key.to_vec(), value.to_vec());
+        self.after_write();
+        Ok(())
+    }
+
+    fn merge(&mut self, scope: Scope<'_>, user_key: &[u8], operand: &[u8]) -> Result<()> {
+        check_scope(&scope, self.config.key_groups, &self.states, false)?;
+        self.apply_merge(&scope, user_key.to_vec(), operand);
+        self.after_write();
+        Ok(())
+    }
+
+    fn delete(&mut self, scope: Scope<'_>, user_key: &[u8]) -> Result<()> {
+        if self.user_map(&scope)?.is_some() {
+            self.user_map_mut(&scope).remove(user_key);
+            self.drop_if_empty(&scope);
+        }
+        self.after_write();
+        Ok(())
+    }
+
+    fn delete_range(&mut self, scope: Scope<'_>, range: UserKeyRange<'_>) -> Result<()> {
+        if self.user_map(&scope)?.is_some() {
+            self.apply_delete_range(&scope, range);
+        }
+        self.after_write();
+        Ok(())
+    }
+
+    fn write(&mut self, batch: WriteBatch) -> Result<()> {
+        // Validate everything first: applying in memory cannot fail afterwards, which is
+        // what makes the batch atomic.
+        for op in batch.ops() {
+            check_scope(
+                &op.scope().as_scope(),
+                self.config.key_groups,
+                &self.states,
+                false,
+            )?;
+        }
+        for op in batch.into_ops() {
+            self.apply(op);
+        }
+        Ok(())
+    }
+}
+
+impl TimerStore for MemoryBackend {
+    fn register_timer(&mut self, queue: StateId, timer: &Timer) -> Result<()> {
+        self.check_timer(queue, timer)?;
+        let index = self.group_index(timer.key_group);
+        let q = self.timer_queue_mut(queue);
+        if q.by_time.insert(timer.clone()) {
+            q.per_group[index] += 1;
+        }
+        Ok(())
+    }
+
+    fn delete_timer(&mut self, queue: StateId, timer: &Timer) -> Result<()> {
+        self.check_timer(queue, timer)?;
+        let index = self.group_index(timer.key_group);
+        let q = self.timer_queue_mut(queue);
+        if q.by_time.remove(timer) {
+            q.per_group[index] -= 1;
+        }
+        Ok(())
+    }
+
+    fn pop_due_timers(
+        &mut self,
+        queue: StateId,
+        watermark: i64,
+        limit: usize,
+    ) -> Result<Vec<Timer>> {
+        self.timer_queue(queue)?;
+        let start = self.config.key_groups.start;
+        let q = self.timer_queue_mut(queue);
+        let mut due = Vec::new();
+        while due.len() < limit {
+            match q.by_time.first() {
+                Some(t) if t.timestamp <= watermark => {}
+                _ => break,
+            }
+            if let Some(t) = q.by_time.pop_first() {
+                q.per_group[usize::from(t.key_group - start)] -= 1;
+                due.push(t);
+            }
+        }
+        Ok(due)
+    }
+
+    fn next_timer(&self, queue: StateId) -> Result<Option<i64>> {
+        Ok(self.timer_queue(queue)?.by_time.first().map(|t| t.timestamp))
+    }
+
+    fn scan_timers(
+        &self,
+        queue: StateId,
+        key_groups: KeyGroupRange,
+        visitor: &mut dyn FnMut(&Timer) -> Result<Visit>,
+    ) -> Result<()> {
+        let q = self.timer_queue(queue)?;
+        let Some(range) = key_groups.intersect(&self.config.key_groups) else {
+            return Ok(());
+        };
+        let wanted: u64 = range
+            .iter()
+            .map(|kg| u64::from(q.per_group[self.group_index(kg)]))
+            .sum();
+        if wanted == 0 {
+            return Ok(());
+        }
+        // Timers are ordered by time across key groups; visit each wanted group in turn.
+        for kg in range.iter() {
+            if q.per_group[self.group_index(kg)] == 0 {
+                continue;
+            }
+            for t in q.by_time.iter().filter(|t| t.key_group == kg) {
+                if visitor(t)? == Visit::Stop {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Checkpointing for MemoryBackend {
+    fn checkpoint(&mut self, checkpoint_id: u64) -> Result<CheckpointHandle> {
+        self.checkpoints.check_next(checkpoint_id)?;
+        let storage = self.config.storage()?.clone();
+        let handle = write_full_snapshot(
+            self,
+            self.name(),
+            &self.states,
+            self.config.max_parallelism,
+            self.config.key_groups,
+            storage.as_ref(),
+            checkpoint_id,
+        )?;
+        for old in self
+            .checkpoints
+            .complete(handle.clone(), self.config.retained_checkpoints)
+        {
+            // Retention is best effort: a failed delete leaves garbage, never a broken
+            // checkpoint, and must not fail the checkpoint that just completed.
+            let _ = delete_location(storage.as_ref(), &old.location);
+        }
+        Ok(handle)
+    }
+
+    fn restore(&mut self, handles: &[CheckpointHandle]) -> Result<()> {
+        let storage = self.config.storage()?.clone();
+        let owned = self.config.key_groups;
+        let handles = handles_for_range(handles, owned)?;
+        // Build the restored state beside the current one and swap only when every block
+        // has been read and verified: a failed restore leaves the backend as it was.
+        let mut fresh = MemoryBackend::open(self.config.clone())?;
+        for handle in handles {
+            let snapshot = read_full_snapshot(storage.as_ref(), handle)?;
+            if snapshot.max_parallelism() != self.config.max_parallelism {
+                return Err(Error::invalid(format!(
+                    "checkpoint {} was written with max parallelism {}, this instance has {}",
+                    handle.checkpoint_id,
+                    snapshot.max_parallelism(),
+                    self.config.max_parallelism
+                )));
+            }
+            let ids = snapshot
+                .states()
+                .iter()
+                .map(|d| fresh.register_state(d))
+                .collect::<Result<Vec<_>>>()?;
+            let Some(range) = handle.key_groups.intersect(&owned) else {
+                continue;
+            };
+            snapshot.read(storage.as_ref(), range, &mut |record| {
+                match record {
+                    SnapshotRecord::Entry { state, entry } => {
+                        let scope = Scope {
+                            state: ids[state],
+                            key_group: entry.key_group,
+                            key: entry.key,
+                            namespace: entry.namespace,
+                        };
+                        fresh.user_map_mut(&scope).insert(
+                            entry.user_key.to_vec(),
+                            Slot {
+                                value: entry.value.to_vec(),
+                                expires_at: entry.expires_at,
+                            },
+                        );
+                    }
+                    SnapshotRecord::Timer { state, timer } => {
+                        fresh.register_timer(ids[state], &timer)?;
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        fresh.checkpoints = std::mem::take(&mut self.checkpoints);
+        *self = fresh;
+        Ok(())
+    }
+}
+
+impl StateBackend for MemoryBackend {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    fn max_parallelism(&self) -> u16 {
+        self.config.max_parallelism
+    }
+
+    fn key_group_range(&self) -> KeyGroupRange {
+        self.config.key_groups
+    }
+
+    fn register_state(&mut self, descriptor: &StateDescriptor) -> Result<StateId> {
+        let (id, is_new) = resolve_registration(&self.states, descriptor)?;
+        if is_new {
+            self.tables.push(self.new_table(descriptor.kind));
+            self.states.push(descriptor.clone());
+        }
+        Ok(id)
+    }
+
+    fn states(&self) -> Vec<StateDescriptor> {
+        self.states.clone()
+    }
+
+    fn stats(&self) -> Result<BackendStats> {
+        let mut live = 0u64;
+        let mut heap = 0u64;
+        for table in &self.tables {
+            match table {
+                Table::Kv(groups) => {
+                    for (scope, map) in groups.iter().flatten() {
+                        heap += (scope.key.len() + scope.namespace.len() + 64) as u64;
+                        for (k, slot) in map {
+                            live += (k.len() + slot.value.len()) as u64;
+                            heap += (k.len() + slot.value.capacity() + 48) as u64;
+                        }
+                    }
+                }
+                Table::Timers(q) => {
+                    for t in &q.by_time {
+                        heap += (t.key.len() + t.namespace.len() + 64) as u64;
+                    }
+                }
+            }
+        }
+        Ok(BackendStats {
+            memory_bytes: Some(heap),
+            disk_bytes: Some(0),
+            live_data_bytes: Some(live),
+            user_bytes_written: Some(self.user_bytes_written),
+            disk_bytes_written: Some(0),
+            ..BackendStats::default()
+        })
+    }
+}
