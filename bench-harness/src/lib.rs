@@ -1,1 +1,14 @@
-//! placeholder
+//! # statekit-bench
+//!
+//! The statekit bench harness: real streaming operators, written on
+//! [`statekit_backend::typed`], run over deterministic generated streams (or files) of the
+//! four reference workloads, against any backend picked at run time. It also records and
+//! replays state-access traces, collects metrics and writes `results.json`, `report.md` and
+//! `report.html`. The `statekit` binary is its command line.
+
+pub mod event;
+pub mod operators;
+pub mod profile;
+pub mod util;
+pub mod watermark;
+pub mod workloads;

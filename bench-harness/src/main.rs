@@ -1,0 +1,3 @@
+//! The `statekit` command line (work in progress).
+
+fn main() {}

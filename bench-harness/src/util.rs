@@ -1,0 +1,207 @@
+//! Small shared pieces: readable durations and sizes, deterministic hashing and realistic
+//! payload bytes.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rand::Rng;
+use serde::{Deserialize, Deserializer};
+use statekit_backend::{Error, Result};
+
+/// Named result counters of a run (joined pairs, late events, ...), sorted by name so that
+/// reports and comparisons are stable.
+pub type Counters = BTreeMap<String, u64>;
+
+/// Parses a readable duration such as `20m`, `5s`, `200ms` or `1h 30m`.
+///
+/// # Errors
+/// `InvalidArgument` naming the text.
+pub fn parse_duration(text: &str) -> Result<Duration> {
+    humantime::parse_duration(text.trim()).map_err(|e| {
+        Error::invalid(format!(
+            "'{text}' is not a duration (like 20m, 5s, 200ms): {e}"
+        ))
+    })
+}
+
+/// Parses a readable size such as `256MiB`, `8 GiB` or `4096`.
+///
+/// # Errors
+/// `InvalidArgument` naming the text.
+pub fn parse_size(text: &str) -> Result<u64> {
+    text.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| Error::invalid(format!("'{text}' is not a size (like 256MiB, 8GiB): {e}")))
+}
+
+/// Formats a byte count for people (`1.5 GiB`).
+pub fn format_size(bytes: u64) -> String {
+    bytesize::ByteSize::b(bytes).display().iec().to_string()
+}
+
+/// Serde helper: a duration written as text.
+///
+/// # Errors
+/// A serde error carrying the parse message.
+pub fn de_duration<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_duration(&text).map_err(|e| serde::de::Error::custom(e.message()))
+}
+
+/// Serde helper: an optional size written as text.
+///
+/// # Errors
+/// A serde error carrying the parse message.
+pub fn de_opt_size<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<u64>, D::Error> {
+    let text = Option::<String>::deserialize(d)?;
+    text.map(|t| parse_size(&t).map_err(|e| serde::de::Error::custom(e.message())))
+        .transpose()
+}
+
+/// Milliseconds of a duration as event-time units.
+pub fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A bijective 64-bit mix (the splitmix64 finalizer): turns popularity ranks into ids that
+/// spread over key groups, and never maps two ranks to one id.
+pub fn mix64(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// An order-independent fingerprint of a set of items: equal sets give equal fingerprints on
+/// every backend, whatever order the operator emitted them in.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SetFingerprint {
+    sum: u64,
+    xor: u64,
+}
+
+impl SetFingerprint {
+    /// Adds one item, given as its parts.
+    pub fn add(&mut self, parts: &[u64]) {
+        let mut h = 0x9e37_79b9_7f4a_7c15u64;
+        for &p in parts {
+            h = mix64(h ^ p);
+        }
+        self.sum = self.sum.wrapping_add(h);
+        self.xor ^= h.rotate_left(17);
+    }
+
+    /// The fingerprint as one number.
+    pub fn value(&self) -> u64 {
+        mix64(self.sum ^ mix64(self.xor))
+    }
+}
+
+const WORDS: &[&str] = &[
+    "creative",
+    "banner",
+    "video",
+    "campaign",
+    "advertiser",
+    "placement",
+    "feed",
+    "slot",
+    "bid",
+    "price",
+    "cpm",
+    "ctr",
+    "impression",
+    "landing",
+    "category",
+    "sports",
+    "games",
+    "travel",
+    "fashion",
+    "food",
+    "music",
+    "auto",
+    "finance",
+    "device",
+    "android",
+    "ios",
+    "region",
+    "city",
+    "language",
+    "zh",
+    "en",
+    "age",
+    "interest",
+    "season",
+    "sale",
+    "new",
+];
+
+const TOKEN_CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+/// A realistic payload of exactly `len` bytes: the first half JSON-like text from a small
+/// vocabulary (compresses well, like real field names and enum values), the second half
+/// random alphanumerics (ids, hashes, encoded features; about 6 bits of entropy per byte).
+/// So about half of it is incompressible, as with real event payloads.
+pub fn payload<R: Rng + ?Sized>(rng: &mut R, len: usize) -> String {
+    let mut out = String::with_capacity(len + 16);
+    out.push_str("{\"tags\":\"");
+    let text_len = len / 2;
+    while out.len() < text_len {
+        out.push_str(WORDS[rng.random_range(0..WORDS.len())]);
+        out.push(' ');
+    }
+    out.truncate(text_len.max(9));
+    out.push_str("\",\"blob\":\"");
+    while out.len() + 2 < len {
+        out.push(char::from(
+            TOKEN_CHARS[rng.random_range(0..TOKEN_CHARS.len())],
+        ));
+    }
+    out.push_str("\"}");
+    // Only ASCII was written, so any byte length is a char boundary.
+    out.truncate(len);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn durations_and_sizes_parse() {
+        assert_eq!(parse_duration("20m").unwrap(), Duration::from_secs(1200));
+        assert_eq!(parse_duration("200ms").unwrap(), Duration::from_millis(200));
+        assert!(parse_duration("20 parsecs").is_err());
+        assert_eq!(parse_size("256MiB").unwrap(), 256 << 20);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert!(parse_size("lots").is_err());
+    }
+
+    #[test]
+    fn payload_has_the_requested_length_and_is_half_random() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        for len in [20usize, 300, 417, 2048] {
+            let p = payload(&mut rng, len);
+            assert_eq!(p.len(), len, "{p}");
+        }
+        let p = payload(&mut rng, 1000);
+        let distinct: std::collections::HashSet<&[u8]> = p.as_bytes()[600..].chunks(4).collect();
+        assert!(distinct.len() > 90, "the random half must not repeat");
+    }
+
+    #[test]
+    fn fingerprint_is_order_independent() {
+        let mut a = SetFingerprint::default();
+        let mut b = SetFingerprint::default();
+        a.add(&[1, 2]);
+        a.add(&[3, 4]);
+        b.add(&[3, 4]);
+        b.add(&[1, 2]);
+        assert_eq!(a.value(), b.value());
+        let mut c = SetFingerprint::default();
+        c.add(&[2, 1]);
+        c.add(&[3, 4]);
+        assert_ne!(a.value(), c.value());
+    }
+}

@@ -1,0 +1,324 @@
+//! The four reference workloads (see `WORKLOADS.md`): for each, its parameters, a
+//! deterministic generator, the operator that runs it on a backend, and an independent
+//! computation of the expected results for the self-check.
+
+pub mod ad_click;
+pub mod daily_uv;
+pub mod feature_concat;
+pub mod sliding_window;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use statekit_backend::{Result, StateBackend};
+
+use crate::event::Event;
+use crate::util::Counters;
+
+/// The size knobs of one scale of a profile (the workload's semantics live in its params).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleSpec {
+    /// Simulated event time covered by the input.
+    #[serde(
+        deserialize_with = "crate::util::de_duration",
+        serialize_with = "ser_duration"
+    )]
+    pub duration: Duration,
+    /// Number of distinct keys (users, requests in flight, hexagons, devices per day).
+    pub keys: u64,
+    /// Events per second of event time on the main stream.
+    pub events_per_sec: f64,
+    /// The memory budget given to backends that take one (`256MiB`); reports compare peak
+    /// resident memory against it.
+    #[serde(default, deserialize_with = "crate::util::de_opt_size")]
+    pub memory_budget: Option<u64>,
+    /// Whether runs keep their input and outputs to check them against an independent
+    /// computation (only sensible at small scales).
+    #[serde(default)]
+    pub self_check: bool,
+    /// Take a checkpoint every this much event time, if set.
+    #[serde(
+        default,
+        deserialize_with = "de_opt_duration",
+        serialize_with = "ser_opt_duration"
+    )]
+    pub checkpoint_interval: Option<Duration>,
+}
+
+fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_duration(*d).to_string())
+}
+
+fn ser_opt_duration<S: serde::Serializer>(
+    d: &Option<Duration>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => ser_duration(d, s),
+        None => s.serialize_none(),
+    }
+}
+
+fn de_opt_duration<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Duration>, D::Error> {
+    let text = Option::<String>::deserialize(d)?;
+    text.map(|t| crate::util::parse_duration(&t).map_err(|e| serde::de::Error::custom(e.message())))
+        .transpose()
+}
+
+impl ScaleSpec {
+    /// Number of main-stream events the scale generates.
+    pub fn main_events(&self) -> u64 {
+        (self.duration.as_secs_f64() * self.events_per_sec).round() as u64
+    }
+}
+
+/// The outcome of one self-check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckOutcome {
+    /// What was checked.
+    pub name: String,
+    /// Whether the operator's results matched the independent computation.
+    pub passed: bool,
+    /// What the independent computation expected.
+    pub expected: String,
+    /// What the operator produced.
+    pub actual: String,
+}
+
+impl CheckOutcome {
+    /// A check of two values for equality.
+    pub fn equal<T: PartialEq + std::fmt::Debug>(name: &str, expected: T, actual: T) -> Self {
+        CheckOutcome {
+            name: name.to_string(),
+            passed: expected == actual,
+            expected: format!("{expected:?}"),
+            actual: format!("{actual:?}"),
+        }
+    }
+}
+
+/// A streaming operator the harness drives: events in arrival order, then the end of input.
+pub trait Operator {
+    /// Processes one event (late ones are dropped and counted inside).
+    ///
+    /// # Errors
+    /// Backend errors; `InvalidArgument` for an event kind this operator does not take.
+    fn process(&mut self, backend: &mut dyn StateBackend, event: &Event) -> Result<()>;
+
+    /// Ends the input: the watermark goes to the end of time, every timer fires.
+    ///
+    /// # Errors
+    /// Backend errors.
+    fn finish(&mut self, backend: &mut dyn StateBackend) -> Result<()>;
+
+    /// The result counters: equal on every backend for the same input.
+    fn counters(&self) -> Counters;
+
+    /// The current watermark (for checkpoint scheduling).
+    fn watermark(&self) -> i64;
+
+    /// Checks the collected outputs against an independent computation on `input` (the
+    /// same events, in arrival order). `None` if outputs were not collected.
+    fn check(&self, input: &[Event]) -> Option<Vec<CheckOutcome>>;
+}
+
+pub(crate) fn wrong_event(workload: &str, event: &Event) -> statekit_backend::Error {
+    statekit_backend::Error::invalid(format!(
+        "event kind '{}' is not an input of the {workload} workload",
+        event.kind()
+    ))
+}
+
+/// The first event time of generated streams (2023-11-14T22:13:20Z): realistic epoch
+/// milliseconds, so file dumps look like real topics.
+pub const EPOCH_MS: i64 = 1_700_000_000_000;
+
+#[cfg(test)]
+pub(crate) fn test_scale(duration_s: u64, keys: u64, rate: f64) -> ScaleSpec {
+    ScaleSpec {
+        duration: Duration::from_secs(duration_s),
+        keys,
+        events_per_sec: rate,
+        memory_budget: None,
+        self_check: true,
+        checkpoint_interval: None,
+    }
+}
+
+/// How generated events arrive: within `out_of_orderness` of their event time, except a
+/// fraction that is held back longer and so arrives late.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Disorder {
+    pub out_of_orderness_ms: i64,
+    pub late_fraction: f64,
+}
+
+struct Pending {
+    arrival: i64,
+    seq: u64,
+    event: Event,
+}
+
+impl PartialEq for Pending {
+    fn eq(&self, other: &Self) -> bool {
+        (self.arrival, self.seq) == (other.arrival, other.seq)
+    }
+}
+impl Eq for Pending {}
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Pending {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.arrival, self.seq).cmp(&(other.arrival, other.seq))
+    }
+}
+
+/// A reorder buffer that turns events generated in event-time order into an arrival order
+/// with bounded disorder: each event gets an arrival time `ts + delay`, and events leave in
+/// arrival order once no event generated later can arrive before them.
+#[derive(Default)]
+pub(crate) struct ArrivalQueue {
+    heap: std::collections::BinaryHeap<std::cmp::Reverse<Pending>>,
+    seq: u64,
+}
+
+impl ArrivalQueue {
+    pub fn push<R: rand::Rng + ?Sized>(&mut self, rng: &mut R, disorder: Disorder, event: Event) {
+        let ooo = disorder.out_of_orderness_ms.max(0);
+        let delay =
+            if disorder.late_fraction > 0.0 && rng.random_bool(disorder.late_fraction.min(1.0)) {
+                // Held back past the allowed disorder: arrives behind the watermark.
+                ooo + rng.random_range(1_000..30_000)
+            } else {
+                rng.random_range(0..=ooo)
+            };
+        self.seq += 1;
+        self.heap.push(std::cmp::Reverse(Pending {
+            arrival: event.ts().saturating_add(delay),
+            seq: self.seq,
+            event,
+        }));
+    }
+
+    /// The next event whose arrival is at or before `horizon` (the event time of the next
+    /// event still to be generated: nothing generated later arrives earlier).
+    pub fn pop_ready(&mut self, horizon: i64) -> Option<Event> {
+        if self.heap.peek().is_some_and(|p| p.0.arrival <= horizon) {
+            self.heap.pop().map(|p| p.0.event)
+        } else {
+            None
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+}
+
+/// The random source of generators: ChaCha8, portable and stable across platforms and
+/// releases, so a seed names the same stream everywhere.
+pub(crate) fn rng(seed: u64, stream: u64) -> rand_chacha::ChaCha8Rng {
+    use rand::SeedableRng;
+    rand_chacha::ChaCha8Rng::seed_from_u64(crate::util::mix64(seed ^ crate::util::mix64(stream)))
+}
+
+struct Scheduled {
+    ts: i64,
+    seq: u64,
+    event: Event,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.ts, self.seq) == (other.ts, other.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.ts, self.seq).cmp(&(other.ts, other.seq))
+    }
+}
+
+/// Events generated ahead of time (a request's feature 30 s before its exposure, a click a
+/// minute after its display), released in event-time order into an [`ArrivalQueue`].
+#[derive(Default)]
+pub(crate) struct Staging {
+    scheduled: std::collections::BinaryHeap<std::cmp::Reverse<Scheduled>>,
+    arrivals: ArrivalQueue,
+    seq: u64,
+}
+
+impl Staging {
+    /// Adds an event; its time must not be below any horizon already passed to `next_ready`.
+    pub fn schedule(&mut self, event: Event) {
+        self.seq += 1;
+        self.scheduled.push(std::cmp::Reverse(Scheduled {
+            ts: event.ts(),
+            seq: self.seq,
+            event,
+        }));
+    }
+
+    /// The next event to arrive, if it arrives by `horizon`: every event scheduled later has
+    /// a timestamp of at least `horizon`.
+    pub fn next_ready<R: rand::Rng + ?Sized>(
+        &mut self,
+        rng: &mut R,
+        disorder: Disorder,
+        horizon: i64,
+    ) -> Option<Event> {
+        while self.scheduled.peek().is_some_and(|s| s.0.ts <= horizon) {
+            if let Some(s) = self.scheduled.pop() {
+                self.arrivals.push(rng, disorder, s.0.event);
+            }
+        }
+        self.arrivals.pop_ready(horizon)
+    }
+}
+
+/// The independent watermark of the self-checks: which events of `input` (in arrival order)
+/// are late, written out separately from [`crate::watermark::WatermarkGenerator`].
+pub(crate) fn late_flags(input: &[Event], out_of_orderness_ms: i64, interval_ms: i64) -> Vec<bool> {
+    let interval = interval_ms.max(1);
+    let (mut max_ts, mut watermark, mut next_emit) = (i64::MIN, i64::MIN, i64::MIN);
+    input
+        .iter()
+        .map(|e| {
+            let late = e.ts() < watermark;
+            max_ts = max_ts.max(e.ts());
+            if max_ts >= next_emit {
+                next_emit = (max_ts.div_euclid(interval) + 1) * interval;
+                watermark = watermark.max(max_ts - out_of_orderness_ms);
+            }
+            late
+        })
+        .collect()
+}
+
+/// Rounds `t` down to a multiple of `step`.
+pub(crate) fn floor_to(t: i64, step: i64) -> i64 {
+    t.div_euclid(step.max(1)) * step.max(1)
+}
+
+pub(crate) fn check_fraction(name: &str, v: f64) -> std::result::Result<(), (String, String)> {
+    if (0.0..=1.0).contains(&v) {
+        Ok(())
+    } else {
+        Err((
+            name.to_string(),
+            format!("must be a fraction in [0, 1], not {v}"),
+        ))
+    }
+}
