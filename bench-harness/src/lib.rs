@@ -6,9 +6,15 @@
 //! replays state-access traces, collects metrics and writes `results.json`, `report.md` and
 //! `report.html`. The `statekit` binary is its command line.
 
+pub mod backends;
 pub mod event;
+pub mod metrics;
 pub mod operators;
 pub mod profile;
+pub mod report;
+pub mod results;
+pub mod runner;
+pub mod trace;
 pub mod util;
 pub mod watermark;
 pub mod workloads;

@@ -1,3 +1,339 @@
-//! The `statekit` command line (work in progress).
+//! `statekit`: run the reference workloads against state backends, record and replay
+//! state-access traces, and write reports.
 
-fn main() {}
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use statekit_backend::Result;
+use statekit_bench::backends::{BackendKind, BackendSpec};
+use statekit_bench::event::EventFileWriter;
+use statekit_bench::profile::Profile;
+use statekit_bench::results::Results;
+use statekit_bench::runner::{self, BenchOptions};
+use statekit_bench::trace::{import_gadget, GadgetImport};
+
+// jemalloc: fragmentation-resistant under the allocation pattern of large state, and the
+// allocator RocksDB is built against.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+#[derive(Parser)]
+#[command(
+    name = "statekit",
+    version,
+    about = "Benchmark keyed state backends on real streaming operators"
+)]
+struct Cli {
+    /// Hide progress bars.
+    #[arg(long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a workload profile on one or more backend/configuration pairs, side by side, and
+    /// write OUT/results.json, OUT/report.md and OUT/report.html.
+    Bench {
+        /// The profile (profiles/*.toml).
+        profile: PathBuf,
+        /// The scale: quick, standard, large (or another the profile defines).
+        #[arg(long, default_value = "quick")]
+        scale: String,
+        /// A backend to run (repeat for a comparison).
+        #[arg(long = "backend", value_enum, default_values_t = [BackendKind::Memory])]
+        backends: Vec<BackendKind>,
+        /// A configuration preset or file for backends that take one (repeat to compare).
+        #[arg(long = "config")]
+        configs: Vec<String>,
+        /// Memory budget, like 256MiB (overrides the scale's).
+        #[arg(long, value_parser = parse_size)]
+        memory_budget: Option<u64>,
+        /// Output directory.
+        #[arg(long, default_value = "statekit-results")]
+        out: PathBuf,
+        /// Take the events from a CSV or JSON-lines file instead of the generator.
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Keep the backends' working files under OUT/work.
+        #[arg(long)]
+        keep_state: bool,
+    },
+    /// Run a profile once and record every state operation to a trace.
+    Record {
+        /// The profile.
+        profile: PathBuf,
+        /// The scale.
+        #[arg(long, default_value = "quick")]
+        scale: String,
+        /// The backend to record on.
+        #[arg(long, value_enum, default_value_t = BackendKind::Memory)]
+        backend: BackendKind,
+        /// A configuration for it.
+        #[arg(long)]
+        config: Option<String>,
+        /// Store value sizes instead of value bytes (much smaller traces).
+        #[arg(long)]
+        sizes_only: bool,
+        /// The trace file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Replay a trace against backends and write a report.
+    Replay {
+        /// The trace.
+        trace: PathBuf,
+        /// A backend to replay on (repeat to compare).
+        #[arg(long = "backend", value_enum, default_values_t = [BackendKind::Memory])]
+        backends: Vec<BackendKind>,
+        /// Configurations for backends that take one.
+        #[arg(long = "config")]
+        configs: Vec<String>,
+        /// Memory budget, like 256MiB.
+        #[arg(long, value_parser = parse_size)]
+        memory_budget: Option<u64>,
+        /// Output directory.
+        #[arg(long, default_value = "statekit-replay")]
+        out: PathBuf,
+    },
+    /// Convert a Gadget text trace into a statekit trace.
+    ImportGadget {
+        /// Gadget's trace (`time op key user_key ...` lines).
+        file: PathBuf,
+        /// The statekit trace to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Value size of puts and merges (Gadget's trace has none).
+        #[arg(long, default_value_t = 64)]
+        value_size: usize,
+        /// Max parallelism (number of key groups) of the trace.
+        #[arg(long, default_value_t = 128)]
+        max_parallelism: u16,
+    },
+    /// Render report.md and report.html from a results.json.
+    Report {
+        /// The results file.
+        results: PathBuf,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Write a profile's generated input stream to a CSV or JSON-lines file.
+    Generate {
+        /// The profile.
+        profile: PathBuf,
+        /// The scale.
+        #[arg(long, default_value = "quick")]
+        scale: String,
+        /// The file to write (.csv or .jsonl).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    statekit_bench::util::parse_size(s).map_err(|e| e.message().to_string())
+}
+
+fn print_summary(results: &Results, out: &std::path::Path) {
+    for r in &results.runs {
+        match &r.error {
+            Some(e) => eprintln!("{:>16}: FAILED: {e}", r.label),
+            None => {
+                let p99 = r
+                    .ops
+                    .iter()
+                    .max_by_key(|(_, s)| s.count)
+                    .map(|(k, s)| {
+                        format!(
+                            "{k} p99 {}",
+                            statekit_bench::report::format_ns(s.p99_ns as f64)
+                        )
+                    })
+                    .unwrap_or_default();
+                let checks = if r.checks.is_empty() {
+                    String::new()
+                } else if r.checks.iter().all(|c| c.passed) {
+                    ", self-checks passed".into()
+                } else {
+                    ", SELF-CHECKS FAILED".into()
+                };
+                eprintln!(
+                    "{:>16}: {} events in {:.1} s, {:.0} events/s, {:.0} ops/s, {p99}{checks}",
+                    r.label, r.events, r.wall_seconds, r.events_per_sec, r.ops_per_sec
+                );
+            }
+        }
+    }
+    if results.runs.len() > 1 {
+        if results.comparison.counters_equal {
+            eprintln!("result counters equal across runs");
+        } else {
+            eprintln!(
+                "result counters DIFFER across runs: {}",
+                results.comparison.differing.join(", ")
+            );
+        }
+    }
+    eprintln!(
+        "wrote {}/results.json, report.md, report.html",
+        out.display()
+    );
+}
+
+fn verdict(results: &Results) -> ExitCode {
+    let ok = results
+        .runs
+        .iter()
+        .all(|r| r.ok() && r.divergent_reads.unwrap_or(0) == 0)
+        && results.comparison.counters_equal;
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let progress = !cli.quiet;
+    match cli.command {
+        Command::Bench {
+            profile,
+            scale,
+            backends,
+            configs,
+            memory_budget,
+            out,
+            input,
+            keep_state,
+        } => {
+            let options = BenchOptions {
+                profile: Profile::load(&profile)?,
+                scale,
+                specs: BackendSpec::pairs(&backends, &configs),
+                memory_budget,
+                out: out.clone(),
+                input,
+                keep_state,
+                progress,
+            };
+            let results = runner::bench(&options)?;
+            runner::write_all(&results, &out)?;
+            print_summary(&results, &out);
+            Ok(verdict(&results))
+        }
+        Command::Record {
+            profile,
+            scale,
+            backend,
+            config,
+            sizes_only,
+            out,
+        } => {
+            let profile = Profile::load(&profile)?;
+            let work = tempfile::Builder::new()
+                .prefix("statekit-record")
+                .tempdir()
+                .map_err(|e| statekit_backend::Error::io("temporary directory", e))?;
+            let spec = BackendSpec {
+                kind: backend,
+                config,
+            };
+            let (run, records) = runner::record(
+                &profile,
+                &scale,
+                &spec,
+                &out,
+                sizes_only,
+                work.path(),
+                progress,
+            )?;
+            let bytes = std::fs::metadata(&out).map_or(0, |m| m.len());
+            eprintln!(
+                "recorded {records} operations of {} events to {} ({} bytes)",
+                run.events,
+                out.display(),
+                bytes
+            );
+            for (k, s) in &run.ops {
+                eprintln!("{k:>16}: {}", s.count);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Replay {
+            trace,
+            backends,
+            configs,
+            memory_budget,
+            out,
+        } => {
+            let results = runner::replay_all(
+                &trace,
+                &BackendSpec::pairs(&backends, &configs),
+                &out,
+                memory_budget,
+                progress,
+            )?;
+            runner::write_all(&results, &out)?;
+            print_summary(&results, &out);
+            Ok(verdict(&results))
+        }
+        Command::ImportGadget {
+            file,
+            out,
+            value_size,
+            max_parallelism,
+        } => {
+            let (records, counts) = import_gadget(
+                &file,
+                &out,
+                GadgetImport {
+                    value_size,
+                    max_parallelism,
+                },
+            )?;
+            eprintln!(
+                "imported {records} records into {}: {counts:?}",
+                out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report { results, out } => {
+            let r = Results::read(&results)?;
+            std::fs::create_dir_all(&out)
+                .map_err(|e| statekit_backend::Error::io(out.display(), e))?;
+            statekit_bench::report::write_reports(&r, &out)?;
+            eprintln!("wrote {}/report.md and report.html", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Generate {
+            profile,
+            scale,
+            out,
+        } => {
+            let profile = Profile::load(&profile)?;
+            let spec = profile.scale(&scale)?.clone();
+            let mut w = EventFileWriter::create(&out)?;
+            let mut n = 0u64;
+            for event in profile.generator(&spec)? {
+                w.write(&event)?;
+                n += 1;
+            }
+            w.finish()?;
+            eprintln!("wrote {n} events to {}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("statekit: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

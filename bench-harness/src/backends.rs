@@ -1,0 +1,162 @@
+//! Picking a backend at run time: `--backend memory|rocksdb|remote` plus an optional
+//! configuration, opened as a `Box<dyn StateBackend>`. Adding a backend is one enum variant,
+//! its name, and one arm in [`open_backend`].
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use statekit_backend::memory::MemoryBackend;
+use statekit_backend::{Error, InstanceConfig, Result, StateBackend};
+
+/// The backends the harness can open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendKind {
+    /// Everything on the heap.
+    Memory,
+    /// Embedded RocksDB (feature `rocksdb`).
+    Rocksdb,
+    /// State in object storage (feature `remote`).
+    Remote,
+}
+
+impl BackendKind {
+    /// The command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Memory => "memory",
+            BackendKind::Rocksdb => "rocksdb",
+            BackendKind::Remote => "remote",
+        }
+    }
+
+    /// Whether `--config` applies to this backend.
+    pub fn takes_config(self) -> bool {
+        !matches!(self, BackendKind::Memory)
+    }
+}
+
+/// One backend/configuration pair of a comparison.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendSpec {
+    /// The backend.
+    pub kind: BackendKind,
+    /// A preset name or a configuration file, for backends that take one.
+    pub config: Option<String>,
+}
+
+impl BackendSpec {
+    /// The label of the pair in reports (`rocksdb/flink-default`).
+    pub fn label(&self) -> String {
+        match &self.config {
+            Some(c) => {
+                let short = Path::new(c)
+                    .file_stem()
+                    .map_or(c.clone(), |s| s.to_string_lossy().into_owned());
+                format!("{}/{short}", self.kind.name())
+            }
+            None => self.kind.name().to_string(),
+        }
+    }
+
+    /// The pairs of a comparison: every backend, and each backend that takes a configuration
+    /// once per `--config` (or once with its defaults if there is none).
+    pub fn pairs(kinds: &[BackendKind], configs: &[String]) -> Vec<BackendSpec> {
+        let mut out = Vec::new();
+        for &kind in kinds {
+            if kind.takes_config() && !configs.is_empty() {
+                out.extend(configs.iter().map(|c| BackendSpec {
+                    kind,
+                    config: Some(c.clone()),
+                }));
+            } else {
+                out.push(BackendSpec { kind, config: None });
+            }
+        }
+        out
+    }
+}
+
+/// What a backend is opened with besides its spec.
+#[derive(Debug, Clone)]
+pub struct OpenOptions<'a> {
+    /// The instance configuration (key groups, checkpoint storage, clock).
+    pub instance: InstanceConfig,
+    /// A private working directory for the backend's files.
+    pub work_dir: &'a Path,
+    /// The memory budget, for backends that take one.
+    pub memory_budget: Option<u64>,
+}
+
+/// Opens the backend of `spec`.
+///
+/// # Errors
+/// `InvalidArgument` for a backend this build lacks (naming the cargo feature to enable) or
+/// a bad configuration; whatever opening the backend fails with.
+pub fn open_backend(spec: &BackendSpec, options: OpenOptions<'_>) -> Result<Box<dyn StateBackend>> {
+    match spec.kind {
+        BackendKind::Memory => {
+            if let Some(c) = &spec.config {
+                return Err(Error::invalid(format!(
+                    "the memory backend takes no configuration (got '{c}')"
+                )));
+            }
+            Ok(Box::new(MemoryBackend::open(options.instance)?))
+        }
+        BackendKind::Rocksdb => open_rocksdb(spec, options),
+        BackendKind::Remote => Err(not_built("remote")),
+    }
+}
+
+fn not_built(feature: &str) -> Error {
+    Error::invalid(format!(
+        "this statekit was built without the '{feature}' backend; rebuild with \
+         `cargo build --release -p statekit-bench --features {feature}`"
+    ))
+}
+
+#[cfg(not(feature = "rocksdb"))]
+fn open_rocksdb(_spec: &BackendSpec, _options: OpenOptions<'_>) -> Result<Box<dyn StateBackend>> {
+    Err(not_built("rocksdb"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_apply_configs_to_configurable_backends_only() {
+        let p = BackendSpec::pairs(
+            &[BackendKind::Memory, BackendKind::Rocksdb],
+            &["a".into(), "dir/b.toml".into()],
+        );
+        let labels: Vec<String> = p.iter().map(BackendSpec::label).collect();
+        assert_eq!(labels, vec!["memory", "rocksdb/a", "rocksdb/b"]);
+        let p = BackendSpec::pairs(&[BackendKind::Memory, BackendKind::Rocksdb], &[]);
+        assert_eq!(p.len(), 2);
+    }
+
+    #[test]
+    fn memory_opens_and_rejects_a_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = || OpenOptions {
+            instance: InstanceConfig::single(16).unwrap(),
+            work_dir: dir.path(),
+            memory_budget: None,
+        };
+        let b = open_backend(
+            &BackendSpec {
+                kind: BackendKind::Memory,
+                config: None,
+            },
+            opts(),
+        )
+        .unwrap();
+        assert_eq!(b.name(), "memory");
+        let spec = BackendSpec {
+            kind: BackendKind::Memory,
+            config: Some("x".into()),
+        };
+        assert!(open_backend(&spec, opts()).is_err());
+    }
+}

@@ -1,0 +1,593 @@
+//! `report.md` and a self-contained `report.html` (inline SVG charts, no scripts, no CDN),
+//! both rendered from [`Results`] alone.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use statekit_backend::{Error, Result};
+
+use crate::results::{Results, RunResult};
+use crate::util::format_size;
+
+const COLORS: [&str; 8] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+];
+
+fn color(i: usize) -> &'static str {
+    COLORS[i % COLORS.len()]
+}
+
+/// Human-readable nanoseconds.
+pub fn format_ns(ns: f64) -> String {
+    if ns >= 1e9 {
+        format!("{:.2} s", ns / 1e9)
+    } else if ns >= 1e6 {
+        format!("{:.2} ms", ns / 1e6)
+    } else if ns >= 1e3 {
+        format!("{:.1} µs", ns / 1e3)
+    } else {
+        format!("{ns:.0} ns")
+    }
+}
+
+fn format_rate(r: f64) -> String {
+    if r >= 1e6 {
+        format!("{:.2}M", r / 1e6)
+    } else if r >= 1e3 {
+        format!("{:.1}k", r / 1e3)
+    } else {
+        format!("{r:.0}")
+    }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn title(results: &Results) -> String {
+    match (&results.workload, &results.trace) {
+        (Some(w), _) => format!("{} ({} scale)", w.profile, w.scale),
+        (None, Some(t)) => format!("replay of {}", t.path),
+        _ => "statekit run".to_string(),
+    }
+}
+
+/// The operation kinds present in any run, most frequent first.
+fn op_kinds(results: &Results) -> Vec<String> {
+    let mut kinds: Vec<(String, u64)> = Vec::new();
+    for run in &results.runs {
+        for (k, s) in &run.ops {
+            match kinds.iter_mut().find(|(n, _)| n == k) {
+                Some(e) => e.1 += s.count,
+                None => kinds.push((k.clone(), s.count)),
+            }
+        }
+    }
+    kinds.sort_by(|a, b| b.1.cmp(&a.1));
+    kinds.into_iter().map(|(k, _)| k).collect()
+}
+
+fn status(run: &RunResult) -> String {
+    match (&run.error, run.checks.is_empty(), run.ok()) {
+        (Some(e), _, _) => format!("FAILED: {e}"),
+        (None, true, _) => "finished".into(),
+        (None, false, true) => "finished, self-checks passed".into(),
+        (None, false, false) => "finished, SELF-CHECKS FAILED".into(),
+    }
+}
+
+/// Renders `report.md`.
+pub fn render_markdown(results: &Results) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "# statekit {}: {}\n", results.mode, title(results));
+    if let Some(w) = &results.workload {
+        let _ = writeln!(
+            md,
+            "Workload `{}` from `{}`, scale `{}`, seed {}, input: {}.",
+            w.workload, w.profile_path, w.scale, w.seed, w.input
+        );
+        if !w.description.is_empty() {
+            let _ = writeln!(md, "\n{}", w.description.trim());
+        }
+        if let Some(b) = w.memory_budget {
+            let _ = writeln!(md, "\nMemory budget: {}.", format_size(b));
+        }
+    }
+    if let Some(t) = &results.trace {
+        let _ = writeln!(
+            md,
+            "Trace `{}`: {} records, {}.",
+            t.path,
+            t.records,
+            format_size(t.bytes)
+        );
+    }
+    let m = &results.machine;
+    let _ = writeln!(
+        md,
+        "\nMachine: {} cores ({}), {} RAM, {} {}, kernel {}.",
+        m.cores,
+        m.cpu,
+        format_size(m.memory_bytes),
+        m.os,
+        m.host,
+        m.kernel
+    );
+    if let Some(d) = &m.disk {
+        let _ = writeln!(
+            md,
+            "Disk: {} ({}), {} free of {}.",
+            d.mount,
+            d.file_system,
+            format_size(d.available_bytes),
+            format_size(d.total_bytes)
+        );
+    }
+    let _ = writeln!(md, "\n## Throughput\n\n| run | status | events | events/s | state ops/s | peak RSS | disk at end | write amp. | space amp. | cache hit |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let opt = |v: Option<f64>, pct: bool| {
+        v.map_or("n/a".to_string(), |x| {
+            if pct {
+                format!("{:.1}%", x * 100.0)
+            } else {
+                format!("{x:.2}")
+            }
+        })
+    };
+    for r in &results.runs {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.label,
+            status(r),
+            r.events,
+            format_rate(r.events_per_sec),
+            format_rate(r.ops_per_sec),
+            format_size(r.peak_rss_bytes),
+            format_size(r.disk_bytes),
+            opt(r.write_amplification, false),
+            opt(r.space_amplification, false),
+            opt(r.cache_hit_rate, true),
+        );
+    }
+    let _ = writeln!(md, "\n## Latency per operation (p50 / p99 / p99.9 / max)\n");
+    let mut header = "| operation |".to_string();
+    let mut rule = "|---|".to_string();
+    for r in &results.runs {
+        let _ = write!(header, " {} |", r.label);
+        rule.push_str("---|");
+    }
+    let _ = writeln!(md, "{header}\n{rule}");
+    for kind in op_kinds(results) {
+        let mut row = format!("| {kind} |");
+        for r in &results.runs {
+            match r.ops.get(&kind) {
+                Some(s) => {
+                    let _ = write!(
+                        row,
+                        " {} × {} / {} / {} / {} |",
+                        s.count,
+                        format_ns(s.p50_ns as f64),
+                        format_ns(s.p99_ns as f64),
+                        format_ns(s.p999_ns as f64),
+                        format_ns(s.max_ns as f64)
+                    );
+                }
+                None => row.push_str(" - |"),
+            }
+        }
+        let _ = writeln!(md, "{row}");
+    }
+    let _ = writeln!(md, "\n## Results\n");
+    let c = &results.comparison;
+    if results.runs.len() > 1 {
+        let _ = writeln!(
+            md,
+            "{}\n",
+            if c.counters_equal {
+                "Result counters are **equal** across all runs.".to_string()
+            } else {
+                format!(
+                    "Result counters **differ** across runs: {}.",
+                    c.differing.join(", ")
+                )
+            }
+        );
+    }
+    let _ = writeln!(
+        md,
+        "{}\n{rule}",
+        header.replacen("| operation |", "| counter |", 1)
+    );
+    let mut names: Vec<&String> = results
+        .runs
+        .iter()
+        .flat_map(|r| r.counters.keys())
+        .collect();
+    names.sort();
+    names.dedup();
+    for name in names {
+        let mut row = format!("| {name} |");
+        for r in &results.runs {
+            let _ = write!(
+                row,
+                " {} |",
+                r.counters.get(name).map_or("-".to_string(), u64::to_string)
+            );
+        }
+        let _ = writeln!(md, "{row}");
+    }
+    for r in results
+        .runs
+        .iter()
+        .filter(|r| !r.checks.is_empty() || r.divergent_reads.is_some())
+    {
+        let _ = writeln!(md, "\n### Checks of {}\n", r.label);
+        if let Some(d) = r.divergent_reads {
+            let _ = writeln!(md, "- reads that differ from the recording: {d}");
+        }
+        for ch in &r.checks {
+            let _ = writeln!(
+                md,
+                "- {} **{}**: expected {}, got {}",
+                if ch.passed { "✓" } else { "✗" },
+                ch.name,
+                ch.expected,
+                ch.actual
+            );
+        }
+    }
+    if results.runs.iter().any(|r| !r.checkpoints.is_empty()) {
+        let _ = writeln!(md, "\n## Checkpoints\n\n| run | count | mean duration | max duration | mean size |\n|---|---:|---:|---:|---:|");
+        for r in results.runs.iter().filter(|r| !r.checkpoints.is_empty()) {
+            let n = r.checkpoints.len() as f64;
+            let mean = r.checkpoints.iter().map(|c| c.duration_ms).sum::<f64>() / n;
+            let max = r
+                .checkpoints
+                .iter()
+                .map(|c| c.duration_ms)
+                .fold(0.0, f64::max);
+            let size = r.checkpoints.iter().map(|c| c.bytes).sum::<u64>() as f64 / n;
+            let _ = writeln!(
+                md,
+                "| {} | {} | {mean:.1} ms | {max:.1} ms | {} |",
+                r.label,
+                r.checkpoints.len(),
+                format_size(size as u64)
+            );
+        }
+    }
+    let _ = writeln!(md, "\n## Backend statistics\n");
+    for r in &results.runs {
+        let s = &r.backend_stats;
+        let f = |v: Option<u64>| v.map_or("n/a".to_string(), format_size);
+        let _ = writeln!(md, "- {}: memory {}, disk {}, live data {}, user bytes written {}, disk bytes written {}, write stalls {}", r.label, f(s.memory_bytes), f(s.disk_bytes), f(s.live_data_bytes), f(s.user_bytes_written), f(s.disk_bytes_written), s.write_stall_micros.map_or("n/a".to_string(), |us| format!("{:.1} ms", us as f64 / 1e3)));
+    }
+    md
+}
+
+struct Svg {
+    out: String,
+}
+
+impl Svg {
+    fn new(w: u32, h: u32, label: &str) -> Self {
+        Svg { out: format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" role=\"img\" aria-label=\"{}\" font-family=\"sans-serif\" font-size=\"12\">", esc(label)) }
+    }
+    fn text(&mut self, x: f64, y: f64, anchor: &str, s: &str) {
+        let _ = write!(
+            self.out,
+            "<text x=\"{x:.1}\" y=\"{y:.1}\" text-anchor=\"{anchor}\">{}</text>",
+            esc(s)
+        );
+    }
+    fn rect(&mut self, x: f64, y: f64, w: f64, h: f64, fill: &str) {
+        let _ = write!(
+            self.out,
+            "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{h:.1}\" fill=\"{fill}\"/>",
+            w.max(0.5)
+        );
+    }
+    fn line(&mut self, x1: f64, y1: f64, x2: f64, y2: f64, stroke: &str, dash: bool) {
+        let _ = write!(self.out, "<line x1=\"{x1:.1}\" y1=\"{y1:.1}\" x2=\"{x2:.1}\" y2=\"{y2:.1}\" stroke=\"{stroke}\" stroke-width=\"1.5\"{}/>", if dash { " stroke-dasharray=\"6 4\"" } else { "" });
+    }
+    fn finish(mut self) -> String {
+        self.out.push_str("</svg>");
+        self.out
+    }
+}
+
+fn throughput_chart(results: &Results) -> String {
+    let runs = &results.runs;
+    let (w, row) = (760.0, 34.0);
+    let h = 40.0 + row * runs.len() as f64;
+    let mut svg = Svg::new(w as u32, h as u32, "events per second per run");
+    let max = runs
+        .iter()
+        .map(|r| r.events_per_sec)
+        .fold(0.0, f64::max)
+        .max(1.0);
+    let (left, width) = (170.0, 460.0);
+    svg.text(left, 16.0, "start", "events/s (higher is better)");
+    for (i, r) in runs.iter().enumerate() {
+        let y = 28.0 + row * i as f64;
+        svg.text(left - 8.0, y + 17.0, "end", &r.label);
+        svg.rect(
+            left,
+            y + 4.0,
+            width * r.events_per_sec / max,
+            row - 10.0,
+            color(i),
+        );
+        svg.text(
+            left + width * r.events_per_sec / max + 6.0,
+            y + 17.0,
+            "start",
+            &format!(
+                "{} ev/s · {} ops/s",
+                format_rate(r.events_per_sec),
+                format_rate(r.ops_per_sec)
+            ),
+        );
+    }
+    svg.finish()
+}
+
+fn latency_chart(results: &Results) -> String {
+    let kinds: Vec<String> = op_kinds(results).into_iter().take(8).collect();
+    let runs = &results.runs;
+    let row = 16.0;
+    let group = row * runs.len() as f64 + 12.0;
+    let (w, h) = (760.0, 60.0 + group * kinds.len() as f64);
+    let mut svg = Svg::new(w as u32, h as u32, "latency percentiles per operation");
+    let values: Vec<u64> = runs
+        .iter()
+        .flat_map(|r| r.ops.values().flat_map(|s| [s.p50_ns, s.p999_ns]))
+        .collect();
+    let lo = values
+        .iter()
+        .copied()
+        .filter(|v| *v > 0)
+        .min()
+        .unwrap_or(1)
+        .max(1) as f64;
+    let hi = values.iter().copied().max().unwrap_or(10).max(10) as f64;
+    let (lo, hi) = (
+        lo.log10().floor(),
+        hi.log10().ceil().max(lo.log10().floor() + 1.0),
+    );
+    let (left, width) = (170.0, 540.0);
+    let x = |ns: f64| left + width * ((ns.max(1.0).log10() - lo) / (hi - lo)).clamp(0.0, 1.0);
+    svg.text(
+        left,
+        16.0,
+        "start",
+        "latency, log scale: bar = p99, whisker = p50 to p99.9",
+    );
+    let axis_y = h - 24.0;
+    let mut decade = lo;
+    while decade <= hi {
+        let px = x(10f64.powf(decade));
+        svg.line(px, 24.0, px, axis_y, "#ddd", false);
+        svg.text(px, axis_y + 16.0, "middle", &format_ns(10f64.powf(decade)));
+        decade += 1.0;
+    }
+    for (g, kind) in kinds.iter().enumerate() {
+        let gy = 30.0 + group * g as f64;
+        svg.text(left - 8.0, gy + group / 2.0, "end", kind);
+        for (i, r) in runs.iter().enumerate() {
+            if let Some(s) = r.ops.get(kind) {
+                let y = gy + row * i as f64;
+                svg.rect(
+                    left,
+                    y + 2.0,
+                    x(s.p99_ns as f64) - left,
+                    row - 4.0,
+                    color(i),
+                );
+                svg.line(
+                    x(s.p50_ns as f64),
+                    y + row / 2.0,
+                    x(s.p999_ns as f64),
+                    y + row / 2.0,
+                    "#000",
+                    false,
+                );
+            }
+        }
+    }
+    svg.finish()
+}
+
+fn memory_chart(results: &Results) -> String {
+    let (w, h) = (760.0, 300.0);
+    let mut svg = Svg::new(w as u32, h as u32, "resident memory over time");
+    let budget = results.workload.as_ref().and_then(|w| w.memory_budget);
+    let max_t = results
+        .runs
+        .iter()
+        .flat_map(|r| r.samples.iter().map(|s| s.t))
+        .fold(0.0, f64::max)
+        .max(1e-3);
+    let max_m = results
+        .runs
+        .iter()
+        .flat_map(|r| r.samples.iter().map(|s| s.rss_bytes))
+        .chain(budget)
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64
+        * 1.1;
+    let (left, top, width, height) = (80.0, 24.0, 640.0, 230.0);
+    let px = |t: f64| left + width * t / max_t;
+    let py = |m: f64| top + height - height * m / max_m;
+    svg.text(
+        left,
+        16.0,
+        "start",
+        "resident memory (RSS) over wall time; dashed: memory budget",
+    );
+    svg.line(
+        left,
+        top + height,
+        left + width,
+        top + height,
+        "#444",
+        false,
+    );
+    svg.line(left, top, left, top + height, "#444", false);
+    for i in 0..=4 {
+        let m = max_m * f64::from(i) / 4.0;
+        svg.text(left - 6.0, py(m) + 4.0, "end", &format_size(m as u64));
+        let t = max_t * f64::from(i) / 4.0;
+        svg.text(px(t), top + height + 16.0, "middle", &format!("{t:.1} s"));
+    }
+    if let Some(b) = budget {
+        svg.line(left, py(b as f64), left + width, py(b as f64), "#000", true);
+    }
+    for (i, r) in results.runs.iter().enumerate() {
+        if r.samples.is_empty() {
+            continue;
+        }
+        let points: Vec<String> = r
+            .samples
+            .iter()
+            .map(|s| format!("{:.1},{:.1}", px(s.t), py(s.rss_bytes as f64)))
+            .collect();
+        let _ = write!(
+            svg.out,
+            "<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"2\" points=\"{}\"/>",
+            color(i),
+            points.join(" ")
+        );
+    }
+    svg.finish()
+}
+
+fn legend(results: &Results) -> String {
+    let mut out = String::from("<p class=\"legend\">");
+    for (i, r) in results.runs.iter().enumerate() {
+        let _ = write!(
+            out,
+            "<span><i style=\"background:{}\"></i>{}</span>",
+            color(i),
+            esc(&r.label)
+        );
+    }
+    out.push_str("</p>");
+    out
+}
+
+/// A tiny Markdown-table-and-list to HTML converter for the report body: the Markdown report
+/// is the source of truth, and the HTML shows the same text plus charts.
+fn markdown_to_html(md: &str) -> String {
+    let mut html = String::new();
+    let mut in_table = false;
+    let mut in_list = false;
+    let inline = |s: &str| {
+        let mut out = String::new();
+        let mut bold = false;
+        let mut code = false;
+        let escaped = esc(s);
+        let mut chars = escaped.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '*' && chars.peek() == Some(&'*') {
+                chars.next();
+                out.push_str(if bold { "</strong>" } else { "<strong>" });
+                bold = !bold;
+            } else if c == '`' {
+                out.push_str(if code { "</code>" } else { "<code>" });
+                code = !code;
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    };
+    for line in md.lines() {
+        let t = line.trim();
+        if in_table && !t.starts_with('|') {
+            html.push_str("</table>\n");
+            in_table = false;
+        }
+        if in_list && !t.starts_with("- ") {
+            html.push_str("</ul>\n");
+            in_list = false;
+        }
+        if let Some(h) = t.strip_prefix("### ") {
+            let _ = writeln!(html, "<h3>{}</h3>", inline(h));
+        } else if let Some(h) = t.strip_prefix("## ") {
+            let _ = writeln!(html, "<h2>{}</h2>", inline(h));
+        } else if let Some(h) = t.strip_prefix("# ") {
+            let _ = writeln!(html, "<h1>{}</h1>", inline(h));
+        } else if t.starts_with('|') {
+            let cells: Vec<&str> = t.trim_matches('|').split('|').map(str::trim).collect();
+            if cells
+                .iter()
+                .all(|c| c.chars().all(|ch| ch == '-' || ch == ':'))
+            {
+                continue;
+            }
+            let tag = if in_table { "td" } else { "th" };
+            if !in_table {
+                html.push_str("<table>\n");
+                in_table = true;
+            }
+            html.push_str("<tr>");
+            for c in cells {
+                let _ = write!(html, "<{tag}>{}</{tag}>", inline(c));
+            }
+            html.push_str("</tr>\n");
+        } else if let Some(item) = t.strip_prefix("- ") {
+            if !in_list {
+                html.push_str("<ul>\n");
+                in_list = true;
+            }
+            let _ = writeln!(html, "<li>{}</li>", inline(item));
+        } else if !t.is_empty() {
+            let _ = writeln!(html, "<p>{}</p>", inline(t));
+        }
+    }
+    if in_table {
+        html.push_str("</table>\n");
+    }
+    if in_list {
+        html.push_str("</ul>\n");
+    }
+    html
+}
+
+/// Renders `report.html`: self-contained, charts as inline SVG.
+pub fn render_html(results: &Results) -> String {
+    let md = render_markdown(results);
+    let body = markdown_to_html(&md);
+    let split = body.find("<h2>").unwrap_or(body.len());
+    let (head, rest) = body.split_at(split);
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>statekit: {title}</title>\n<style>\
+body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}\
+table{{border-collapse:collapse;margin:1em 0;font-size:13px}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}\
+td:first-child,th:first-child{{text-align:left}}th{{background:#f3f3f3}}code{{background:#f3f3f3;padding:0 3px}}\
+.charts svg{{display:block;margin:1em 0;border:1px solid #eee}}.legend span{{margin-right:1.5em}}\
+.legend i{{display:inline-block;width:12px;height:12px;margin-right:4px;vertical-align:middle}}\
+</style></head><body>\n{head}<div class=\"charts\"><h2>Charts</h2>{legend}<h3>Throughput</h3>{tp}<h3>Latency per operation</h3>{lat}<h3>Memory over time</h3>{mem}</div>\n{rest}</body></html>\n",
+        title = esc(&title(results)),
+        legend = legend(results),
+        tp = throughput_chart(results),
+        lat = latency_chart(results),
+        mem = memory_chart(results),
+    )
+}
+
+/// Writes `report.md` and `report.html` into `dir`.
+///
+/// # Errors
+/// I/O errors naming the file.
+pub fn write_reports(results: &Results, dir: &Path) -> Result<()> {
+    let md = dir.join("report.md");
+    std::fs::write(&md, render_markdown(results)).map_err(|e| Error::io(md.display(), e))?;
+    let html = dir.join("report.html");
+    std::fs::write(&html, render_html(results)).map_err(|e| Error::io(html.display(), e))
+}
