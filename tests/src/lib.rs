@@ -1,1 +1,77 @@
-//! placeholder
+//! The conformance suite every statekit backend must pass, and the model it is checked
+//! against.
+//!
+//! A backend's test file implements [`BackendFactory`] and calls [`conformance_suite!`],
+//! which expands to one `#[test]` per case in [`conformance`] plus the differential property
+//! test of [`model`]. Cases use real components (a real file system for checkpoints, the
+//! backend's real engine) and a [`ManualClock`](statekit_backend::clock::ManualClock) for TTL.
+
+pub mod conformance;
+pub mod model;
+
+use std::sync::Arc;
+
+use statekit_backend::{CheckpointStorage, InstanceConfig, Result, StateBackend};
+
+/// Opens instances of the backend under test.
+pub trait BackendFactory: Sized {
+    /// The backend type.
+    type Backend: StateBackend;
+
+    /// A factory for one test (it may hold temporary directories).
+    fn new() -> Self;
+
+    /// A new, empty, independent instance. May be called several times in one test (restore
+    /// into a fresh instance, rescaling into several).
+    ///
+    /// # Errors
+    /// Whatever opening the backend fails with.
+    fn open(&self, config: InstanceConfig) -> Result<Self::Backend>;
+
+    /// The checkpoint storage the suite should use; `None` lets the suite use a local
+    /// directory.
+    fn checkpoint_storage(&self) -> Option<Arc<dyn CheckpointStorage>> {
+        None
+    }
+}
+
+/// Expands to one `#[test]` per conformance case for the given [`BackendFactory`] type.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($factory:ty) => {
+        $crate::conformance_suite!(@cases $factory;
+            get_of_missing_entry_is_none,
+            put_overwrites_and_delete_removes,
+            empty_and_16_mib_values,
+            binary_and_unicode_keys,
+            scopes_are_isolated,
+            merge_appends,
+            scan_bounds_and_directions,
+            scan_stops_and_propagates_errors,
+            prefix_iteration,
+            delete_range_bounds,
+            multi_get_keeps_request_order,
+            key_group_boundaries,
+            invalid_arguments_are_errors,
+            state_registration,
+            ttl_expiry,
+            timers_fire_in_order,
+            write_batch_is_atomic,
+            checkpoint_then_restore_equals_original,
+            restore_of_a_key_group_sub_range,
+            rescale_two_to_three_and_one,
+            restore_replaces_later_writes,
+            incomplete_or_damaged_checkpoints_are_rejected,
+            checkpoint_ids_increase_and_old_ones_are_retired,
+            differential_against_model
+        );
+    };
+    (@cases $factory:ty; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                $crate::conformance::$case::<$factory>();
+            }
+        )*
+    };
+}
