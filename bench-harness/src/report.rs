@@ -274,7 +274,7 @@ struct Svg {
 
 impl Svg {
     fn new(w: u32, h: u32, label: &str) -> Self {
-        Svg { out: format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" role=\"img\" aria-label=\"{}\" font-family=\"sans-serif\" font-size=\"12\">", esc(label)) }
+        Svg { out: format!("<svg width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" role=\"img\" aria-label=\"{}\" font-family=\"sans-serif\" font-size=\"12\">", esc(label)) }
     }
     fn text(&mut self, x: f64, y: f64, anchor: &str, s: &str) {
         let _ = write!(
@@ -309,7 +309,7 @@ fn throughput_chart(results: &Results) -> String {
         .map(|r| r.events_per_sec)
         .fold(0.0, f64::max)
         .max(1.0);
-    let (left, width) = (170.0, 460.0);
+    let (left, width) = (170.0, 380.0);
     svg.text(left, 16.0, "start", "events/s (higher is better)");
     for (i, r) in runs.iter().enumerate() {
         let y = 28.0 + row * i as f64;
@@ -486,6 +486,7 @@ fn markdown_to_html(md: &str) -> String {
     let mut html = String::new();
     let mut in_table = false;
     let mut in_list = false;
+    let mut prev_blank = true;
     let inline = |s: &str| {
         let mut out = String::new();
         let mut bold = false;
@@ -547,8 +548,15 @@ fn markdown_to_html(md: &str) -> String {
             }
             let _ = writeln!(html, "<li>{}</li>", inline(item));
         } else if !t.is_empty() {
-            let _ = writeln!(html, "<p>{}</p>", inline(t));
+            // Consecutive text lines form one paragraph.
+            if html.ends_with("</p>\n") && !prev_blank {
+                html.truncate(html.len() - "</p>\n".len());
+                let _ = writeln!(html, " {}</p>", inline(t));
+            } else {
+                let _ = writeln!(html, "<p>{}</p>", inline(t));
+            }
         }
+        prev_blank = t.is_empty();
     }
     if in_table {
         html.push_str("</table>\n");

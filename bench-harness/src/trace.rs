@@ -1633,12 +1633,14 @@ pub fn import_gadget(
                 reverse: false,
                 visited: None,
             },
-            other => return Err(bad(
-                2,
-                &format!(
+            other => {
+                return Err(bad(
+                    2,
+                    &format!(
                     "unknown operation '{other}' (expected put, get, merge, delete, seek or next)"
                 ),
-            )),
+                ))
+            }
         };
         w.record_at(&op, micros)?;
     }
