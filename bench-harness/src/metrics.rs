@@ -143,18 +143,10 @@ struct KindMetrics {
 }
 
 /// Per-kind histograms and volumes of a [`Metered`] backend.
+#[derive(Default)]
 pub struct OpMetrics {
     kinds: BTreeMap<OpKind, KindMetrics>,
     volume: Volume,
-}
-
-impl Default for OpMetrics {
-    fn default() -> Self {
-        OpMetrics {
-            kinds: BTreeMap::new(),
-            volume: Volume::default(),
-        }
-    }
 }
 
 impl OpMetrics {

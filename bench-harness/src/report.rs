@@ -66,7 +66,7 @@ fn op_kinds(results: &Results) -> Vec<String> {
             }
         }
     }
-    kinds.sort_by(|a, b| b.1.cmp(&a.1));
+    kinds.sort_by_key(|k| std::cmp::Reverse(k.1));
     kinds.into_iter().map(|(k, _)| k).collect()
 }
 
