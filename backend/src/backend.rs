@@ -591,8 +591,12 @@ pub trait TimerStore {
     ///
     /// # Errors
     /// As [`TimerStore::register_timer`].
-    fn pop_due_timers(&mut self, queue: StateId, watermark: i64, limit: usize)
-        -> Result<Vec<Timer>>;
+    fn pop_due_timers(
+        &mut self,
+        queue: StateId,
+        watermark: i64,
+        limit: usize,
+    ) -> Result<Vec<Timer>>;
 
     /// The earliest registered timestamp of the queue, if any.
     ///
@@ -687,7 +691,11 @@ pub fn check_scope(
             "state '{}' is a {:?} state and cannot be used as {}",
             desc.name,
             desc.kind,
-            if want_timers { "a timer queue" } else { "key/value state" }
+            if want_timers {
+                "a timer queue"
+            } else {
+                "key/value state"
+            }
         )));
     }
     if !owned.contains(scope.key_group) {

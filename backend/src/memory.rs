@@ -495,7 +495,11 @@ impl TimerStore for MemoryBackend {
     }
 
     fn next_timer(&self, queue: StateId) -> Result<Option<i64>> {
-        Ok(self.timer_queue(queue)?.by_time.first().map(|t| t.timestamp))
+        Ok(self
+            .timer_queue(queue)?
+            .by_time
+            .first()
+            .map(|t| t.timestamp))
     }
 
     fn scan_timers(

@@ -13,8 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::backend::{
-    Direction, Scope, StateBackend, StateDescriptor, StateId, StateKind, Timer, UserKeyRange,
-    Visit,
+    Direction, Scope, StateBackend, StateDescriptor, StateId, StateKind, Timer, UserKeyRange, Visit,
 };
 use crate::codec::{
     decode_key, decode_value, encode_key, encode_value, get_length_prefixed, put_length_prefixed,
@@ -160,7 +159,11 @@ impl<V: Serialize + DeserializeOwned> ValueState<V> {
     ///
     /// # Errors
     /// Backend errors; `Corruption` if the stored bytes are not a `V`.
-    pub fn get<B: StateBackend + ?Sized>(&self, backend: &B, ctx: &KeyContext) -> Result<Option<V>> {
+    pub fn get<B: StateBackend + ?Sized>(
+        &self,
+        backend: &B,
+        ctx: &KeyContext,
+    ) -> Result<Option<V>> {
         backend
             .get(ctx.scope(self.id), &[])?
             .map(|b| decode_named(&b, self.id))
@@ -171,7 +174,12 @@ impl<V: Serialize + DeserializeOwned> ValueState<V> {
     ///
     /// # Errors
     /// Backend errors.
-    pub fn set<B: StateBackend + ?Sized>(&self, backend: &mut B, ctx: &KeyContext, value: &V) -> Result<()> {
+    pub fn set<B: StateBackend + ?Sized>(
+        &self,
+        backend: &mut B,
+        ctx: &KeyContext,
+        value: &V,
+    ) -> Result<()> {
         backend.put(ctx.scope(self.id), &[], &encode_value(value)?)
     }
 
@@ -251,7 +259,12 @@ impl<V: Serialize + DeserializeOwned> ListState<V> {
     ///
     /// # Errors
     /// Backend errors.
-    pub fn add<B: StateBackend + ?Sized>(&self, backend: &mut B, ctx: &KeyContext, value: &V) -> Result<()> {
+    pub fn add<B: StateBackend + ?Sized>(
+        &self,
+        backend: &mut B,
+        ctx: &KeyContext,
+        value: &V,
+    ) -> Result<()> {
         self.add_all(backend, ctx, std::slice::from_ref(value))
     }
 
@@ -363,7 +376,12 @@ impl<K: KeyCodec, V: Serialize + DeserializeOwned> MapState<K, V> {
     ///
     /// # Errors
     /// Backend errors; `Corruption` for undecodable bytes.
-    pub fn get<B: StateBackend + ?Sized>(&self, backend: &B, ctx: &KeyContext, key: &K) -> Result<Option<V>> {
+    pub fn get<B: StateBackend + ?Sized>(
+        &self,
+        backend: &B,
+        ctx: &KeyContext,
+        key: &K,
+    ) -> Result<Option<V>> {
         backend
             .get(ctx.scope(self.id), &encode_key(key))?
             .map(|b| decode_named(&b, self.id))
@@ -374,7 +392,12 @@ impl<K: KeyCodec, V: Serialize + DeserializeOwned> MapState<K, V> {
     ///
     /// # Errors
     /// Backend errors.
-    pub fn contains<B: StateBackend + ?Sized>(&self, backend: &B, ctx: &KeyContext, key: &K) -> Result<bool> {
+    pub fn contains<B: StateBackend + ?Sized>(
+        &self,
+        backend: &B,
+        ctx: &KeyContext,
+        key: &K,
+    ) -> Result<bool> {
         Ok(backend.get(ctx.scope(self.id), &encode_key(key))?.is_some())
     }
 
@@ -396,7 +419,12 @@ impl<K: KeyCodec, V: Serialize + DeserializeOwned> MapState<K, V> {
     ///
     /// # Errors
     /// Backend errors.
-    pub fn remove<B: StateBackend + ?Sized>(&self, backend: &mut B, ctx: &KeyContext, key: &K) -> Result<()> {
+    pub fn remove<B: StateBackend + ?Sized>(
+        &self,
+        backend: &mut B,
+        ctx: &KeyContext,
+        key: &K,
+    ) -> Result<()> {
         backend.delete(ctx.scope(self.id), &encode_key(key))
     }
 
@@ -444,7 +472,11 @@ impl<K: KeyCodec, V: Serialize + DeserializeOwned> MapState<K, V> {
     ///
     /// # Errors
     /// As [`MapState::for_each_in_range`].
-    pub fn entries<B: StateBackend + ?Sized>(&self, backend: &B, ctx: &KeyContext) -> Result<Vec<(K, V)>> {
+    pub fn entries<B: StateBackend + ?Sized>(
+        &self,
+        backend: &B,
+        ctx: &KeyContext,
+    ) -> Result<Vec<(K, V)>> {
         self.range(backend, ctx, ..)
     }
 
@@ -452,7 +484,11 @@ impl<K: KeyCodec, V: Serialize + DeserializeOwned> MapState<K, V> {
     ///
     /// # Errors
     /// Backend errors.
-    pub fn is_empty<B: StateBackend + ?Sized>(&self, backend: &B, ctx: &KeyContext) -> Result<bool> {
+    pub fn is_empty<B: StateBackend + ?Sized>(
+        &self,
+        backend: &B,
+        ctx: &KeyContext,
+    ) -> Result<bool> {
         let mut empty = true;
         backend.scan(
             ctx.scope(self.id),
@@ -500,7 +536,11 @@ impl<V: Serialize + DeserializeOwned, F: Fn(&V, &V) -> V> ReducingState<V, F> {
     ///
     /// # Errors
     /// As [`StateBackend::register_state`].
-    pub fn register<B: StateBackend + ?Sized>(backend: &mut B, name: &str, reduce: F) -> Result<Self> {
+    pub fn register<B: StateBackend + ?Sized>(
+        backend: &mut B,
+        name: &str,
+        reduce: F,
+    ) -> Result<Self> {
         Ok(ReducingState {
             inner: ValueState {
                 id: register(backend, name, StateKind::Reducing, None)?,
@@ -514,7 +554,11 @@ impl<V: Serialize + DeserializeOwned, F: Fn(&V, &V) -> V> ReducingState<V, F> {
     ///
     /// # Errors
     /// As [`ValueState::get`].
-    pub fn get<B: StateBackend + ?Sized>(&self, backend: &B, ctx: &KeyContext) -> Result<Option<V>> {
+    pub fn get<B: StateBackend + ?Sized>(
+        &self,
+        backend: &B,
+        ctx: &KeyContext,
+    ) -> Result<Option<V>> {
         self.inner.get(backend, ctx)
     }
 
@@ -522,7 +566,12 @@ impl<V: Serialize + DeserializeOwned, F: Fn(&V, &V) -> V> ReducingState<V, F> {
     ///
     /// # Errors
     /// As [`ValueState::get`] and [`ValueState::set`].
-    pub fn add<B: StateBackend + ?Sized>(&self, backend: &mut B, ctx: &KeyContext, value: V) -> Result<()> {
+    pub fn add<B: StateBackend + ?Sized>(
+        &self,
+        backend: &mut B,
+        ctx: &KeyContext,
+        value: V,
+    ) -> Result<()> {
         let next = match self.inner.get(backend, ctx)? {
             Some(old) => (self.reduce)(&old, &value),
             None => value,
@@ -567,7 +616,11 @@ impl<A: AggregateFunction> AggregatingState<A> {
     ///
     /// # Errors
     /// As [`StateBackend::register_state`].
-    pub fn register<B: StateBackend + ?Sized>(backend: &mut B, name: &str, function: A) -> Result<Self> {
+    pub fn register<B: StateBackend + ?Sized>(
+        backend: &mut B,
+        name: &str,
+        function: A,
+    ) -> Result<Self> {
         Ok(AggregatingState {
             inner: ValueState {
                 id: register(backend, name, StateKind::Aggregating, None)?,
@@ -581,7 +634,12 @@ impl<A: AggregateFunction> AggregatingState<A> {
     ///
     /// # Errors
     /// As [`ValueState::get`] and [`ValueState::set`].
-    pub fn add<B: StateBackend + ?Sized>(&self, backend: &mut B, ctx: &KeyContext, input: &A::Input) -> Result<()> {
+    pub fn add<B: StateBackend + ?Sized>(
+        &self,
+        backend: &mut B,
+        ctx: &KeyContext,
+        input: &A::Input,
+    ) -> Result<()> {
         let mut acc = match self.inner.get(backend, ctx)? {
             Some(acc) => acc,
             None => self.function.create_accumulator(),
@@ -594,8 +652,15 @@ impl<A: AggregateFunction> AggregatingState<A> {
     ///
     /// # Errors
     /// As [`ValueState::get`].
-    pub fn get<B: StateBackend + ?Sized>(&self, backend: &B, ctx: &KeyContext) -> Result<Option<A::Output>> {
-        Ok(self.inner.get(backend, ctx)?.map(|acc| self.function.result(&acc)))
+    pub fn get<B: StateBackend + ?Sized>(
+        &self,
+        backend: &B,
+        ctx: &KeyContext,
+    ) -> Result<Option<A::Output>> {
+        Ok(self
+            .inner
+            .get(backend, ctx)?
+            .map(|acc| self.function.result(&acc)))
     }
 
     /// Removes the accumulator.
@@ -708,12 +773,23 @@ mod tests {
         let m: MapState<i64, u32> = MapState::register(&mut b, "m").unwrap();
         let ctx = KeyContext::new(&b, &"k".to_string()).unwrap();
         for ts in [-5i64, -1, 0, 3, 10, 200] {
-            m.put(&mut b, &ctx, &ts, &(ts.unsigned_abs() as u32)).unwrap();
+            m.put(&mut b, &ctx, &ts, &(ts.unsigned_abs() as u32))
+                .unwrap();
         }
-        let keys: Vec<i64> = m.range(&b, &ctx, -1..10).unwrap().into_iter().map(|e| e.0).collect();
+        let keys: Vec<i64> = m
+            .range(&b, &ctx, -1..10)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.0)
+            .collect();
         assert_eq!(keys, vec![-1, 0, 3]);
         m.remove_range(&mut b, &ctx, ..=0).unwrap();
-        let keys: Vec<i64> = m.entries(&b, &ctx).unwrap().into_iter().map(|e| e.0).collect();
+        let keys: Vec<i64> = m
+            .entries(&b, &ctx)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.0)
+            .collect();
         assert_eq!(keys, vec![3, 10, 200]);
         assert!(!m.is_empty(&b, &ctx).unwrap());
         m.clear(&mut b, &ctx).unwrap();
@@ -767,8 +843,11 @@ mod tests {
         assert_eq!(err.kind(), crate::ErrorKind::Incompatible);
         let owned = crate::KeyGroupRange::new(0, 0).unwrap();
         let narrow =
-            MemoryBackend::open(InstanceConfig::single(16).unwrap().with_key_groups(owned)).unwrap();
-        let foreign = (0u64..).find(|k| key_group_of(&encode_key(k), 16) != 0).unwrap();
+            MemoryBackend::open(InstanceConfig::single(16).unwrap().with_key_groups(owned))
+                .unwrap();
+        let foreign = (0u64..)
+            .find(|k| key_group_of(&encode_key(k), 16) != 0)
+            .unwrap();
         assert!(KeyContext::new(&narrow, &foreign).is_err());
     }
 }

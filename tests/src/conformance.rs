@@ -10,10 +10,9 @@ use std::sync::Arc;
 use statekit_backend::backend::PrefixRange;
 use statekit_backend::clock::ManualClock;
 use statekit_backend::{
-    Checkpointing, StateRead, StateWrite, TimerStore,
-    key_group_of, CheckpointStorage, Direction, ErrorKind, InstanceConfig, KeyGroupRange,
-    LocalDirStorage, Scope, StateBackend, StateDescriptor, StateId, StateKind, Timer,
-    UserKeyRange, Visit, WriteBatch,
+    key_group_of, CheckpointStorage, Checkpointing, Direction, ErrorKind, InstanceConfig,
+    KeyGroupRange, LocalDirStorage, Scope, StateBackend, StateDescriptor, StateId, StateKind,
+    StateRead, StateWrite, Timer, TimerStore, UserKeyRange, Visit, WriteBatch,
 };
 
 use crate::BackendFactory;
@@ -121,7 +120,10 @@ fn keys_of(entries: &[(Vec<u8>, Vec<u8>)]) -> Vec<Vec<u8>> {
 pub type Dump = BTreeMap<(String, u16, Vec<u8>, Vec<u8>, Vec<u8>), (Vec<u8>, Option<u64>)>;
 
 /// All live entries and timers of `b` in `key_groups`.
-pub fn dump<B: StateBackend + ?Sized>(b: &B, key_groups: KeyGroupRange) -> (Dump, BTreeSet<(String, Timer)>) {
+pub fn dump<B: StateBackend + ?Sized>(
+    b: &B,
+    key_groups: KeyGroupRange,
+) -> (Dump, BTreeSet<(String, Timer)>) {
     let mut entries = Dump::new();
     let mut timers = BTreeSet::new();
     for (i, desc) in b.states().iter().enumerate() {
@@ -171,8 +173,12 @@ fn populate<B: StateBackend>(b: &mut B, keys: u32) {
         for ns in [&b""[..], b"window-1"] {
             let a = Addr::new(&key, ns);
             for ts in 0..(i % 5) {
-                b.put(a.scope(map), &u64::from(ts).to_be_bytes(), format!("v{i}-{ts}").as_bytes())
-                    .unwrap();
+                b.put(
+                    a.scope(map),
+                    &u64::from(ts).to_be_bytes(),
+                    format!("v{i}-{ts}").as_bytes(),
+                )
+                .unwrap();
             }
             b.merge(a.scope(list), b"", b"first").unwrap();
             b.merge(a.scope(list), b"", b"second").unwrap();
@@ -206,9 +212,15 @@ pub fn put_overwrites_and_delete_removes<F: BackendFactory>() {
     let s = map_state(&mut b, "s");
     let a = Addr::new(b"k", b"ns");
     b.put(a.scope(s), b"uk", b"one").unwrap();
-    assert_eq!(b.get(a.scope(s), b"uk").unwrap().as_deref(), Some(&b"one"[..]));
+    assert_eq!(
+        b.get(a.scope(s), b"uk").unwrap().as_deref(),
+        Some(&b"one"[..])
+    );
     b.put(a.scope(s), b"uk", b"two").unwrap();
-    assert_eq!(b.get(a.scope(s), b"uk").unwrap().as_deref(), Some(&b"two"[..]));
+    assert_eq!(
+        b.get(a.scope(s), b"uk").unwrap().as_deref(),
+        Some(&b"two"[..])
+    );
     b.delete(a.scope(s), b"uk").unwrap();
     assert_eq!(b.get(a.scope(s), b"uk").unwrap(), None);
     // Deleting what is not there is fine.
@@ -223,7 +235,9 @@ pub fn empty_and_16_mib_values<F: BackendFactory>() {
     let a = Addr::new(b"k", b"");
     b.put(a.scope(s), b"empty", b"").unwrap();
     assert_eq!(b.get(a.scope(s), b"empty").unwrap(), Some(Vec::new()));
-    let big: Vec<u8> = (0..16 << 20).map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let big: Vec<u8> = (0..16 << 20)
+        .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     b.put(a.scope(s), b"big", &big).unwrap();
     assert!(b.get(a.scope(s), b"big").unwrap() == Some(big.clone()));
     let scanned = scan_all(&b, a.scope(s), UserKeyRange::all(), Direction::Forward);
@@ -233,7 +247,10 @@ pub fn empty_and_16_mib_values<F: BackendFactory>() {
     let handle = b.checkpoint(1).unwrap();
     let mut restored = h.open();
     restored.restore(&[handle]).unwrap();
-    assert_eq!(restored.get(a.scope(s), b"empty").unwrap(), Some(Vec::new()));
+    assert_eq!(
+        restored.get(a.scope(s), b"empty").unwrap(),
+        Some(Vec::new())
+    );
     assert!(restored.get(a.scope(s), b"big").unwrap() == Some(big));
 }
 
@@ -258,7 +275,11 @@ pub fn binary_and_unicode_keys<F: BackendFactory>() {
     for (i, key) in keys.iter().enumerate() {
         let a = Addr::new(key, "名前空間".as_bytes());
         for uk in keys {
-            assert_eq!(b.get(a.scope(s), uk).unwrap(), Some(vec![i as u8]), "{key:?}/{uk:?}");
+            assert_eq!(
+                b.get(a.scope(s), uk).unwrap(),
+                Some(vec![i as u8]),
+                "{key:?}/{uk:?}"
+            );
         }
         let mut sorted: Vec<Vec<u8>> = keys.iter().map(|k| k.to_vec()).collect();
         sorted.sort();
@@ -283,7 +304,10 @@ pub fn scopes_are_isolated<F: BackendFactory>() {
     assert_eq!(b.get(a.scope(s2), b"x").unwrap(), Some(b"s2".to_vec()));
     assert_eq!(b.get(c.scope(s2), b"x").unwrap(), None);
     // A scope's scan and range delete never see a neighbour's entries.
-    assert_eq!(scan_all(&b, a.scope(s1), UserKeyRange::all(), Direction::Forward).len(), 1);
+    assert_eq!(
+        scan_all(&b, a.scope(s1), UserKeyRange::all(), Direction::Forward).len(),
+        1
+    );
     b.delete_range(a.scope(s1), UserKeyRange::all()).unwrap();
     assert_eq!(b.get(c.scope(s1), b"x").unwrap(), Some(b"c".to_vec()));
     assert_eq!(b.get(a.scope(s2), b"x").unwrap(), Some(b"s2".to_vec()));
@@ -325,6 +349,9 @@ pub fn merge_appends<F: BackendFactory>() {
 // ---------------------------------------------------------------------------------------------
 // Ranges
 
+/// Bounds and the timestamps a range over them must hold.
+type RangeCase<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>, Vec<u64>);
+
 fn ts_key(ts: u64) -> [u8; 8] {
     ts.to_be_bytes()
 }
@@ -339,14 +366,22 @@ pub fn scan_bounds_and_directions<F: BackendFactory>() {
     }
     let (k20, k40) = (ts_key(20), ts_key(40));
     let (k15, k45) = (ts_key(15), ts_key(45));
-    let cases: Vec<(Bound<&[u8]>, Bound<&[u8]>, Vec<u64>)> = vec![
-        (Bound::Included(&k20), Bound::Included(&k40), vec![20, 30, 40]),
+    let cases: Vec<RangeCase<'_>> = vec![
+        (
+            Bound::Included(&k20),
+            Bound::Included(&k40),
+            vec![20, 30, 40],
+        ),
         (Bound::Excluded(&k20), Bound::Included(&k40), vec![30, 40]),
         (Bound::Included(&k20), Bound::Excluded(&k40), vec![20, 30]),
         (Bound::Excluded(&k20), Bound::Excluded(&k40), vec![30]),
         (Bound::Unbounded, Bound::Excluded(&k40), vec![10, 20, 30]),
         (Bound::Excluded(&k20), Bound::Unbounded, vec![30, 40, 50]),
-        (Bound::Included(&k15), Bound::Included(&k45), vec![20, 30, 40]),
+        (
+            Bound::Included(&k15),
+            Bound::Included(&k45),
+            vec![20, 30, 40],
+        ),
         (Bound::Unbounded, Bound::Unbounded, vec![10, 20, 30, 40, 50]),
         (Bound::Included(&k40), Bound::Included(&k20), vec![]),
         (Bound::Included(&k20), Bound::Excluded(&k20), vec![]),
@@ -363,11 +398,19 @@ pub fn scan_bounds_and_directions<F: BackendFactory>() {
         let rev = scan_all(&b, a.scope(s), range, Direction::Reverse);
         assert_eq!(keys_of(&rev), rev_want, "reverse {lower:?}..{upper:?}");
         for (k, v) in &fwd {
-            assert_eq!(&v[..], &u64::from_be_bytes(k[..].try_into().unwrap()).to_le_bytes());
+            assert_eq!(
+                &v[..],
+                &u64::from_be_bytes(k[..].try_into().unwrap()).to_le_bytes()
+            );
         }
     }
     // A scan of a scope that never existed is empty, not an error.
-    let none = scan_all(&b, Addr::new(b"nobody", b"").scope(s), UserKeyRange::all(), Direction::Reverse);
+    let none = scan_all(
+        &b,
+        Addr::new(b"nobody", b"").scope(s),
+        UserKeyRange::all(),
+        Direction::Reverse,
+    );
     assert!(none.is_empty());
 }
 
@@ -380,16 +423,35 @@ pub fn scan_stops_and_propagates_errors<F: BackendFactory>() {
         b.put(a.scope(s), &ts_key(ts), b"v").unwrap();
     }
     let mut seen = Vec::new();
-    b.scan(a.scope(s), UserKeyRange::all(), Direction::Reverse, &mut |k, _| {
-        seen.push(k.to_vec());
-        Ok(if seen.len() == 3 { Visit::Stop } else { Visit::Continue })
-    })
+    b.scan(
+        a.scope(s),
+        UserKeyRange::all(),
+        Direction::Reverse,
+        &mut |k, _| {
+            seen.push(k.to_vec());
+            Ok(if seen.len() == 3 {
+                Visit::Stop
+            } else {
+                Visit::Continue
+            })
+        },
+    )
     .unwrap();
-    assert_eq!(seen, vec![ts_key(99).to_vec(), ts_key(98).to_vec(), ts_key(97).to_vec()]);
+    assert_eq!(
+        seen,
+        vec![
+            ts_key(99).to_vec(),
+            ts_key(98).to_vec(),
+            ts_key(97).to_vec()
+        ]
+    );
     let err = b
-        .scan(a.scope(s), UserKeyRange::all(), Direction::Forward, &mut |_, _| {
-            Err(statekit_backend::Error::invalid("visitor says no"))
-        })
+        .scan(
+            a.scope(s),
+            UserKeyRange::all(),
+            Direction::Forward,
+            &mut |_, _| Err(statekit_backend::Error::invalid("visitor says no")),
+        )
         .unwrap_err();
     assert!(err.to_string().contains("visitor says no"));
 }
@@ -399,16 +461,36 @@ pub fn prefix_iteration<F: BackendFactory>() {
     let mut b = h.open();
     let s = map_state(&mut b, "s");
     let a = Addr::new(b"k", b"");
-    let uks: [&[u8]; 8] = [b"a", b"ab", b"ab\x00", b"ab\xff", b"abc", b"ac", b"\xff", b"\xff\xff\x01"];
+    let uks: [&[u8]; 8] = [
+        b"a",
+        b"ab",
+        b"ab\x00",
+        b"ab\xff",
+        b"abc",
+        b"ac",
+        b"\xff",
+        b"\xff\xff\x01",
+    ];
     for uk in uks {
         b.put(a.scope(s), uk, uk).unwrap();
     }
     let prefix = PrefixRange::new(b"ab");
     let got = scan_all(&b, a.scope(s), prefix.as_range(), Direction::Forward);
-    assert_eq!(keys_of(&got), vec![b"ab".to_vec(), b"ab\x00".to_vec(), b"abc".to_vec(), b"ab\xff".to_vec()]);
+    assert_eq!(
+        keys_of(&got),
+        vec![
+            b"ab".to_vec(),
+            b"ab\x00".to_vec(),
+            b"abc".to_vec(),
+            b"ab\xff".to_vec()
+        ]
+    );
     let prefix = PrefixRange::new(b"\xff");
     let got = scan_all(&b, a.scope(s), prefix.as_range(), Direction::Reverse);
-    assert_eq!(keys_of(&got), vec![b"\xff\xff\x01".to_vec(), b"\xff".to_vec()]);
+    assert_eq!(
+        keys_of(&got),
+        vec![b"\xff\xff\x01".to_vec(), b"\xff".to_vec()]
+    );
 }
 
 pub fn delete_range_bounds<F: BackendFactory>() {
@@ -430,18 +512,43 @@ pub fn delete_range_bounds<F: BackendFactory>() {
             .collect()
     };
     let (k3, k6) = (ts_key(3), ts_key(6));
-    let cases: Vec<(Bound<&[u8]>, Bound<&[u8]>, Vec<u64>)> = vec![
-        (Bound::Included(&k3), Bound::Excluded(&k6), vec![0, 1, 2, 6, 7, 8, 9]),
-        (Bound::Included(&k3), Bound::Included(&k6), vec![0, 1, 2, 7, 8, 9]),
-        (Bound::Excluded(&k3), Bound::Included(&k6), vec![0, 1, 2, 3, 7, 8, 9]),
-        (Bound::Unbounded, Bound::Excluded(&k3), vec![3, 4, 5, 6, 7, 8, 9]),
-        (Bound::Excluded(&k6), Bound::Unbounded, vec![0, 1, 2, 3, 4, 5, 6]),
-        (Bound::Included(&k6), Bound::Excluded(&k3), (0..10).collect()),
+    let cases: Vec<RangeCase<'_>> = vec![
+        (
+            Bound::Included(&k3),
+            Bound::Excluded(&k6),
+            vec![0, 1, 2, 6, 7, 8, 9],
+        ),
+        (
+            Bound::Included(&k3),
+            Bound::Included(&k6),
+            vec![0, 1, 2, 7, 8, 9],
+        ),
+        (
+            Bound::Excluded(&k3),
+            Bound::Included(&k6),
+            vec![0, 1, 2, 3, 7, 8, 9],
+        ),
+        (
+            Bound::Unbounded,
+            Bound::Excluded(&k3),
+            vec![3, 4, 5, 6, 7, 8, 9],
+        ),
+        (
+            Bound::Excluded(&k6),
+            Bound::Unbounded,
+            vec![0, 1, 2, 3, 4, 5, 6],
+        ),
+        (
+            Bound::Included(&k6),
+            Bound::Excluded(&k3),
+            (0..10).collect(),
+        ),
         (Bound::Unbounded, Bound::Unbounded, vec![]),
     ];
     for (lower, upper, want) in cases {
         fill(&mut b);
-        b.delete_range(a.scope(s), UserKeyRange::new(lower, upper)).unwrap();
+        b.delete_range(a.scope(s), UserKeyRange::new(lower, upper))
+            .unwrap();
         assert_eq!(remaining(&b), want, "{lower:?}..{upper:?}");
         assert_eq!(
             scan_all(&b, other.scope(s), UserKeyRange::all(), Direction::Forward).len(),
@@ -455,20 +562,27 @@ pub fn multi_get_keeps_request_order<F: BackendFactory>() {
     let h = Harness::<F>::new();
     let mut b = h.open();
     let s = map_state(&mut b, "s");
-    let addrs: Vec<Addr> = (0..50u32).map(|i| Addr::new(&i.to_be_bytes(), b"")).collect();
+    let addrs: Vec<Addr> = (0..50u32)
+        .map(|i| Addr::new(&i.to_be_bytes(), b""))
+        .collect();
     for (i, a) in addrs.iter().enumerate() {
         if i % 3 != 0 {
             b.put(a.scope(s), b"uk", &[i as u8]).unwrap();
         }
     }
-    let requests: Vec<(Scope<'_>, &[u8])> = addrs.iter().rev().map(|a| (a.scope(s), &b"uk"[..])).collect();
+    let requests: Vec<(Scope<'_>, &[u8])> = addrs
+        .iter()
+        .rev()
+        .map(|a| (a.scope(s), &b"uk"[..]))
+        .collect();
     let got = b.multi_get(&requests).unwrap();
     for (j, value) in got.iter().enumerate() {
         let i = addrs.len() - 1 - j;
         let want = (i % 3 != 0).then(|| vec![i as u8]);
         assert_eq!(value, &want, "request {j}");
     }
-    b.prefetch(&addrs.iter().map(|a| a.scope(s)).collect::<Vec<_>>()).unwrap();
+    b.prefetch(&addrs.iter().map(|a| a.scope(s)).collect::<Vec<_>>())
+        .unwrap();
     assert!(b.multi_get(&[]).unwrap().is_empty());
 }
 
@@ -498,7 +612,10 @@ pub fn key_group_boundaries<F: BackendFactory>() {
         let err = b.put(a.scope(s), b"uk", b"x").unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidArgument, "key group {kg}");
         assert!(err.to_string().contains(&kg.to_string()), "{err}");
-        assert_eq!(b.get(a.scope(s), b"uk").unwrap_err().kind(), ErrorKind::InvalidArgument);
+        assert_eq!(
+            b.get(a.scope(s), b"uk").unwrap_err().kind(),
+            ErrorKind::InvalidArgument
+        );
     }
     // Iteration over a sub-range sees exactly its key groups, in ascending order.
     let mut seen = Vec::new();
@@ -509,10 +626,14 @@ pub fn key_group_boundaries<F: BackendFactory>() {
     .unwrap();
     assert_eq!(seen, vec![11, 19]);
     let mut all = Vec::new();
-    b.scan_state(s, KeyGroupRange::all(u32::from(MAX_PARALLELISM)).unwrap(), &mut |e| {
-        all.push(e.key_group);
-        Ok(Visit::Continue)
-    })
+    b.scan_state(
+        s,
+        KeyGroupRange::all(u32::from(MAX_PARALLELISM)).unwrap(),
+        &mut |e| {
+            all.push(e.key_group);
+            Ok(Visit::Continue)
+        },
+    )
     .unwrap();
     assert_eq!(all, vec![10, 11, 19, 20]);
     let mut first = Vec::new();
@@ -538,7 +659,8 @@ pub fn invalid_arguments_are_errors<F: BackendFactory>() {
         b.put(a.scope(unknown), b"x", b"v").unwrap_err(),
         b.merge(a.scope(unknown), b"x", b"v").unwrap_err(),
         b.delete(a.scope(unknown), b"x").unwrap_err(),
-        b.delete_range(a.scope(unknown), UserKeyRange::all()).unwrap_err(),
+        b.delete_range(a.scope(unknown), UserKeyRange::all())
+            .unwrap_err(),
         b.put(a.scope(q), b"x", b"v").unwrap_err(),
     ] {
         assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
@@ -549,10 +671,21 @@ pub fn invalid_arguments_are_errors<F: BackendFactory>() {
         key: b"k".to_vec(),
         namespace: Vec::new(),
     };
-    assert_eq!(b.register_timer(s, &timer).unwrap_err().kind(), ErrorKind::InvalidArgument);
-    assert_eq!(b.register_timer(unknown, &timer).unwrap_err().kind(), ErrorKind::InvalidArgument);
+    assert_eq!(
+        b.register_timer(s, &timer).unwrap_err().kind(),
+        ErrorKind::InvalidArgument
+    );
+    assert_eq!(
+        b.register_timer(unknown, &timer).unwrap_err().kind(),
+        ErrorKind::InvalidArgument
+    );
     let err = b
-        .scan(a.scope(unknown), UserKeyRange::all(), Direction::Forward, &mut |_, _| Ok(Visit::Continue))
+        .scan(
+            a.scope(unknown),
+            UserKeyRange::all(),
+            Direction::Forward,
+            &mut |_, _| Ok(Visit::Continue),
+        )
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidArgument);
     // Nothing was written by the failed calls.
@@ -578,7 +711,9 @@ pub fn state_registration<F: BackendFactory>() {
         .unwrap_err();
     assert_eq!(ttl_clash.kind(), ErrorKind::Incompatible);
     assert_eq!(
-        b.register_state(&StateDescriptor::new("", StateKind::Map)).unwrap_err().kind(),
+        b.register_state(&StateDescriptor::new("", StateKind::Map))
+            .unwrap_err()
+            .kind(),
         ErrorKind::InvalidArgument
     );
     let names: Vec<String> = b.states().into_iter().map(|d| d.name).collect();
@@ -603,10 +738,19 @@ pub fn ttl_expiry<F: BackendFactory>() {
     b.put(a.scope(s), b"young", b"2").unwrap();
     b.merge(a.scope(s), b"list", b"a").unwrap();
     h.clock.advance(5_000); // "old" is 11 s old, "young" 5 s
-    assert_eq!(b.get(a.scope(s), b"old").unwrap(), None, "expired value is never returned");
+    assert_eq!(
+        b.get(a.scope(s), b"old").unwrap(),
+        None,
+        "expired value is never returned"
+    );
     assert_eq!(b.get(a.scope(plain), b"old").unwrap(), Some(b"1".to_vec()));
     assert_eq!(b.get(a.scope(s), b"young").unwrap(), Some(b"2".to_vec()));
-    let keys = keys_of(&scan_all(&b, a.scope(s), UserKeyRange::all(), Direction::Forward));
+    let keys = keys_of(&scan_all(
+        &b,
+        a.scope(s),
+        UserKeyRange::all(),
+        Direction::Forward,
+    ));
     assert_eq!(keys, vec![b"list".to_vec(), b"young".to_vec()]);
     let got = b
         .multi_get(&[(a.scope(s), &b"old"[..]), (a.scope(s), &b"young"[..])])
@@ -636,9 +780,16 @@ pub fn ttl_expiry<F: BackendFactory>() {
     let mut restored = h.open();
     restored.restore(&[handle]).unwrap();
     assert_eq!(restored.get(a.scope(s), b"young").unwrap(), None);
-    assert_eq!(restored.get(a.scope(s), b"list").unwrap(), Some(b"b".to_vec()));
+    assert_eq!(
+        restored.get(a.scope(s), b"list").unwrap(),
+        Some(b"b".to_vec())
+    );
     h.clock.advance(10_000);
-    assert_eq!(restored.get(a.scope(s), b"list").unwrap(), None, "expiry survives restore");
+    assert_eq!(
+        restored.get(a.scope(s), b"list").unwrap(),
+        None,
+        "expiry survives restore"
+    );
 }
 
 pub fn timers_fire_in_order<F: BackendFactory>() {
@@ -658,7 +809,10 @@ pub fn timers_fire_in_order<F: BackendFactory>() {
     };
     assert_eq!(b.next_timer(q).unwrap(), None);
     let mut registered = Vec::new();
-    for (i, ts) in [50i64, -20, 10, 10, 30, 10, i64::MIN, i64::MAX].iter().enumerate() {
+    for (i, ts) in [50i64, -20, 10, 10, 30, 10, i64::MIN, i64::MAX]
+        .iter()
+        .enumerate()
+    {
         let t = timer(*ts, &format!("key-{}", i % 4), b"");
         b.register_timer(q, &t).unwrap();
         registered.push(t);
@@ -683,7 +837,10 @@ pub fn timers_fire_in_order<F: BackendFactory>() {
     assert_eq!(b.next_timer(q).unwrap(), Some(50));
     // A timer registered at or below the watermark during firing is due at once.
     b.register_timer(q, &timer(5, "late", b"ns")).unwrap();
-    assert_eq!(b.pop_due_timers(q, 10, 100).unwrap(), vec![timer(5, "late", b"ns")]);
+    assert_eq!(
+        b.pop_due_timers(q, 10, 100).unwrap(),
+        vec![timer(5, "late", b"ns")]
+    );
     let mut scanned = Vec::new();
     b.scan_timers(q, b.key_group_range(), &mut |t| {
         scanned.push(t.timestamp);
@@ -693,9 +850,15 @@ pub fn timers_fire_in_order<F: BackendFactory>() {
     scanned.sort();
     assert_eq!(scanned, vec![50, i64::MAX]);
     let all = b.pop_due_timers(q, i64::MAX, 100).unwrap();
-    assert_eq!(all.iter().map(|t| t.timestamp).collect::<Vec<_>>(), vec![50, i64::MAX]);
+    assert_eq!(
+        all.iter().map(|t| t.timestamp).collect::<Vec<_>>(),
+        vec![50, i64::MAX]
+    );
     assert_eq!(b.pop_due_timers(q2, -1, 10).unwrap(), vec![]);
-    assert_eq!(b.pop_due_timers(q2, 0, 10).unwrap(), vec![timer(0, "other", b"w")]);
+    assert_eq!(
+        b.pop_due_timers(q2, 0, 10).unwrap(),
+        vec![timer(0, "other", b"w")]
+    );
     // Foreign key groups are rejected.
     let narrow = h.open_range(KeyGroupRange::new(0, 0).unwrap());
     let mut narrow = narrow;
@@ -708,7 +871,10 @@ pub fn timers_fire_in_order<F: BackendFactory>() {
         key: key_in_group(5),
         namespace: vec![],
     };
-    assert_eq!(narrow.register_timer(nq, &foreign).unwrap_err().kind(), ErrorKind::InvalidArgument);
+    assert_eq!(
+        narrow.register_timer(nq, &foreign).unwrap_err().kind(),
+        ErrorKind::InvalidArgument
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -731,8 +897,15 @@ pub fn write_batch_is_atomic<F: BackendFactory>() {
         .put(foreign.scope(s), b"b", b"2");
     let err = b.write(bad).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidArgument);
-    assert_eq!(b.get(mine.scope(s), b"a").unwrap(), None, "no part of a failed batch applies");
-    assert_eq!(b.get(mine.scope(s), b"keep").unwrap(), Some(b"old".to_vec()));
+    assert_eq!(
+        b.get(mine.scope(s), b"a").unwrap(),
+        None,
+        "no part of a failed batch applies"
+    );
+    assert_eq!(
+        b.get(mine.scope(s), b"keep").unwrap(),
+        Some(b"old".to_vec())
+    );
 
     let mut good = WriteBatch::new();
     good.put(mine.scope(s), b"a", b"1")
@@ -742,10 +915,22 @@ pub fn write_batch_is_atomic<F: BackendFactory>() {
         .put(mine.scope(s), b"z", b"last");
     assert_eq!(good.len(), 5);
     b.write(good).unwrap();
-    assert_eq!(b.get(mine.scope(s), b"a").unwrap(), Some(b"12".to_vec()), "ops apply in order");
+    assert_eq!(
+        b.get(mine.scope(s), b"a").unwrap(),
+        Some(b"12".to_vec()),
+        "ops apply in order"
+    );
     assert_eq!(b.get(mine.scope(s), b"keep").unwrap(), None);
-    let keys = keys_of(&scan_all(&b, mine.scope(s), UserKeyRange::all(), Direction::Forward));
-    assert_eq!(keys, vec![b"a".to_vec(), vec![b'r', 0], vec![b'r', 4], b"z".to_vec()]);
+    let keys = keys_of(&scan_all(
+        &b,
+        mine.scope(s),
+        UserKeyRange::all(),
+        Direction::Forward,
+    ));
+    assert_eq!(
+        keys,
+        vec![b"a".to_vec(), vec![b'r', 0], vec![b'r', 4], b"z".to_vec()]
+    );
     b.write(WriteBatch::new()).unwrap();
 }
 
@@ -758,13 +943,17 @@ pub fn checkpoint_then_restore_equals_original<F: BackendFactory>() {
     populate(&mut b, 300);
     let all = b.key_group_range();
     let before = dump(&b, all);
-    assert!(before.0.len() > 1000 && before.1.len() == 600, "populate wrote state");
+    assert!(
+        before.0.len() > 1000 && before.1.len() == 600,
+        "populate wrote state"
+    );
     let handle = b.checkpoint(7).unwrap();
     assert_eq!(handle.checkpoint_id, 7);
     assert_eq!(handle.key_groups, all);
     // The checkpoint is a snapshot: later writes do not leak into it.
     let map = map_state(&mut b, "map");
-    b.put(Addr::new(b"after", b"").scope(map), b"x", b"y").unwrap();
+    b.put(Addr::new(b"after", b"").scope(map), b"x", b"y")
+        .unwrap();
     let mut restored = h.open();
     restored.restore(std::slice::from_ref(&handle)).unwrap();
     assert_eq!(dump(&restored, all), before);
@@ -792,7 +981,10 @@ pub fn restore_of_a_key_group_sub_range<F: BackendFactory>() {
     part.restore(&[handle]).unwrap();
     let (want_entries, want_timers) = dump(&b, sub);
     assert!(!want_entries.is_empty());
-    let (entries, timers) = dump(&part, KeyGroupRange::all(u32::from(MAX_PARALLELISM)).unwrap());
+    let (entries, timers) = dump(
+        &part,
+        KeyGroupRange::all(u32::from(MAX_PARALLELISM)).unwrap(),
+    );
     assert_eq!(entries, want_entries);
     assert_eq!(timers, want_timers);
     assert!(entries.keys().all(|k| sub.contains(k.1)));
@@ -813,7 +1005,8 @@ pub fn rescale_two_to_three_and_one<F: BackendFactory>() {
             let key = format!("user-{i}").into_bytes();
             let a = Addr::new(&key, b"");
             if range.contains(a.scope(map).key_group) {
-                b.put(a.scope(map), b"uk", format!("value-{i}").as_bytes()).unwrap();
+                b.put(a.scope(map), b"uk", format!("value-{i}").as_bytes())
+                    .unwrap();
             }
         }
         handles.push(b.checkpoint(1).unwrap());
@@ -844,9 +1037,16 @@ pub fn rescale_two_to_three_and_one<F: BackendFactory>() {
                 }
             }
         }
-        assert_eq!(seen.len(), keys as usize, "every key in exactly one instance (p={parallelism})");
+        assert_eq!(
+            seen.len(),
+            keys as usize,
+            "every key in exactly one instance (p={parallelism})"
+        );
         for (key, (_, value)) in &seen {
-            let i = String::from_utf8(key.clone()).unwrap().trim_start_matches("user-").to_string();
+            let i = String::from_utf8(key.clone())
+                .unwrap()
+                .trim_start_matches("user-")
+                .to_string();
             assert_eq!(value, format!("value-{i}").as_bytes());
         }
     }
@@ -866,8 +1066,10 @@ pub fn restore_replaces_later_writes<F: BackendFactory>() {
     let map = map_state(&mut b, "map");
     let a = Addr::new(b"user-1", b"");
     b.put(a.scope(map), b"later", b"x").unwrap();
-    b.delete_range(Addr::new(b"user-2", b"").scope(map), UserKeyRange::all()).unwrap();
-    b.register_state(&StateDescriptor::new("added-later", StateKind::Value)).unwrap();
+    b.delete_range(Addr::new(b"user-2", b"").scope(map), UserKeyRange::all())
+        .unwrap();
+    b.register_state(&StateDescriptor::new("added-later", StateKind::Value))
+        .unwrap();
     b.restore(&[handle]).unwrap();
     assert_eq!(dump(&b, all), at_checkpoint);
     // The backend is fully usable after restore, including new checkpoints.
@@ -887,14 +1089,20 @@ pub fn incomplete_or_damaged_checkpoints_are_rejected<F: BackendFactory>() {
 
     let mut target = h.open();
     let map = map_state(&mut target, "map");
-    target.put(Addr::new(b"mine", b"").scope(map), b"x", b"kept").unwrap();
+    target
+        .put(Addr::new(b"mine", b"").scope(map), b"x", b"kept")
+        .unwrap();
     let before = dump(&target, all);
 
     // A checkpoint whose manifest was never written does not exist.
     h.storage.delete(&manifest).unwrap();
     let err = target.restore(std::slice::from_ref(&handle)).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
-    assert_eq!(dump(&target, all), before, "a failed restore changes nothing");
+    assert_eq!(
+        dump(&target, all),
+        before,
+        "a failed restore changes nothing"
+    );
 
     // A damaged manifest is corruption, named as such.
     let mut damaged = original.clone();
@@ -906,7 +1114,9 @@ pub fn incomplete_or_damaged_checkpoints_are_rejected<F: BackendFactory>() {
     assert_eq!(dump(&target, all), before);
 
     // Truncated manifest.
-    h.storage.put(&manifest, &original[..original.len() / 3]).unwrap();
+    h.storage
+        .put(&manifest, &original[..original.len() / 3])
+        .unwrap();
     assert!(target.restore(std::slice::from_ref(&handle)).is_err());
     assert_eq!(dump(&target, all), before);
 
@@ -926,18 +1136,32 @@ pub fn checkpoint_ids_increase_and_old_ones_are_retired<F: BackendFactory>() {
         b.put(a.scope(map), b"v", &id.to_be_bytes()).unwrap();
         handles.push(b.checkpoint(id).unwrap());
     }
-    assert_eq!(b.checkpoint(5).unwrap_err().kind(), ErrorKind::InvalidArgument);
-    assert_eq!(b.checkpoint(3).unwrap_err().kind(), ErrorKind::InvalidArgument);
+    assert_eq!(
+        b.checkpoint(5).unwrap_err().kind(),
+        ErrorKind::InvalidArgument
+    );
+    assert_eq!(
+        b.checkpoint(3).unwrap_err().kind(),
+        ErrorKind::InvalidArgument
+    );
     // The default retention keeps the last three.
     for (i, handle) in handles.iter().enumerate() {
         let mut r = h.open();
         let result = r.restore(std::slice::from_ref(handle));
         if i < 2 {
-            assert_eq!(result.unwrap_err().kind(), ErrorKind::NotFound, "checkpoint {} retired", i + 1);
+            assert_eq!(
+                result.unwrap_err().kind(),
+                ErrorKind::NotFound,
+                "checkpoint {} retired",
+                i + 1
+            );
         } else {
             result.unwrap();
             let map = map_state(&mut r, "map");
-            assert_eq!(r.get(a.scope(map), b"v").unwrap(), Some((i as u64 + 1).to_be_bytes().to_vec()));
+            assert_eq!(
+                r.get(a.scope(map), b"v").unwrap(),
+                Some((i as u64 + 1).to_be_bytes().to_vec())
+            );
         }
     }
 }

@@ -10,9 +10,8 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
 use statekit_backend::{
-    Checkpointing, StateRead, StateWrite, TimerStore,
-    key_group_of, Direction, Scope, StateBackend, StateDescriptor, StateId, StateKind, Timer,
-    UserKeyRange, Visit, WriteBatch,
+    key_group_of, Checkpointing, Direction, Scope, StateBackend, StateDescriptor, StateId,
+    StateKind, StateRead, StateWrite, Timer, TimerStore, UserKeyRange, Visit, WriteBatch,
 };
 
 use crate::conformance::{dump, Harness, MAX_PARALLELISM};
@@ -80,11 +79,18 @@ pub enum Op {
 }
 
 fn at() -> impl Strategy<Value = At> {
-    (0..2usize, 0..KEYS.len(), 0..NAMESPACES.len()).prop_map(|(state, key, ns)| At { state, key, ns })
+    (0..2usize, 0..KEYS.len(), 0..NAMESPACES.len()).prop_map(|(state, key, ns)| At {
+        state,
+        key,
+        ns,
+    })
 }
 
 fn user_key() -> impl Strategy<Value = Vec<u8>> {
-    proptest::collection::vec(prop_oneof![Just(0u8), Just(1), Just(0x7f), Just(0xff)], 0..3)
+    proptest::collection::vec(
+        prop_oneof![Just(0u8), Just(1), Just(0x7f), Just(0xff)],
+        0..3,
+    )
 }
 
 fn value() -> impl Strategy<Value = Vec<u8>> {
@@ -142,7 +148,12 @@ fn contains(lower: &B, upper: &B, k: &[u8]) -> bool {
 
 impl Model {
     fn entry(a: At, uk: &[u8]) -> Entry {
-        (a.state, KEYS[a.key].to_vec(), NAMESPACES[a.ns].to_vec(), uk.to_vec())
+        (
+            a.state,
+            KEYS[a.key].to_vec(),
+            NAMESPACES[a.ns].to_vec(),
+            uk.to_vec(),
+        )
     }
 
     fn expiry(&self, state: usize) -> Option<u64> {
@@ -191,7 +202,11 @@ impl Model {
             .data
             .iter()
             .filter(|(e, s)| {
-                e.0 == scope.0 && e.1 == scope.1 && e.2 == scope.2 && contains(l, u, &e.3) && self.live(s)
+                e.0 == scope.0
+                    && e.1 == scope.1
+                    && e.2 == scope.2
+                    && contains(l, u, &e.3)
+                    && self.live(s)
             })
             .map(|(e, s)| (e.3.clone(), s.0.clone()))
             .collect();
@@ -212,7 +227,11 @@ fn timer(key: usize, ns: usize, ts: i64) -> Timer {
     }
 }
 
-fn apply_write<S: StateBackend>(backend: &mut S, ids: &[StateId], op: &Op) -> statekit_backend::Result<()> {
+fn apply_write<S: StateBackend>(
+    backend: &mut S,
+    ids: &[StateId],
+    op: &Op,
+) -> statekit_backend::Result<()> {
     match op {
         Op::Put(a, k, v) => backend.put(a.scope(ids), k, v),
         Op::Merge(a, k, v) => backend.merge(a.scope(ids), k, v),
@@ -232,8 +251,16 @@ fn add_to_batch(batch: &mut WriteBatch, ids: &[StateId], op: &Op) -> bool {
         // Batches take half-open range deletes; other bound shapes go through delete_range.
         Op::DeleteRange(a, l, u) => match (l, u) {
             (B::In(_) | B::Un, B::Ex(_) | B::Un) => {
-                let lower = if let B::In(l) = l { Some(l.as_slice()) } else { None };
-                let upper = if let B::Ex(u) = u { Some(u.as_slice()) } else { None };
+                let lower = if let B::In(l) = l {
+                    Some(l.as_slice())
+                } else {
+                    None
+                };
+                let upper = if let B::Ex(u) = u {
+                    Some(u.as_slice())
+                } else {
+                    None
+                };
                 batch.delete_range(a.scope(ids), lower, upper)
             }
             _ => return false,
@@ -244,14 +271,18 @@ fn add_to_batch(batch: &mut WriteBatch, ids: &[StateId], op: &Op) -> bool {
 }
 
 fn register<S: StateBackend>(b: &mut S) -> (Vec<StateId>, StateId) {
-    let plain = b.register_state(&StateDescriptor::new("plain", StateKind::Map)).unwrap();
+    let plain = b
+        .register_state(&StateDescriptor::new("plain", StateKind::Map))
+        .unwrap();
     let ttl = b
         .register_state(
             &StateDescriptor::new("ttl", StateKind::Map)
                 .with_ttl(std::time::Duration::from_millis(TTL_MS)),
         )
         .unwrap();
-    let timers = b.register_state(&StateDescriptor::new("timers", StateKind::Timers)).unwrap();
+    let timers = b
+        .register_state(&StateDescriptor::new("timers", StateKind::Timers))
+        .unwrap();
     (vec![plain, ttl], timers)
 }
 
@@ -271,24 +302,52 @@ fn run_case<F: BackendFactory>(ops: &[Op]) -> Result<(), TestCaseError> {
                 model.write(op);
             }
             Op::Get(a, k) => {
-                prop_assert_eq!(backend.get(a.scope(&ids), k).unwrap(), model.get(*a, k), "step {}: {:?}", step, op);
+                prop_assert_eq!(
+                    backend.get(a.scope(&ids), k).unwrap(),
+                    model.get(*a, k),
+                    "step {}: {:?}",
+                    step,
+                    op
+                );
             }
             Op::MultiGet(reqs) => {
-                let requests: Vec<(Scope<'_>, &[u8])> =
-                    reqs.iter().map(|(a, k)| (a.scope(&ids), k.as_slice())).collect();
-                let want: Vec<Option<Vec<u8>>> = reqs.iter().map(|(a, k)| model.get(*a, k)).collect();
+                let requests: Vec<(Scope<'_>, &[u8])> = reqs
+                    .iter()
+                    .map(|(a, k)| (a.scope(&ids), k.as_slice()))
+                    .collect();
+                let want: Vec<Option<Vec<u8>>> =
+                    reqs.iter().map(|(a, k)| model.get(*a, k)).collect();
                 prop_assert_eq!(backend.multi_get(&requests).unwrap(), want, "step {}", step);
             }
             Op::Scan(a, l, u, reverse, limit) => {
                 let mut got = Vec::new();
-                let direction = if *reverse { Direction::Reverse } else { Direction::Forward };
+                let direction = if *reverse {
+                    Direction::Reverse
+                } else {
+                    Direction::Forward
+                };
                 backend
-                    .scan(a.scope(&ids), UserKeyRange::new(l.as_bound(), u.as_bound()), direction, &mut |k, v| {
-                        got.push((k.to_vec(), v.to_vec()));
-                        Ok(if got.len() == *limit { Visit::Stop } else { Visit::Continue })
-                    })
+                    .scan(
+                        a.scope(&ids),
+                        UserKeyRange::new(l.as_bound(), u.as_bound()),
+                        direction,
+                        &mut |k, v| {
+                            got.push((k.to_vec(), v.to_vec()));
+                            Ok(if got.len() == *limit {
+                                Visit::Stop
+                            } else {
+                                Visit::Continue
+                            })
+                        },
+                    )
                     .unwrap();
-                prop_assert_eq!(got, model.scan(*a, l, u, *reverse, *limit), "step {}: {:?}", step, op);
+                prop_assert_eq!(
+                    got,
+                    model.scan(*a, l, u, *reverse, *limit),
+                    "step {}: {:?}",
+                    step,
+                    op
+                );
             }
             Op::Batch(writes) => {
                 let mut batch = WriteBatch::new();
@@ -324,7 +383,10 @@ fn run_case<F: BackendFactory>(ops: &[Op]) -> Result<(), TestCaseError> {
                     model.timers.remove(t);
                 }
                 prop_assert_eq!(got, want, "step {}", step);
-                prop_assert_eq!(backend.next_timer(queue).unwrap(), model.timers.first().map(|t| t.timestamp));
+                prop_assert_eq!(
+                    backend.next_timer(queue).unwrap(),
+                    model.timers.first().map(|t| t.timestamp)
+                );
             }
             Op::Advance(ms) => {
                 h.clock.advance(*ms);
@@ -348,11 +410,24 @@ fn run_case<F: BackendFactory>(ops: &[Op]) -> Result<(), TestCaseError> {
         .filter(|(_, s)| model.live(s))
         .map(|(e, s)| {
             let kg = key_group_of(&e.1, MAX_PARALLELISM);
-            ((names[e.0].to_string(), kg, e.1.clone(), e.2.clone(), e.3.clone()), s.clone())
+            (
+                (
+                    names[e.0].to_string(),
+                    kg,
+                    e.1.clone(),
+                    e.2.clone(),
+                    e.3.clone(),
+                ),
+                s.clone(),
+            )
         })
         .collect();
     prop_assert_eq!(entries, want);
-    let want_timers: BTreeSet<_> = model.timers.iter().map(|t| ("timers".to_string(), t.clone())).collect();
+    let want_timers: BTreeSet<_> = model
+        .timers
+        .iter()
+        .map(|t| ("timers".to_string(), t.clone()))
+        .collect();
     prop_assert_eq!(timers, want_timers);
     Ok(())
 }

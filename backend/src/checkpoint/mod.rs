@@ -10,7 +10,9 @@
 mod full;
 mod storage;
 
-pub use full::{read_full_snapshot, write_full_snapshot, FullSnapshot, SnapshotRecord, FULL_FORMAT};
+pub use full::{
+    read_full_snapshot, write_full_snapshot, FullSnapshot, SnapshotRecord, FULL_FORMAT,
+};
 pub use storage::{CheckpointStorage, LocalDirStorage};
 
 use serde::{Deserialize, Serialize};
@@ -87,7 +89,10 @@ pub(crate) fn encode_manifest<T: Serialize>(manifest: &T) -> Result<Vec<u8>> {
 }
 
 /// Reads a manifest written by [`encode_manifest`], checking its checksum.
-pub(crate) fn decode_manifest<T: serde::de::DeserializeOwned>(bytes: &[u8], path: &str) -> Result<T> {
+pub(crate) fn decode_manifest<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    path: &str,
+) -> Result<T> {
     let newline = bytes
         .iter()
         .position(|&b| b == b'\n')
@@ -141,7 +146,9 @@ mod tests {
         let truncated = &bytes[..bytes.len() - 1];
         assert!(decode_manifest::<Vec<u32>>(truncated, "m").is_err());
         assert_eq!(
-            decode_manifest::<Vec<u32>>(b"garbage\n[]", "m").unwrap_err().kind(),
+            decode_manifest::<Vec<u32>>(b"garbage\n[]", "m")
+                .unwrap_err()
+                .kind(),
             ErrorKind::Incompatible
         );
     }
