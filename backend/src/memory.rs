@@ -74,12 +74,45 @@ impl Slot {
 type UserMap = BTreeMap<Vec<u8>, Slot>;
 type KeyGroupMap = HashMap<ScopeKey, UserMap>;
 
+/// A timer queue partitioned by key group (Flink's `KeyGroupPartitionedPriorityQueue`): one
+/// ordered set per key group, so snapshots and rescaling touch only the wanted groups, and
+/// an ordered set of each group's earliest timer to pop across groups in global order.
 #[derive(Debug, Default)]
 struct TimerQueue {
-    /// Timers in firing order, for `pop_due_timers`.
-    by_time: BTreeSet<Timer>,
-    /// Count per owned key group, so snapshots can skip empty key groups cheaply.
-    per_group: Vec<u32>,
+    groups: Vec<BTreeSet<Timer>>,
+    /// `(timestamp, key group)` of the first timer of every non-empty group.
+    heads: BTreeSet<(i64, KeyGroup)>,
+}
+
+impl TimerQueue {
+    fn new(groups: usize) -> Self {
+        TimerQueue {
+            groups: (0..groups).map(|_| BTreeSet::new()).collect(),
+            heads: BTreeSet::new(),
+        }
+    }
+
+    /// Runs `change` on one group's set and keeps `heads` in step with its first timer.
+    fn update_group<R>(
+        &mut self,
+        index: usize,
+        key_group: KeyGroup,
+        change: impl FnOnce(&mut BTreeSet<Timer>) -> R,
+    ) -> R {
+        let group = &mut self.groups[index];
+        let before = group.first().map(|t| t.timestamp);
+        let result = change(group);
+        let after = group.first().map(|t| t.timestamp);
+        if before != after {
+            if let Some(ts) = before {
+                self.heads.remove(&(ts, key_group));
+            }
+            if let Some(ts) = after {
+                self.heads.insert((ts, key_group));
+            }
+        }
+        result
+    }
 }
 
 #[derive(Debug)]
@@ -299,10 +332,7 @@ impl MemoryBackend {
     fn new_table(&self, kind: StateKind) -> Table {
         let groups = self.config.key_groups.len();
         if kind == StateKind::Timers {
-            Table::Timers(TimerQueue {
-                by_time: BTreeSet::new(),
-                per_group: vec![0; groups],
-            })
+            Table::Timers(TimerQueue::new(groups))
         } else {
             Table::Kv((0..groups).map(|_| KeyGroupMap::default()).collect())
         }
@@ -454,20 +484,16 @@ impl TimerStore for MemoryBackend {
     fn register_timer(&mut self, queue: StateId, timer: &Timer) -> Result<()> {
         self.check_timer(queue, timer)?;
         let index = self.group_index(timer.key_group);
-        let q = self.timer_queue_mut(queue);
-        if q.by_time.insert(timer.clone()) {
-            q.per_group[index] += 1;
-        }
+        self.timer_queue_mut(queue)
+            .update_group(index, timer.key_group, |g| g.insert(timer.clone()));
         Ok(())
     }
 
     fn delete_timer(&mut self, queue: StateId, timer: &Timer) -> Result<()> {
         self.check_timer(queue, timer)?;
         let index = self.group_index(timer.key_group);
-        let q = self.timer_queue_mut(queue);
-        if q.by_time.remove(timer) {
-            q.per_group[index] -= 1;
-        }
+        self.timer_queue_mut(queue)
+            .update_group(index, timer.key_group, |g| g.remove(timer));
         Ok(())
     }
 
@@ -482,12 +508,14 @@ impl TimerStore for MemoryBackend {
         let q = self.timer_queue_mut(queue);
         let mut due = Vec::new();
         while due.len() < limit {
-            match q.by_time.first() {
-                Some(t) if t.timestamp <= watermark => {}
-                _ => break,
+            let Some(&(ts, key_group)) = q.heads.first() else {
+                break;
+            };
+            if ts > watermark {
+                break;
             }
-            if let Some(t) = q.by_time.pop_first() {
-                q.per_group[usize::from(t.key_group - start)] -= 1;
+            let index = usize::from(key_group - start);
+            if let Some(t) = q.update_group(index, key_group, BTreeSet::pop_first) {
                 due.push(t);
             }
         }
@@ -495,11 +523,7 @@ impl TimerStore for MemoryBackend {
     }
 
     fn next_timer(&self, queue: StateId) -> Result<Option<i64>> {
-        Ok(self
-            .timer_queue(queue)?
-            .by_time
-            .first()
-            .map(|t| t.timestamp))
+        Ok(self.timer_queue(queue)?.heads.first().map(|&(ts, _)| ts))
     }
 
     fn scan_timers(
@@ -512,19 +536,8 @@ impl TimerStore for MemoryBackend {
         let Some(range) = key_groups.intersect(&self.config.key_groups) else {
             return Ok(());
         };
-        let wanted: u64 = range
-            .iter()
-            .map(|kg| u64::from(q.per_group[self.group_index(kg)]))
-            .sum();
-        if wanted == 0 {
-            return Ok(());
-        }
-        // Timers are ordered by time across key groups; visit each wanted group in turn.
         for kg in range.iter() {
-            if q.per_group[self.group_index(kg)] == 0 {
-                continue;
-            }
-            for t in q.by_time.iter().filter(|t| t.key_group == kg) {
+            for t in &q.groups[self.group_index(kg)] {
                 if visitor(t)? == Visit::Stop {
                     return Ok(());
                 }
@@ -654,7 +667,7 @@ impl StateBackend for MemoryBackend {
                     }
                 }
                 Table::Timers(q) => {
-                    for t in &q.by_time {
+                    for t in q.groups.iter().flatten() {
                         heap += (t.key.len() + t.namespace.len() + 64) as u64;
                     }
                 }
