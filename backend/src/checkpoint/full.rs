@@ -105,8 +105,20 @@ pub fn write_full_snapshot<B: StateRead + TimerStore + ?Sized>(
         timers: 0,
         data_bytes: 0,
     };
-    let result = write_parts(backend, states, key_groups, storage, &location, &mut manifest)
-        .and_then(|()| storage.put(&format!("{location}/MANIFEST"), &encode_manifest(&manifest)?));
+    let result = write_parts(
+        backend,
+        states,
+        key_groups,
+        storage,
+        &location,
+        &mut manifest,
+    )
+    .and_then(|()| {
+        storage.put(
+            &format!("{location}/MANIFEST"),
+            &encode_manifest(&manifest)?,
+        )
+    });
     if let Err(e) = result {
         for part in &manifest.parts {
             let _ = storage.delete(&format!("{location}/{part}"));
@@ -294,7 +306,9 @@ impl FullSnapshot {
             input = rest;
             let state = get_varint(&mut input)? as usize;
             if state >= states {
-                return Err(Error::corruption(format!("record names state {state} of {states}")));
+                return Err(Error::corruption(format!(
+                    "record names state {state} of {states}"
+                )));
             }
             match tag {
                 TAG_ENTRY => {

@@ -42,13 +42,16 @@ pub trait CheckpointStorage: Send + Sync + std::fmt::Debug {
     /// As [`CheckpointStorage::get`]; `Corruption` if the object is shorter.
     fn get_range(&self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         let all = self.get(path)?;
-        let end = offset.checked_add(len).filter(|&e| e <= all.len() as u64).ok_or_else(|| {
-            Error::corruption(format!(
-                "{}: {path} has {} bytes, wanted {len} at {offset}",
-                self.describe(),
-                all.len()
-            ))
-        })?;
+        let end = offset
+            .checked_add(len)
+            .filter(|&e| e <= all.len() as u64)
+            .ok_or_else(|| {
+                Error::corruption(format!(
+                    "{}: {path} has {} bytes, wanted {len} at {offset}",
+                    self.describe(),
+                    all.len()
+                ))
+            })?;
         Ok(all[offset as usize..end as usize].to_vec())
     }
 
@@ -105,10 +108,7 @@ impl LocalDirStorage {
 
     fn resolve(&self, path: &str) -> Result<PathBuf> {
         let rel = Path::new(path);
-        let clean = !path.is_empty()
-            && rel
-                .components()
-                .all(|c| matches!(c, Component::Normal(_)));
+        let clean = !path.is_empty() && rel.components().all(|c| matches!(c, Component::Normal(_)));
         if !clean {
             return Err(Error::invalid(format!(
                 "checkpoint path '{path}' must be relative, without '..' (storage {})",
@@ -154,7 +154,10 @@ impl CheckpointStorage for LocalDirStorage {
         drop(tmp.1);
         let copied = fs::copy(local, &tmp.0).map_err(|e| {
             let _ = fs::remove_file(&tmp.0);
-            Error::io(format!("copy {} -> {}", local.display(), target.display()), e)
+            Error::io(
+                format!("copy {} -> {}", local.display(), target.display()),
+                e,
+            )
         })?;
         fs::rename(&tmp.0, &target).map_err(|e| {
             let _ = fs::remove_file(&tmp.0);
@@ -183,8 +186,12 @@ impl CheckpointStorage for LocalDirStorage {
 
     fn get_to_file(&self, path: &str, local: &Path) -> Result<u64> {
         let target = self.resolve(path)?;
-        fs::copy(&target, local)
-            .map_err(|e| Error::io(format!("copy {} -> {}", target.display(), local.display()), e))
+        fs::copy(&target, local).map_err(|e| {
+            Error::io(
+                format!("copy {} -> {}", target.display(), local.display()),
+                e,
+            )
+        })
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<String>> {
@@ -248,7 +255,11 @@ fn tempfile_in(dir: &Path) -> Result<(PathBuf, fs::File)> {
     for _ in 0..16 {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let path = dir.join(format!("{TMP_PREFIX}{}-{n}", std::process::id()));
-        match fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
             Ok(f) => return Ok((path, f)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(Error::io(dir.display(), e)),
@@ -273,7 +284,10 @@ mod tests {
         assert_eq!(s.get("chk-1/a/data").unwrap(), b"hello");
         assert_eq!(s.get_range("chk-1/a/data", 1, 3).unwrap(), b"ell");
         assert!(s.get_range("chk-1/a/data", 3, 3).is_err());
-        assert_eq!(s.list("chk-1").unwrap(), vec!["chk-1/a/MANIFEST", "chk-1/a/data"]);
+        assert_eq!(
+            s.list("chk-1").unwrap(),
+            vec!["chk-1/a/MANIFEST", "chk-1/a/data"]
+        );
         s.delete("chk-1/a/data").unwrap();
         s.delete("chk-1/a/MANIFEST").unwrap();
         s.delete("chk-1/a/MANIFEST").unwrap();
