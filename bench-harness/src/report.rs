@@ -93,7 +93,19 @@ pub fn render_markdown(results: &Results) -> String {
             let _ = writeln!(md, "\n{}", w.description.trim());
         }
         if let Some(b) = w.memory_budget {
-            let _ = writeln!(md, "\nMemory budget: {}.", format_size(b));
+            let direct: Vec<&str> = results
+                .runs
+                .iter()
+                .filter(|r| r.direct_io)
+                .map(|r| r.label.as_str())
+                .collect();
+            let how = if direct.is_empty() {
+                "no run used direct I/O, so the OS page cache may hold state beyond the budget"
+                    .to_string()
+            } else {
+                format!("direct I/O (no page cache) for {}", direct.join(", "))
+            };
+            let _ = writeln!(md, "\nMemory budget: {}; {how}.", format_size(b));
         }
     }
     if let Some(t) = &results.trace {

@@ -212,6 +212,10 @@ pub struct RunResult {
     pub checkpoints: Vec<CheckpointResult>,
     /// Replay only: reads whose results differed from the recording.
     pub divergent_reads: Option<u64>,
+    /// Whether the backend read and compacted with direct I/O (bypassing the page cache, so
+    /// the memory budget is real); otherwise the OS page cache may hold state beyond it.
+    #[serde(default)]
+    pub direct_io: bool,
 }
 
 impl RunResult {

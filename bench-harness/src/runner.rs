@@ -102,6 +102,7 @@ fn empty_run(spec: &BackendSpec) -> RunResult {
         cache_hit_rate: None,
         checkpoints: Vec::new(),
         divergent_reads: None,
+        direct_io: false,
     }
 }
 
@@ -223,8 +224,10 @@ fn bench_one(
             instance: instance(profile.max_parallelism, &checkpoint_dir)?,
             work_dir: &work_dir.join("db"),
             memory_budget: budget,
+            direct_io: budget.is_some(),
         },
     )?;
+    run.direct_io = budget.is_some() && spec.kind == crate::backends::BackendKind::Rocksdb;
     let mut backend: Metered<dyn StateBackend> = Metered::new(inner);
     let collect = scale.self_check;
     let mut operator = profile.operator(&mut backend, collect)?;
@@ -311,6 +314,7 @@ pub fn record(
             instance: instance(profile.max_parallelism, &work_dir.join("checkpoints"))?,
             work_dir: &work_dir.join("db"),
             memory_budget: scale.memory_budget,
+            direct_io: scale.memory_budget.is_some(),
         },
     )?;
     let writer = Arc::new(Mutex::new(Some(TraceWriter::create(
@@ -381,6 +385,7 @@ pub fn replay_all(
                     instance,
                     work_dir: &work_dir.join("db"),
                     memory_budget,
+                    direct_io: memory_budget.is_some(),
                 },
             )?;
             let mut backend: Metered<dyn StateBackend> = Metered::new(inner);

@@ -3,6 +3,8 @@
 //! written with equal correctness counters across backends. The same stream written to CSV
 //! and JSON lines and read back gives the same results as the generator.
 
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
+
 use std::path::{Path, PathBuf};
 
 use statekit_bench::backends::{BackendKind, BackendSpec};

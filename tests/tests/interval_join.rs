@@ -3,6 +3,8 @@
 //! out-of-order and late events, hot keys, clicks beyond the window and clicks exactly on
 //! the window's edges.
 
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
+
 use std::collections::{HashMap, HashSet};
 
 use statekit_backend::memory::MemoryBackend;

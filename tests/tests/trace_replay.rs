@@ -2,6 +2,8 @@
 //! operation counts of the recorded run exactly; Gadget's real trace sample imports and
 //! replays with its operation mix intact.
 
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
+
 use std::path::Path;
 
 use statekit_bench::backends::{BackendKind, BackendSpec};
