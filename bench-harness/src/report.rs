@@ -383,7 +383,12 @@ fn latency_chart(results: &Results) -> String {
     while decade <= hi {
         let px = x(10f64.powf(decade));
         svg.line(px, 24.0, px, axis_y, "#ddd", false);
-        svg.text(px, axis_y + 16.0, "middle", &format_ns(10f64.powf(decade)));
+        const DECADES: [&str; 13] = [
+            "1 ns", "10 ns", "100 ns", "1 µs", "10 µs", "100 µs", "1 ms", "10 ms", "100 ms", "1 s",
+            "10 s", "100 s", "1000 s",
+        ];
+        let label = DECADES.get(decade as usize).copied().unwrap_or("");
+        svg.text(px, axis_y + 16.0, "middle", label);
         decade += 1.0;
     }
     for (g, kind) in kinds.iter().enumerate() {
