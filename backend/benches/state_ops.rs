@@ -1,0 +1,144 @@
+//! Point and range operations per backend: get, put, merge and a bounded range read, on the
+//! in-memory backend and (with feature `rocksdb`) the RocksDB backend.
+//!
+//! `cargo bench --release -p statekit-backend --features rocksdb --bench state_ops`
+// criterion_group! generates undocumented functions.
+#![allow(missing_docs)]
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use statekit_backend::memory::MemoryBackend;
+use statekit_backend::{
+    key_group_of, Direction, InstanceConfig, Scope, StateBackend, StateDescriptor, StateId,
+    StateKind, UserKeyRange, Visit,
+};
+
+const MAX_PAR: u16 = 128;
+const KEYS: u32 = 10_000;
+const ENTRIES_PER_KEY: u32 = 20;
+
+fn scope(state: StateId, key: &[u8]) -> Scope<'_> {
+    Scope {
+        state,
+        key_group: key_group_of(key, MAX_PAR),
+        key,
+        namespace: b"",
+    }
+}
+
+/// A deterministic key sequence (xorshift), so runs compare.
+struct Keys(u64);
+
+impl Keys {
+    fn next(&mut self) -> u32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % u64::from(KEYS)) as u32
+    }
+}
+
+fn backends() -> Vec<(
+    &'static str,
+    Box<dyn StateBackend>,
+    Option<tempfile::TempDir>,
+)> {
+    let config = InstanceConfig::single(MAX_PAR).expect("config");
+    let mut out: Vec<(
+        &'static str,
+        Box<dyn StateBackend>,
+        Option<tempfile::TempDir>,
+    )> = vec![(
+        "memory",
+        Box::new(MemoryBackend::open(config.clone()).expect("memory")),
+        None,
+    )];
+    #[cfg(feature = "rocksdb")]
+    {
+        use statekit_backend::rocksdb::{
+            MemoryBudget, RocksDbBackend, RocksDbResources, RocksDbSettings,
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let resources = RocksDbResources::new(MemoryBudget::new(256 << 20)).expect("budget");
+        let backend = RocksDbBackend::open(config, RocksDbSettings::new(dir.path(), resources))
+            .expect("rocksdb");
+        out.push(("rocksdb", Box::new(backend), Some(dir)));
+    }
+    out
+}
+
+fn load(b: &mut dyn StateBackend) -> (StateId, StateId) {
+    let map = b
+        .register_state(&StateDescriptor::new("map", StateKind::Map))
+        .expect("register");
+    let list = b
+        .register_state(&StateDescriptor::new("list", StateKind::List))
+        .expect("register");
+    for k in 0..KEYS {
+        let key = k.to_be_bytes();
+        for e in 0..ENTRIES_PER_KEY {
+            b.put(scope(map, &key), &e.to_be_bytes(), &[1u8; 64])
+                .expect("put");
+        }
+    }
+    (map, list)
+}
+
+fn bench(c: &mut Criterion) {
+    for (name, mut backend, _dir) in backends() {
+        let (map, list) = load(backend.as_mut());
+        let mut group = c.benchmark_group("state_ops");
+        group.throughput(Throughput::Elements(1));
+        let mut keys = Keys(0x9E37_79B9_7F4A_7C15);
+        group.bench_function(BenchmarkId::new("get", name), |bench| {
+            bench.iter(|| {
+                let key = keys.next().to_be_bytes();
+                black_box(
+                    backend
+                        .get(scope(map, &key), &7u32.to_be_bytes())
+                        .expect("get"),
+                )
+            })
+        });
+        group.bench_function(BenchmarkId::new("put", name), |bench| {
+            bench.iter(|| {
+                let key = keys.next().to_be_bytes();
+                backend
+                    .put(scope(map, &key), &3u32.to_be_bytes(), &[2u8; 64])
+                    .expect("put")
+            })
+        });
+        group.bench_function(BenchmarkId::new("merge", name), |bench| {
+            bench.iter(|| {
+                let key = keys.next().to_be_bytes();
+                backend
+                    .merge(scope(list, &key), b"", &[3u8; 16])
+                    .expect("merge")
+            })
+        });
+        group.bench_function(BenchmarkId::new("range_5_of_20", name), |bench| {
+            bench.iter(|| {
+                let key = keys.next().to_be_bytes();
+                let (lo, hi) = (5u32.to_be_bytes(), 10u32.to_be_bytes());
+                let mut n = 0;
+                backend
+                    .scan(
+                        scope(map, &key),
+                        UserKeyRange::half_open(&lo, &hi),
+                        Direction::Forward,
+                        &mut |_, v| {
+                            n += v.len();
+                            Ok(Visit::Continue)
+                        },
+                    )
+                    .expect("scan");
+                black_box(n)
+            })
+        });
+        group.finish();
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,663 @@
+//! RocksDB configuration as plain data.
+//!
+//! [`RocksDbConfig`] holds the DB options, the column-family options (applied to every
+//! state's column family) and the block-based table options, each field named exactly as in
+//! a RocksDB `OPTIONS` file, each `None` meaning "RocksDB's default". It is what a tuner
+//! produces and what a person edits: it reads from TOML ([`RocksDbConfig::from_toml`]), reads
+//! from and writes to the `OPTIONS` INI format ([`super::options_file`]), and the backend
+//! applies it to `rocksdb::Options` ([`RocksDbConfig::apply_db`], [`RocksDbConfig::apply_cf`]).
+//!
+//! Named presets ([`Preset`]) are the baselines a tuner must beat.
+//!
+//! The memory model is not part of this data: block cache and write buffer manager come from
+//! the process-wide [`super::RocksDbResources`], and the backend sets
+//! `cache_index_and_filter_blocks`, `cache_index_and_filter_blocks_with_high_priority` and
+//! `pin_l0_filter_and_index_blocks_in_cache` to true before applying the config, so a config
+//! that sets them explicitly overrides them (and leaves the budget's guarantee).
+
+use std::path::Path;
+
+use ::rocksdb::{
+    BlockBasedIndexType, BlockBasedOptions, DBCompactionStyle, DBCompressionType, LogLevel, Options,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// RocksDB options for a backend instance.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RocksDbConfig {
+    /// `[DBOptions]`.
+    pub db: DbOptions,
+    /// `[CFOptions "default"]`, applied to the column family of every state.
+    pub cf: CfOptions,
+    /// `[TableOptions/BlockBasedTable "default"]`.
+    pub table: TableOptions,
+}
+
+/// DB-wide options (the `[DBOptions]` section).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DbOptions {
+    /// Background flush and compaction threads.
+    pub max_background_jobs: Option<i32>,
+    /// Parallel threads of one compaction job.
+    pub max_subcompactions: Option<u32>,
+    /// Table files kept open (-1: all).
+    pub max_open_files: Option<i32>,
+    /// fsync instead of fdatasync.
+    pub use_fsync: Option<bool>,
+    /// Verbosity of RocksDB's LOG file.
+    pub info_log_level: Option<InfoLogLevel>,
+    /// Seconds between statistics dumps to the LOG (0: never).
+    pub stats_dump_period_sec: Option<u32>,
+    /// LOG files kept.
+    pub keep_log_file_num: Option<u64>,
+    /// Size at which the LOG file rolls (0: never).
+    pub max_log_file_size: Option<u64>,
+    /// O_DIRECT for user reads: the page cache no longer holds state outside the budget.
+    pub use_direct_reads: Option<bool>,
+    /// O_DIRECT for flush and compaction I/O.
+    pub use_direct_io_for_flush_and_compaction: Option<bool>,
+    /// Readahead of compaction input (needed with direct I/O).
+    pub compaction_readahead_size: Option<u64>,
+    /// Incremental sync of data files every this many bytes (0: off).
+    pub bytes_per_sync: Option<u64>,
+    /// Total size of WAL files before column families are flushed.
+    pub max_total_wal_size: Option<u64>,
+    /// Let one writer's memtable inserts run concurrently with others'.
+    pub allow_concurrent_memtable_write: Option<bool>,
+    /// Pipelined WAL and memtable writes.
+    pub enable_pipelined_write: Option<bool>,
+}
+
+/// Column-family options (the `[CFOptions "default"]` section).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CfOptions {
+    /// Size of one memtable.
+    pub write_buffer_size: Option<u64>,
+    /// Memtables (active and immutable) before writes stall.
+    pub max_write_buffer_number: Option<i32>,
+    /// Immutable memtables merged into one L0 file.
+    pub min_write_buffer_number_to_merge: Option<i32>,
+    /// Compaction style.
+    pub compaction_style: Option<CompactionStyle>,
+    /// Number of levels.
+    pub num_levels: Option<i32>,
+    /// L0 files that trigger an L0 compaction.
+    pub level0_file_num_compaction_trigger: Option<i32>,
+    /// L0 files at which writes slow down.
+    pub level0_slowdown_writes_trigger: Option<i32>,
+    /// L0 files at which writes stop.
+    pub level0_stop_writes_trigger: Option<i32>,
+    /// Target size of an L1 file.
+    pub target_file_size_base: Option<u64>,
+    /// Growth of the target file size per level.
+    pub target_file_size_multiplier: Option<i32>,
+    /// Size of L1.
+    pub max_bytes_for_level_base: Option<u64>,
+    /// Growth of level size per level.
+    pub max_bytes_for_level_multiplier: Option<f64>,
+    /// Size levels from the last one up (less space amplification).
+    pub level_compaction_dynamic_level_bytes: Option<bool>,
+    /// Largest compaction input.
+    pub max_compaction_bytes: Option<u64>,
+    /// Pending compaction bytes at which writes slow down.
+    pub soft_pending_compaction_bytes_limit: Option<u64>,
+    /// Pending compaction bytes at which writes stop.
+    pub hard_pending_compaction_bytes_limit: Option<u64>,
+    /// Compression of all levels (unless `compression_per_level` is set).
+    pub compression: Option<Compression>,
+    /// Compression of the last level.
+    pub bottommost_compression: Option<Compression>,
+    /// Compression per level, L0 first.
+    pub compression_per_level: Option<Vec<Compression>>,
+    /// No filters on the last level (for workloads whose reads mostly hit).
+    pub optimize_filters_for_hits: Option<bool>,
+    /// Disable background compactions.
+    pub disable_auto_compactions: Option<bool>,
+}
+
+/// Block-based table options (the `[TableOptions/BlockBasedTable "default"]` section).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TableOptions {
+    /// Uncompressed size of a data block.
+    pub block_size: Option<u64>,
+    /// Size of a partition of partitioned indexes and filters.
+    pub metadata_block_size: Option<u64>,
+    /// Index and filter blocks live in the block cache (and count against the budget).
+    pub cache_index_and_filter_blocks: Option<bool>,
+    /// ... in its high-priority pool.
+    pub cache_index_and_filter_blocks_with_high_priority: Option<bool>,
+    /// L0 index and filter blocks stay pinned in the cache.
+    pub pin_l0_filter_and_index_blocks_in_cache: Option<bool>,
+    /// The top level of partitioned indexes and filters stays pinned.
+    pub pin_top_level_index_and_filter: Option<bool>,
+    /// Index structure.
+    pub index_type: Option<IndexType>,
+    /// Partition filters (with `kTwoLevelIndexSearch`).
+    pub partition_filters: Option<bool>,
+    /// SST format version.
+    pub format_version: Option<i32>,
+    /// Keys between restart points in a data block.
+    pub block_restart_interval: Option<i32>,
+    /// Filters hold whole keys.
+    pub whole_key_filtering: Option<bool>,
+    /// Size filter blocks to the allocator.
+    pub optimize_filters_for_memory: Option<bool>,
+    /// A Bloom filter with this many bits per key (`filter_policy=bloomfilter:N:false` in
+    /// an OPTIONS file); `None`: no filter.
+    pub bloom_filter_bits_per_key: Option<f64>,
+}
+
+/// Compression algorithms compiled into this build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Compression {
+    /// None.
+    #[serde(rename = "kNoCompression")]
+    None,
+    /// Snappy.
+    #[serde(rename = "kSnappyCompression")]
+    Snappy,
+    /// LZ4.
+    #[serde(rename = "kLZ4Compression")]
+    Lz4,
+    /// LZ4HC.
+    #[serde(rename = "kLZ4HCCompression")]
+    Lz4hc,
+    /// Zstandard.
+    #[serde(rename = "kZSTD")]
+    Zstd,
+}
+
+/// Compaction styles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompactionStyle {
+    /// Leveled compaction.
+    #[serde(rename = "kCompactionStyleLevel")]
+    Level,
+    /// Universal (tiered) compaction.
+    #[serde(rename = "kCompactionStyleUniversal")]
+    Universal,
+    /// FIFO compaction.
+    #[serde(rename = "kCompactionStyleFIFO")]
+    Fifo,
+}
+
+/// LOG verbosity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub enum InfoLogLevel {
+    #[serde(rename = "DEBUG_LEVEL")]
+    Debug,
+    #[serde(rename = "INFO_LEVEL")]
+    Info,
+    #[serde(rename = "WARN_LEVEL")]
+    Warn,
+    #[serde(rename = "ERROR_LEVEL")]
+    Error,
+    #[serde(rename = "FATAL_LEVEL")]
+    Fatal,
+    #[serde(rename = "HEADER_LEVEL")]
+    Header,
+}
+
+/// Index structures of block-based tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IndexType {
+    /// One binary-searched index block per file.
+    #[serde(rename = "kBinarySearch")]
+    BinarySearch,
+    /// Hash index (needs a prefix extractor).
+    #[serde(rename = "kHashSearch")]
+    HashSearch,
+    /// Partitioned index.
+    #[serde(rename = "kTwoLevelIndexSearch")]
+    TwoLevelIndexSearch,
+}
+
+/// The named baselines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Preset {
+    /// Nothing set: RocksDB's own defaults.
+    RocksdbDefaults,
+    /// Flink's `PredefinedOptions.DEFAULT`.
+    FlinkDefault,
+    /// Flink's `PredefinedOptions.SPINNING_DISK_OPTIMIZED`.
+    FlinkSpinningDiskOptimized,
+    /// Flink's `PredefinedOptions.SPINNING_DISK_OPTIMIZED_HIGH_MEM`.
+    FlinkSpinningDiskOptimizedHighMem,
+    /// Flink's `PredefinedOptions.FLASH_SSD_OPTIMIZED`.
+    FlinkFlashSsdOptimized,
+    /// RocksDB's `OptimizeLevelStyleCompaction(memtable_memory_budget)`.
+    OptimizeLevelStyleCompaction {
+        /// The memtable memory budget in bytes.
+        memtable_memory_budget: u64,
+    },
+}
+
+impl Preset {
+    /// Every preset, with a 512 MiB budget for the one that takes a budget.
+    pub fn all() -> Vec<Preset> {
+        vec![
+            Preset::RocksdbDefaults,
+            Preset::FlinkDefault,
+            Preset::FlinkSpinningDiskOptimized,
+            Preset::FlinkSpinningDiskOptimizedHighMem,
+            Preset::FlinkFlashSsdOptimized,
+            Preset::OptimizeLevelStyleCompaction {
+                memtable_memory_budget: 512 << 20,
+            },
+        ]
+    }
+}
+
+const MIB: u64 = 1 << 20;
+
+impl RocksDbConfig {
+    /// The configuration of a named preset.
+    pub fn preset(preset: Preset) -> Self {
+        // Every Flink preset turns off fsync (state is made durable by checkpoints, not by the
+        // local disk), quiets the LOG and stops statistics dumps into it.
+        let flink_db = |parallelism: Option<i32>, max_open_files: Option<i32>| DbOptions {
+            // Flink calls setIncreaseParallelism(4), which sets max_background_jobs (the thread
+            // pools follow it since RocksDB 6).
+            max_background_jobs: parallelism,
+            max_open_files,
+            use_fsync: Some(false),
+            info_log_level: Some(InfoLogLevel::Header),
+            stats_dump_period_sec: Some(0),
+            ..DbOptions::default()
+        };
+        match preset {
+            Preset::RocksdbDefaults => RocksDbConfig::default(),
+            Preset::FlinkDefault => RocksDbConfig {
+                db: flink_db(None, None),
+                ..RocksDbConfig::default()
+            },
+            Preset::FlinkSpinningDiskOptimized => RocksDbConfig {
+                db: flink_db(Some(4), Some(-1)),
+                cf: CfOptions {
+                    compaction_style: Some(CompactionStyle::Level),
+                    level_compaction_dynamic_level_bytes: Some(true),
+                    ..CfOptions::default()
+                },
+                ..RocksDbConfig::default()
+            },
+            Preset::FlinkSpinningDiskOptimizedHighMem => RocksDbConfig {
+                db: flink_db(Some(4), Some(-1)),
+                cf: CfOptions {
+                    compaction_style: Some(CompactionStyle::Level),
+                    level_compaction_dynamic_level_bytes: Some(true),
+                    target_file_size_base: Some(256 * MIB),
+                    // Flink: 4 x target file size.
+                    max_bytes_for_level_base: Some(1024 * MIB),
+                    write_buffer_size: Some(64 * MIB),
+                    min_write_buffer_number_to_merge: Some(3),
+                    max_write_buffer_number: Some(4),
+                    ..CfOptions::default()
+                },
+                table: TableOptions {
+                    // Flink also sets a 256 MiB block cache per column family; here the cache
+                    // is the shared, budgeted one.
+                    block_size: Some(128 << 10),
+                    // Flink's `new BloomFilter()`: 10 bits per key.
+                    bloom_filter_bits_per_key: Some(10.0),
+                    ..TableOptions::default()
+                },
+            },
+            Preset::FlinkFlashSsdOptimized => RocksDbConfig {
+                db: flink_db(Some(4), Some(-1)),
+                ..RocksDbConfig::default()
+            },
+            Preset::OptimizeLevelStyleCompaction {
+                memtable_memory_budget: budget,
+            } => {
+                // The numbers and reasons of RocksDB's ColumnFamilyOptions::
+                // OptimizeLevelStyleCompaction, as data.
+                let mut per_level = vec![Compression::None; 2];
+                // Only levels >= 2 are compressed (LZ4 is compiled in).
+                per_level.extend([Compression::Lz4; 5]);
+                RocksDbConfig {
+                    cf: CfOptions {
+                        // Four memtables make up the budget.
+                        write_buffer_size: Some(budget / 4),
+                        // Two memtables are merged per flush to L0.
+                        min_write_buffer_number_to_merge: Some(2),
+                        // Up to 50% extra memory in the worst case, fewer write stalls.
+                        max_write_buffer_number: Some(6),
+                        // Each L0 file is about budget/2: compact L0 once it holds the budget.
+                        level0_file_num_compaction_trigger: Some(2),
+                        // Not too many files.
+                        target_file_size_base: Some(budget / 8),
+                        // L1 as large as L0, so L0->L1 compactions are quick.
+                        max_bytes_for_level_base: Some(budget),
+                        compaction_style: Some(CompactionStyle::Level),
+                        compression_per_level: Some(per_level),
+                        ..CfOptions::default()
+                    },
+                    ..RocksDbConfig::default()
+                }
+            }
+        }
+    }
+
+    /// Parses a TOML document; `source` names it in errors.
+    ///
+    /// # Errors
+    /// `InvalidArgument` naming the source, line, column and key of an unknown key or an
+    /// invalid value.
+    pub fn from_toml_str(text: &str, source: &str) -> Result<Self> {
+        let config: RocksDbConfig = toml::from_str(text).map_err(|e| {
+            let at = e
+                .span()
+                .map(|span| {
+                    let line = text[..span.start].matches('\n').count() + 1;
+                    format!("line {line}: ")
+                })
+                .unwrap_or_default();
+            Error::invalid(format!("{source}: {at}{}", e.message()))
+        })?;
+        config.validate().map_err(|e| e.context(source))?;
+        Ok(config)
+    }
+
+    /// Reads a TOML file.
+    ///
+    /// # Errors
+    /// As [`RocksDbConfig::from_toml_str`], or an I/O error naming the file.
+    pub fn from_toml(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path.display(), e))?;
+        Self::from_toml_str(&text, &path.display().to_string())
+    }
+
+    /// Renders the configuration as TOML.
+    ///
+    /// # Errors
+    /// `Internal` if serialization fails (it cannot for this type).
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string_pretty(self)
+            .map_err(|e| Error::new(crate::ErrorKind::Internal, format!("config to TOML: {e}")))
+    }
+
+    /// Checks value ranges RocksDB would reject or misbehave with.
+    ///
+    /// # Errors
+    /// `InvalidArgument` naming the key.
+    pub fn validate(&self) -> Result<()> {
+        let positive = |name: &str, v: Option<u64>| match v {
+            Some(0) => Err(Error::invalid(format!("{name} must be greater than 0"))),
+            _ => Ok(()),
+        };
+        positive("cf.write_buffer_size", self.cf.write_buffer_size)?;
+        positive("cf.target_file_size_base", self.cf.target_file_size_base)?;
+        positive(
+            "cf.max_bytes_for_level_base",
+            self.cf.max_bytes_for_level_base,
+        )?;
+        positive("table.block_size", self.table.block_size)?;
+        if matches!(self.cf.max_write_buffer_number, Some(n) if n < 2) {
+            return Err(Error::invalid(
+                "cf.max_write_buffer_number must be at least 2",
+            ));
+        }
+        if matches!(self.cf.num_levels, Some(n) if !(1..=64).contains(&n)) {
+            return Err(Error::invalid("cf.num_levels must be in 1..=64"));
+        }
+        if matches!(self.cf.max_bytes_for_level_multiplier, Some(m) if !(m > 0.0 && m.is_finite()))
+        {
+            return Err(Error::invalid(
+                "cf.max_bytes_for_level_multiplier must be positive",
+            ));
+        }
+        if matches!(self.table.bloom_filter_bits_per_key, Some(b) if !(0.0..=100.0).contains(&b)) {
+            return Err(Error::invalid(
+                "table.bloom_filter_bits_per_key must be in 0..=100",
+            ));
+        }
+        if matches!(self.db.max_background_jobs, Some(n) if n < 1) {
+            return Err(Error::invalid("db.max_background_jobs must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// Applies the DB options.
+    pub fn apply_db(&self, opts: &mut Options) {
+        let d = &self.db;
+        if let Some(v) = d.max_background_jobs {
+            opts.set_max_background_jobs(v);
+        }
+        if let Some(v) = d.max_subcompactions {
+            opts.set_max_subcompactions(v);
+        }
+        if let Some(v) = d.max_open_files {
+            opts.set_max_open_files(v);
+        }
+        if let Some(v) = d.use_fsync {
+            opts.set_use_fsync(v);
+        }
+        if let Some(v) = d.info_log_level {
+            opts.set_log_level(match v {
+                InfoLogLevel::Debug => LogLevel::Debug,
+                InfoLogLevel::Info => LogLevel::Info,
+                InfoLogLevel::Warn => LogLevel::Warn,
+                InfoLogLevel::Error => LogLevel::Error,
+                InfoLogLevel::Fatal => LogLevel::Fatal,
+                InfoLogLevel::Header => LogLevel::Header,
+            });
+        }
+        if let Some(v) = d.stats_dump_period_sec {
+            opts.set_stats_dump_period_sec(v);
+        }
+        if let Some(v) = d.keep_log_file_num {
+            opts.set_keep_log_file_num(v as usize);
+        }
+        if let Some(v) = d.max_log_file_size {
+            opts.set_max_log_file_size(v as usize);
+        }
+        if let Some(v) = d.use_direct_reads {
+            opts.set_use_direct_reads(v);
+        }
+        if let Some(v) = d.use_direct_io_for_flush_and_compaction {
+            opts.set_use_direct_io_for_flush_and_compaction(v);
+        }
+        if let Some(v) = d.compaction_readahead_size {
+            opts.set_compaction_readahead_size(v as usize);
+        }
+        if let Some(v) = d.bytes_per_sync {
+            opts.set_bytes_per_sync(v);
+        }
+        if let Some(v) = d.max_total_wal_size {
+            opts.set_max_total_wal_size(v);
+        }
+        if let Some(v) = d.allow_concurrent_memtable_write {
+            opts.set_allow_concurrent_memtable_write(v);
+        }
+        if let Some(v) = d.enable_pipelined_write {
+            opts.set_enable_pipelined_write(v);
+        }
+    }
+
+    /// Applies the column-family options to `opts` and the table options to `table`; the
+    /// caller installs `table` afterwards (it also carries the shared cache).
+    pub fn apply_cf(&self, opts: &mut Options, table: &mut BlockBasedOptions) {
+        let c = &self.cf;
+        if let Some(v) = c.write_buffer_size {
+            opts.set_write_buffer_size(v as usize);
+        }
+        if let Some(v) = c.max_write_buffer_number {
+            opts.set_max_write_buffer_number(v);
+        }
+        if let Some(v) = c.min_write_buffer_number_to_merge {
+            opts.set_min_write_buffer_number_to_merge(v);
+        }
+        if let Some(v) = c.compaction_style {
+            opts.set_compaction_style(match v {
+                CompactionStyle::Level => DBCompactionStyle::Level,
+                CompactionStyle::Universal => DBCompactionStyle::Universal,
+                CompactionStyle::Fifo => DBCompactionStyle::Fifo,
+            });
+        }
+        if let Some(v) = c.num_levels {
+            opts.set_num_levels(v);
+        }
+        if let Some(v) = c.level0_file_num_compaction_trigger {
+            opts.set_level_zero_file_num_compaction_trigger(v);
+        }
+        if let Some(v) = c.level0_slowdown_writes_trigger {
+            opts.set_level_zero_slowdown_writes_trigger(v);
+        }
+        if let Some(v) = c.level0_stop_writes_trigger {
+            opts.set_level_zero_stop_writes_trigger(v);
+        }
+        if let Some(v) = c.target_file_size_base {
+            opts.set_target_file_size_base(v);
+        }
+        if let Some(v) = c.target_file_size_multiplier {
+            opts.set_target_file_size_multiplier(v);
+        }
+        if let Some(v) = c.max_bytes_for_level_base {
+            opts.set_max_bytes_for_level_base(v);
+        }
+        if let Some(v) = c.max_bytes_for_level_multiplier {
+            opts.set_max_bytes_for_level_multiplier(v);
+        }
+        if let Some(v) = c.level_compaction_dynamic_level_bytes {
+            opts.set_level_compaction_dynamic_level_bytes(v);
+        }
+        if let Some(v) = c.max_compaction_bytes {
+            opts.set_max_compaction_bytes(v);
+        }
+        if let Some(v) = c.soft_pending_compaction_bytes_limit {
+            opts.set_soft_pending_compaction_bytes_limit(v as usize);
+        }
+        if let Some(v) = c.hard_pending_compaction_bytes_limit {
+            opts.set_hard_pending_compaction_bytes_limit(v as usize);
+        }
+        if let Some(v) = c.compression {
+            opts.set_compression_type(v.into());
+        }
+        if let Some(v) = c.bottommost_compression {
+            opts.set_bottommost_compression_type(v.into());
+        }
+        if let Some(v) = &c.compression_per_level {
+            let levels: Vec<DBCompressionType> = v.iter().map(|&c| c.into()).collect();
+            opts.set_compression_per_level(&levels);
+        }
+        if let Some(v) = c.optimize_filters_for_hits {
+            opts.set_optimize_filters_for_hits(v);
+        }
+        if let Some(v) = c.disable_auto_compactions {
+            opts.set_disable_auto_compactions(v);
+        }
+        let t = &self.table;
+        if let Some(v) = t.block_size {
+            table.set_block_size(v as usize);
+        }
+        if let Some(v) = t.metadata_block_size {
+            table.set_metadata_block_size(v as usize);
+        }
+        if let Some(v) = t.cache_index_and_filter_blocks {
+            table.set_cache_index_and_filter_blocks(v);
+        }
+        if let Some(v) = t.cache_index_and_filter_blocks_with_high_priority {
+            table.set_cache_index_and_filter_blocks_with_high_priority(v);
+        }
+        if let Some(v) = t.pin_l0_filter_and_index_blocks_in_cache {
+            table.set_pin_l0_filter_and_index_blocks_in_cache(v);
+        }
+        if let Some(v) = t.pin_top_level_index_and_filter {
+            table.set_pin_top_level_index_and_filter(v);
+        }
+        if let Some(v) = t.index_type {
+            table.set_index_type(match v {
+                IndexType::BinarySearch => BlockBasedIndexType::BinarySearch,
+                IndexType::HashSearch => BlockBasedIndexType::HashSearch,
+                IndexType::TwoLevelIndexSearch => BlockBasedIndexType::TwoLevelIndexSearch,
+            });
+        }
+        if let Some(v) = t.partition_filters {
+            table.set_partition_filters(v);
+        }
+        if let Some(v) = t.format_version {
+            table.set_format_version(v);
+        }
+        if let Some(v) = t.block_restart_interval {
+            table.set_block_restart_interval(v);
+        }
+        if let Some(v) = t.whole_key_filtering {
+            table.set_whole_key_filtering(v);
+        }
+        if let Some(v) = t.optimize_filters_for_memory {
+            table.set_optimize_filters_for_memory(v);
+        }
+        if let Some(v) = t.bloom_filter_bits_per_key {
+            table.set_bloom_filter(v, false);
+        }
+    }
+}
+
+impl From<Compression> for DBCompressionType {
+    fn from(c: Compression) -> Self {
+        match c {
+            Compression::None => DBCompressionType::None,
+            Compression::Snappy => DBCompressionType::Snappy,
+            Compression::Lz4 => DBCompressionType::Lz4,
+            Compression::Lz4hc => DBCompressionType::Lz4hc,
+            Compression::Zstd => DBCompressionType::Zstd,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_round_trip_and_errors_name_line_and_key() {
+        for preset in Preset::all() {
+            let config = RocksDbConfig::preset(preset);
+            let text = config.to_toml().unwrap();
+            assert_eq!(
+                RocksDbConfig::from_toml_str(&text, "t.toml").unwrap(),
+                config,
+                "{text}"
+            );
+        }
+        let err = RocksDbConfig::from_toml_str(
+            "[cf]\nwrite_buffer_size = 1\n\nwrite_bufer = 3\n",
+            "job.toml",
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("job.toml") && msg.contains("line 4") && msg.contains("write_bufer"),
+            "{msg}"
+        );
+        let err =
+            RocksDbConfig::from_toml_str("[cf]\ncompression = \"kFoo\"\n", "j.toml").unwrap_err();
+        assert!(
+            err.to_string().contains("line 2") && err.to_string().contains("kFoo"),
+            "{err}"
+        );
+        let err =
+            RocksDbConfig::from_toml_str("[cf]\nwrite_buffer_size = 0\n", "j.toml").unwrap_err();
+        assert!(err.to_string().contains("write_buffer_size"), "{err}");
+    }
+
+    #[test]
+    fn presets_apply() {
+        for preset in Preset::all() {
+            let config = RocksDbConfig::preset(preset);
+            config.validate().unwrap();
+            let mut opts = Options::default();
+            let mut table = BlockBasedOptions::default();
+            config.apply_db(&mut opts);
+            config.apply_cf(&mut opts, &mut table);
+        }
+    }
+}

@@ -1,0 +1,853 @@
+//! The embedded RocksDB backend: statekit's counterpart of Flink's
+//! `EmbeddedRocksDBStateBackend`.
+//!
+//! - One column family per registered state (timer queues included); keys laid out so that
+//!   every read is a bounded seek (the layout is described in `keys.rs`).
+//! - Merge (list append) is a RocksDB merge operator; TTL is an expiry prefix on values, read
+//!   by the merge operator and a compaction filter.
+//! - One process-wide memory budget ([`RocksDbResources`]).
+//! - Configuration as data ([`RocksDbConfig`], TOML and `OPTIONS` files, presets).
+//! - Incremental checkpoints: a RocksDB checkpoint (hard links), then only SST files the
+//!   previous checkpoints do not already hold are uploaded (see `checkpoint.rs`).
+//! - The WAL is off by default: durability comes from checkpoints, as in Flink.
+//!
+//! # TTL and merges
+//! A merge operand carries the expiry of its write (`write time + ttl`), so the merge operator
+//! knows each operand's write time and decides, independently of when it runs, whether the
+//! value before it had expired (then the append starts afresh, like the in-memory backend).
+//! The compaction filter drops a value only once it has been expired for a whole TTL: an
+//! operand that was written while the value was still live would otherwise lose its base if
+//! the filter ran before the merge; after one more TTL every such operand has expired too.
+
+mod checkpoint;
+mod config;
+mod keys;
+pub mod options_file;
+mod resources;
+mod stats;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ::rocksdb::compaction_filter::Decision;
+use ::rocksdb::{
+    BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, MergeOperands, Options, ReadOptions,
+    WriteOptions, DB,
+};
+
+pub use checkpoint::{CheckpointStats, ROCKSDB_FORMAT};
+pub use config::{
+    CfOptions, CompactionStyle, Compression, DbOptions, IndexType, InfoLogLevel, Preset,
+    RocksDbConfig, TableOptions,
+};
+pub use resources::{MemoryBudget, RocksDbResources};
+pub use stats::RocksDbStats;
+
+use crate::backend::{
+    check_scope, resolve_registration, BackendStats, Direction, EntryRef, EntryVisitor, Scope,
+    StateBackend, StateDescriptor, StateId, StateKind, StateRead, StateVisitor, StateWrite, Timer,
+    TimerStore, UserKeyRange, Visit, WriteBatch, WriteOp,
+};
+use crate::clock::SharedClock;
+use crate::error::{Error, ErrorKind, Result};
+use crate::instance::{CheckpointLog, InstanceConfig};
+use crate::keygroup::KeyGroupRange;
+use keys::{
+    decode_entry_key, decode_timer_key, entry_key, key_group_bounds, scope_bounds, scope_prefix,
+    split_expiry, timer_due_upper, timer_group_bounds, timer_group_key, timer_time_key,
+    with_expiry, TIMER_BY_GROUP, TIMER_BY_TIME,
+};
+
+/// Everything a RocksDB backend instance needs beyond [`InstanceConfig`].
+#[derive(Debug, Clone)]
+pub struct RocksDbSettings {
+    /// Local working directory; each instance creates its own subdirectory in it and
+    /// removes it when dropped.
+    pub local_dir: PathBuf,
+    /// The shared cache and write buffer manager (the memory budget).
+    pub resources: Arc<RocksDbResources>,
+    /// RocksDB options.
+    pub config: RocksDbConfig,
+    /// Write a WAL (off by default: checkpoints make state durable).
+    pub wal: bool,
+}
+
+impl RocksDbSettings {
+    /// Settings with RocksDB's default options, no WAL.
+    pub fn new(local_dir: impl Into<PathBuf>, resources: Arc<RocksDbResources>) -> Self {
+        RocksDbSettings {
+            local_dir: local_dir.into(),
+            resources,
+            config: RocksDbConfig::default(),
+            wal: false,
+        }
+    }
+
+    /// Sets the RocksDB options.
+    pub fn with_config(mut self, config: RocksDbConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Turns the WAL on or off.
+    pub fn with_wal(mut self, wal: bool) -> Self {
+        self.wal = wal;
+        self
+    }
+}
+
+/// Removes a directory when dropped; declared after the DB in [`OpenDb`] so it runs after
+/// the DB is closed.
+#[derive(Debug)]
+struct DirGuard(PathBuf);
+
+impl Drop for DirGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// An open DB and the directory it owns.
+struct OpenDb {
+    db: DB,
+    options: Options,
+    /// Options of column families created after opening: `create_cf` does not keep what
+    /// they reference (the compaction filter), so they must live as long as the DB.
+    cf_options: Vec<Options>,
+    _dir: DirGuard,
+}
+
+impl OpenDb {
+    fn create_cf(&mut self, name: &str, opts: Options) -> Result<()> {
+        self.db
+            .create_cf(name, &opts)
+            .map_err(|e| rocks_err(format!("creating column family '{name}'"), e))?;
+        self.cf_options.push(opts);
+        Ok(())
+    }
+}
+
+/// The RocksDB state backend.
+pub struct RocksDbBackend {
+    config: InstanceConfig,
+    settings: RocksDbSettings,
+    open: OpenDb,
+    states: Vec<StateDescriptor>,
+    cf_names: Vec<String>,
+    write_opts: WriteOptions,
+    checkpoints: CheckpointLog,
+    incremental: checkpoint::Incremental,
+    /// Per timer queue, a key at or below every firing-order key of the queue: pops seek
+    /// from there instead of over the tombstones of popped timers.
+    timer_floor: Vec<Option<Vec<u8>>>,
+    generation: u64,
+    uid: String,
+    user_bytes_written: u64,
+    // Declared last: the instance directory goes after the DB inside it is closed.
+    instance_dir: DirGuard,
+}
+
+impl fmt::Debug for RocksDbBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RocksDbBackend")
+            .field("key_groups", &self.config.key_groups)
+            .field("dir", &self.instance_dir.0)
+            .field("states", &self.states.len())
+            .finish()
+    }
+}
+
+/// Maps a RocksDB error to a statekit error, naming what was being done.
+pub(crate) fn rocks_err(what: impl fmt::Display, e: ::rocksdb::Error) -> Error {
+    use ::rocksdb::ErrorKind as K;
+    let message = e.to_string();
+    let kind = match e.kind() {
+        K::NotFound => ErrorKind::NotFound,
+        K::Corruption => ErrorKind::Corruption,
+        K::InvalidArgument | K::NotSupported => ErrorKind::InvalidArgument,
+        K::IOError if message.contains("No space") => ErrorKind::ResourceExhausted,
+        K::IOError | K::Busy | K::TimedOut | K::TryAgain | K::Incomplete => ErrorKind::Unavailable,
+        K::ShutdownInProgress | K::Aborted => ErrorKind::Closed,
+        _ => ErrorKind::Internal,
+    };
+    Error::new(kind, format!("{what}: rocksdb: {message}"))
+}
+
+/// A random hex id: names instance directories and shared checkpoint files, which must not
+/// collide across processes and restores.
+fn random_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut a = std::collections::hash_map::RandomState::new().build_hasher();
+    a.write_u32(std::process::id());
+    let mut b = std::collections::hash_map::RandomState::new().build_hasher();
+    b.write_u64(a.finish());
+    format!("{:016x}{:08x}", a.finish(), b.finish() as u32)
+}
+
+fn cf_name(state: &str) -> String {
+    format!("state:{state}")
+}
+
+/// Appends operands to a value: list state's merge, without a TTL.
+fn concat_merge(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) -> Option<Vec<u8>> {
+    let len = existing.map_or(0, <[u8]>::len) + operands.iter().map(<[u8]>::len).sum::<usize>();
+    let mut out = Vec::with_capacity(len);
+    if let Some(e) = existing {
+        out.extend_from_slice(e);
+    }
+    for op in operands {
+        out.extend_from_slice(op);
+    }
+    Some(out)
+}
+
+/// Appends operands to a TTL value: an operand written when the value had expired starts
+/// it afresh. Each operand's write time is its expiry minus the TTL.
+fn ttl_merge(ttl: u64, existing: Option<&[u8]>, operands: &MergeOperands) -> Option<Vec<u8>> {
+    let mut acc: Option<(u64, Vec<u8>)> = match existing {
+        Some(v) => {
+            let (exp, payload) = split_expiry(v).ok()?;
+            Some((exp, payload.to_vec()))
+        }
+        None => None,
+    };
+    for op in operands {
+        // A malformed operand fails the merge, which RocksDB reports as corruption.
+        let (exp, payload) = split_expiry(op).ok()?;
+        let written_at = exp.saturating_sub(ttl);
+        match &mut acc {
+            Some((old_exp, value)) if *old_exp > written_at => {
+                value.extend_from_slice(payload);
+                *old_exp = exp;
+            }
+            _ => acc = Some((exp, payload.to_vec())),
+        }
+    }
+    acc.map(|(exp, value)| with_expiry(exp, &value))
+}
+
+/// Column-family options for a state.
+fn cf_options(settings: &RocksDbSettings, desc: &StateDescriptor, clock: &SharedClock) -> Options {
+    let mut opts = Options::default();
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(&settings.resources.cache);
+    // The memory model: index and filter blocks count against the budget, with high
+    // priority, and L0's stay pinned (they are read by every lookup).
+    table.set_cache_index_and_filter_blocks(true);
+    table.set_cache_index_and_filter_blocks_with_high_priority(true);
+    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+    settings.config.apply_cf(&mut opts, &mut table);
+    opts.set_block_based_table_factory(&table);
+    if desc.kind != StateKind::Timers {
+        match desc.ttl {
+            None => opts.set_merge_operator("statekit.append", concat_merge, concat_merge),
+            Some(ttl) => {
+                let ttl = ttl.millis;
+                opts.set_merge_operator(
+                    "statekit.append_ttl",
+                    move |_k: &[u8], e: Option<&[u8]>, o: &MergeOperands| ttl_merge(ttl, e, o),
+                    // Two operands cannot be combined without the value under them.
+                    |_k: &[u8], _e: Option<&[u8]>, _o: &MergeOperands| None,
+                );
+                let clock = clock.clone();
+                opts.set_compaction_filter(
+                    "statekit.ttl",
+                    move |_level: u32, _k: &[u8], v: &[u8]| match split_expiry(v) {
+                        Ok((exp, _)) if exp.saturating_add(ttl) <= clock.now_millis() => {
+                            Decision::Remove
+                        }
+                        _ => Decision::Keep,
+                    },
+                );
+            }
+        }
+    }
+    opts
+}
+
+impl RocksDbBackend {
+    /// Opens a new, empty instance in a fresh directory under `settings.local_dir`.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for an invalid configuration; I/O errors naming the directory.
+    pub fn open(config: InstanceConfig, settings: RocksDbSettings) -> Result<Self> {
+        config.validate()?;
+        settings.config.validate()?;
+        let uid = random_id();
+        let instance_dir = settings.local_dir.join(format!(
+            "rocksdb-kg{:05}-{:05}-{uid}",
+            config.key_groups.start, config.key_groups.end
+        ));
+        std::fs::create_dir_all(&instance_dir).map_err(|e| Error::io(instance_dir.display(), e))?;
+        let instance_dir = DirGuard(instance_dir);
+        let open = open_db(&settings, &config.clock, &instance_dir.0.join("db-0"), &[])?;
+        let mut write_opts = WriteOptions::default();
+        write_opts.disable_wal(!settings.wal);
+        Ok(RocksDbBackend {
+            incremental: checkpoint::Incremental::new(&config, &uid),
+            config,
+            settings,
+            open,
+            states: Vec::new(),
+            cf_names: Vec::new(),
+            write_opts,
+            checkpoints: CheckpointLog::default(),
+            timer_floor: Vec::new(),
+            generation: 0,
+            uid,
+            user_bytes_written: 0,
+            instance_dir,
+        })
+    }
+
+    /// The directory of the current DB.
+    pub fn db_path(&self) -> &Path {
+        self.open.db.path()
+    }
+
+    /// The settings this instance was opened with.
+    pub fn settings(&self) -> &RocksDbSettings {
+        &self.settings
+    }
+
+    fn db(&self) -> &DB {
+        &self.open.db
+    }
+
+    /// Flushes memtables and compacts every state fully: maintenance after bulk loads or
+    /// large deletions, and a way to make on-disk figures comparable in measurements.
+    ///
+    /// # Errors
+    /// RocksDB errors naming the DB directory.
+    pub fn compact(&self) -> Result<()> {
+        self.flush_all()?;
+        for name in &self.cf_names {
+            if let Some(cf) = self.db().cf_handle(name) {
+                self.db().compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
+            }
+        }
+        Ok(())
+    }
+
+    fn now(&self) -> u64 {
+        self.config.clock.now_millis()
+    }
+
+    fn cf(&self, state: StateId) -> Result<&ColumnFamily> {
+        let name = &self.cf_names[state.index()];
+        self.db().cf_handle(name).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Internal,
+                format!("column family '{name}' is not open"),
+            )
+        })
+    }
+
+    fn ttl_of(&self, state: StateId) -> Option<u64> {
+        self.states[state.index()].ttl.map(|t| t.millis)
+    }
+
+    /// The live payload of a stored value, or `None` if it has expired.
+    fn live<'v>(&self, state: StateId, stored: &'v [u8], now: u64) -> Result<Option<&'v [u8]>> {
+        if self.ttl_of(state).is_none() {
+            return Ok(Some(stored));
+        }
+        let (exp, payload) = split_expiry(stored)
+            .map_err(|e| e.context(format!("state '{}'", self.states[state.index()].name)))?;
+        Ok((now < exp).then_some(payload))
+    }
+
+    fn encode_value(&self, state: StateId, value: &[u8]) -> Vec<u8> {
+        match self.ttl_of(state) {
+            Some(ttl) => with_expiry(self.now().saturating_add(ttl), value),
+            None => value.to_vec(),
+        }
+    }
+
+    fn check_kv(&self, scope: &Scope<'_>) -> Result<()> {
+        check_scope(scope, self.config.key_groups, &self.states, false)
+    }
+
+    fn check_queue(&self, queue: StateId) -> Result<()> {
+        match self.states.get(queue.index()) {
+            Some(d) if d.kind == StateKind::Timers => Ok(()),
+            _ => Err(Error::invalid(format!(
+                "state id {} is not a registered timer queue",
+                queue.index()
+            ))),
+        }
+    }
+
+    fn check_timer(&self, queue: StateId, timer: &Timer) -> Result<()> {
+        let scope = Scope {
+            state: queue,
+            key_group: timer.key_group,
+            key: &timer.key,
+            namespace: &timer.namespace,
+        };
+        check_scope(&scope, self.config.key_groups, &self.states, true)
+    }
+
+    /// Adds one operation to a RocksDB batch; returns the user bytes it writes.
+    fn add_op(&self, batch: &mut ::rocksdb::WriteBatch, op: &WriteOp) -> Result<u64> {
+        let scope = op.scope().as_scope();
+        let cf = self.cf(scope.state)?;
+        Ok(match op {
+            WriteOp::Put {
+                user_key, value, ..
+            } => {
+                batch.put_cf(
+                    cf,
+                    entry_key(&scope, user_key),
+                    self.encode_value(scope.state, value),
+                );
+                (user_key.len() + value.len()) as u64
+            }
+            WriteOp::Merge {
+                user_key, operand, ..
+            } => {
+                batch.merge_cf(
+                    cf,
+                    entry_key(&scope, user_key),
+                    self.encode_value(scope.state, operand),
+                );
+                (user_key.len() + operand.len()) as u64
+            }
+            WriteOp::Delete { user_key, .. } => {
+                batch.delete_cf(cf, entry_key(&scope, user_key));
+                0
+            }
+            WriteOp::DeleteRange { lower, upper, .. } => {
+                let range = UserKeyRange::new(
+                    lower
+                        .as_deref()
+                        .map_or(std::ops::Bound::Unbounded, std::ops::Bound::Included),
+                    upper
+                        .as_deref()
+                        .map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded),
+                );
+                if let Some((lo, Some(hi))) = scope_bounds(&scope_prefix(&scope), &range) {
+                    batch.delete_range_cf(cf, lo, hi);
+                }
+                0
+            }
+        })
+    }
+
+    fn write_batch(&self, batch: ::rocksdb::WriteBatch) -> Result<()> {
+        self.db()
+            .write_opt(batch, &self.write_opts)
+            .map_err(|e| rocks_err(format!("write to {}", self.db_path().display()), e))
+    }
+
+    /// Reads a scope the way Flink's RocksDB backend reads map state: an iterator seeks to
+    /// the scope's prefix without an upper bound, checks every key for the prefix and filters
+    /// user keys in the visitor's range. Kept only so benchmarks can compare it with
+    /// [`StateRead::scan`]'s bounded seek; engines should never use it.
+    ///
+    /// # Errors
+    /// As [`StateRead::scan`].
+    pub fn scan_prefix_filtered(
+        &self,
+        scope: Scope<'_>,
+        range: UserKeyRange<'_>,
+        visitor: &mut EntryVisitor<'_>,
+    ) -> Result<()> {
+        self.check_kv(&scope)?;
+        let prefix = scope_prefix(&scope);
+        let now = self.now();
+        let mut iter = self.db().raw_iterator_cf(self.cf(scope.state)?);
+        iter.seek(&prefix);
+        while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let user_key = &k[prefix.len()..];
+            if range.contains(user_key) {
+                if let Some(payload) = self.live(scope.state, v, now)? {
+                    if visitor(user_key, payload)? == Visit::Stop {
+                        break;
+                    }
+                }
+            }
+            iter.next();
+        }
+        iter.status().map_err(|e| rocks_err("prefix scan", e))
+    }
+
+    /// Iterates `[lower, upper)` of a column family, handing raw keys and values to `f`.
+    fn for_each_raw(
+        &self,
+        cf: &ColumnFamily,
+        lower: Vec<u8>,
+        upper: Vec<u8>,
+        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<Visit>,
+    ) -> Result<()> {
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_lower_bound(lower);
+        ro.set_iterate_upper_bound(upper);
+        let mut iter = self.db().raw_iterator_cf_opt(cf, ro);
+        iter.seek_to_first();
+        while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
+            if f(k, v)? == Visit::Stop {
+                return Ok(());
+            }
+            iter.next();
+        }
+        iter.status()
+            .map_err(|e| rocks_err(format!("iterating {}", self.db_path().display()), e))
+    }
+}
+
+/// Opens (or creates) a DB at `path` with the column families of `states`.
+fn open_db(
+    settings: &RocksDbSettings,
+    clock: &SharedClock,
+    path: &Path,
+    states: &[StateDescriptor],
+) -> Result<OpenDb> {
+    std::fs::create_dir_all(path).map_err(|e| Error::io(path.display(), e))?;
+    let guard = DirGuard(path.to_path_buf());
+    let options = db_options(settings);
+    let mut descriptors = vec![ColumnFamilyDescriptor::new(
+        ::rocksdb::DEFAULT_COLUMN_FAMILY_NAME,
+        Options::default(),
+    )];
+    for desc in states {
+        descriptors.push(ColumnFamilyDescriptor::new(
+            cf_name(&desc.name),
+            cf_options(settings, desc, clock),
+        ));
+    }
+    let db = DB::open_cf_descriptors(&options, path, descriptors)
+        .map_err(|e| rocks_err(format!("opening RocksDB at {}", path.display()), e))?;
+    Ok(OpenDb {
+        db,
+        options,
+        cf_options: Vec::new(),
+        _dir: guard,
+    })
+}
+
+fn db_options(settings: &RocksDbSettings) -> Options {
+    let mut options = Options::default();
+    options.create_if_missing(true);
+    options.create_missing_column_families(true);
+    options.set_write_buffer_manager(&settings.resources.write_buffers);
+    options.enable_statistics();
+    settings.config.apply_db(&mut options);
+    options
+}
+
+impl StateRead for RocksDbBackend {
+    fn get(&self, scope: Scope<'_>, user_key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.check_kv(&scope)?;
+        let key = entry_key(&scope, user_key);
+        let stored = self
+            .db()
+            .get_pinned_cf(self.cf(scope.state)?, &key)
+            .map_err(|e| rocks_err("get", e))?;
+        match stored {
+            None => Ok(None),
+            Some(v) => Ok(self.live(scope.state, &v, self.now())?.map(<[u8]>::to_vec)),
+        }
+    }
+
+    fn multi_get(&self, requests: &[(Scope<'_>, &[u8])]) -> Result<Vec<Option<Vec<u8>>>> {
+        let mut keys = Vec::with_capacity(requests.len());
+        for (scope, user_key) in requests {
+            self.check_kv(scope)?;
+            keys.push((self.cf(scope.state)?, entry_key(scope, user_key)));
+        }
+        let now = self.now();
+        let results = self
+            .db()
+            .multi_get_cf(keys.iter().map(|(cf, k)| (*cf, k.as_slice())));
+        results
+            .into_iter()
+            .zip(requests)
+            .map(
+                |(r, (scope, _))| match r.map_err(|e| rocks_err("multi_get", e))? {
+                    None => Ok(None),
+                    Some(v) => Ok(self.live(scope.state, &v, now)?.map(<[u8]>::to_vec)),
+                },
+            )
+            .collect()
+    }
+
+    fn scan(
+        &self,
+        scope: Scope<'_>,
+        range: UserKeyRange<'_>,
+        direction: Direction,
+        visitor: &mut EntryVisitor<'_>,
+    ) -> Result<()> {
+        self.check_kv(&scope)?;
+        let prefix = scope_prefix(&scope);
+        let Some((lower, upper)) = scope_bounds(&prefix, &range) else {
+            return Ok(());
+        };
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_lower_bound(lower);
+        if let Some(upper) = upper {
+            ro.set_iterate_upper_bound(upper);
+        }
+        let now = self.now();
+        let mut iter = self.db().raw_iterator_cf_opt(self.cf(scope.state)?, ro);
+        match direction {
+            Direction::Forward => iter.seek_to_first(),
+            Direction::Reverse => iter.seek_to_last(),
+        }
+        while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
+            if let Some(payload) = self.live(scope.state, v, now)? {
+                if visitor(&k[prefix.len()..], payload)? == Visit::Stop {
+                    break;
+                }
+            }
+            match direction {
+                Direction::Forward => iter.next(),
+                Direction::Reverse => iter.prev(),
+            }
+        }
+        iter.status().map_err(|e| rocks_err("scan", e))
+    }
+
+    fn scan_state(
+        &self,
+        state: StateId,
+        key_groups: KeyGroupRange,
+        visitor: &mut StateVisitor<'_>,
+    ) -> Result<()> {
+        match self.states.get(state.index()) {
+            Some(d) if d.kind != StateKind::Timers => {}
+            _ => {
+                return Err(Error::invalid(format!(
+                    "state id {} is not a registered key/value state",
+                    state.index()
+                )))
+            }
+        }
+        let Some(range) = key_groups.intersect(&self.config.key_groups) else {
+            return Ok(());
+        };
+        let (lower, upper) = key_group_bounds(range);
+        let now = self.now();
+        let has_ttl = self.ttl_of(state).is_some();
+        self.for_each_raw(self.cf(state)?, lower, upper, &mut |k, v| {
+            let Some(payload) = self.live(state, v, now)? else {
+                return Ok(Visit::Continue);
+            };
+            let d = decode_entry_key(k)?;
+            let entry = EntryRef {
+                key_group: d.key_group,
+                key: d.key,
+                namespace: d.namespace,
+                user_key: d.user_key,
+                value: payload,
+                expires_at: if has_ttl {
+                    Some(split_expiry(v)?.0)
+                } else {
+                    None
+                },
+            };
+            visitor(&entry)
+        })
+    }
+}
+
+impl StateWrite for RocksDbBackend {
+    fn put(&mut self, scope: Scope<'_>, user_key: &[u8], value: &[u8]) -> Result<()> {
+        self.check_kv(&scope)?;
+        self.user_bytes_written += (user_key.len() + value.len()) as u64;
+        let value = self.encode_value(scope.state, value);
+        self.db()
+            .put_cf_opt(
+                self.cf(scope.state)?,
+                entry_key(&scope, user_key),
+                value,
+                &self.write_opts,
+            )
+            .map_err(|e| rocks_err("put", e))
+    }
+
+    fn merge(&mut self, scope: Scope<'_>, user_key: &[u8], operand: &[u8]) -> Result<()> {
+        self.check_kv(&scope)?;
+        self.user_bytes_written += (user_key.len() + operand.len()) as u64;
+        let operand = self.encode_value(scope.state, operand);
+        self.db()
+            .merge_cf_opt(
+                self.cf(scope.state)?,
+                entry_key(&scope, user_key),
+                operand,
+                &self.write_opts,
+            )
+            .map_err(|e| rocks_err("merge", e))
+    }
+
+    fn delete(&mut self, scope: Scope<'_>, user_key: &[u8]) -> Result<()> {
+        self.check_kv(&scope)?;
+        self.db()
+            .delete_cf_opt(
+                self.cf(scope.state)?,
+                entry_key(&scope, user_key),
+                &self.write_opts,
+            )
+            .map_err(|e| rocks_err("delete", e))
+    }
+
+    fn delete_range(&mut self, scope: Scope<'_>, range: UserKeyRange<'_>) -> Result<()> {
+        self.check_kv(&scope)?;
+        let Some((lower, Some(upper))) = scope_bounds(&scope_prefix(&scope), &range) else {
+            return Ok(());
+        };
+        self.db()
+            .delete_range_cf_opt(self.cf(scope.state)?, lower, upper, &self.write_opts)
+            .map_err(|e| rocks_err("delete_range", e))
+    }
+
+    fn write(&mut self, batch: WriteBatch) -> Result<()> {
+        for op in batch.ops() {
+            self.check_kv(&op.scope().as_scope())?;
+        }
+        let mut rb = ::rocksdb::WriteBatch::default();
+        let mut bytes = 0;
+        for op in batch.ops() {
+            bytes += self.add_op(&mut rb, op)?;
+        }
+        self.write_batch(rb)?;
+        self.user_bytes_written += bytes;
+        Ok(())
+    }
+}
+
+impl TimerStore for RocksDbBackend {
+    fn register_timer(&mut self, queue: StateId, timer: &Timer) -> Result<()> {
+        self.check_timer(queue, timer)?;
+        let cf = self.cf(queue)?;
+        let time_key = timer_time_key(timer);
+        let mut batch = ::rocksdb::WriteBatch::default();
+        batch.put_cf(cf, &time_key, b"");
+        batch.put_cf(cf, timer_group_key(timer), b"");
+        self.write_batch(batch)?;
+        let floor = &mut self.timer_floor[queue.index()];
+        if floor.as_ref().is_some_and(|f| time_key < *f) {
+            *floor = Some(time_key);
+        }
+        Ok(())
+    }
+
+    fn delete_timer(&mut self, queue: StateId, timer: &Timer) -> Result<()> {
+        self.check_timer(queue, timer)?;
+        let cf = self.cf(queue)?;
+        let mut batch = ::rocksdb::WriteBatch::default();
+        batch.delete_cf(cf, timer_time_key(timer));
+        batch.delete_cf(cf, timer_group_key(timer));
+        self.write_batch(batch)
+    }
+
+    fn pop_due_timers(
+        &mut self,
+        queue: StateId,
+        watermark: i64,
+        limit: usize,
+    ) -> Result<Vec<Timer>> {
+        self.check_queue(queue)?;
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let cf = self.cf(queue)?;
+        let lower = self.timer_floor[queue.index()]
+            .clone()
+            .unwrap_or_else(|| vec![TIMER_BY_TIME]);
+        let mut due = Vec::new();
+        let mut last_key = None;
+        self.for_each_raw(cf, lower, timer_due_upper(watermark), &mut |k, _| {
+            due.push(decode_timer_key(k)?);
+            last_key = Some(k.to_vec());
+            Ok(if due.len() >= limit {
+                Visit::Stop
+            } else {
+                Visit::Continue
+            })
+        })?;
+        if due.is_empty() {
+            return Ok(due);
+        }
+        let mut batch = ::rocksdb::WriteBatch::default();
+        for t in &due {
+            batch.delete_cf(cf, timer_time_key(t));
+            batch.delete_cf(cf, timer_group_key(t));
+        }
+        self.write_batch(batch)?;
+        self.timer_floor[queue.index()] = last_key;
+        Ok(due)
+    }
+
+    fn next_timer(&self, queue: StateId) -> Result<Option<i64>> {
+        self.check_queue(queue)?;
+        let lower = self.timer_floor[queue.index()]
+            .clone()
+            .unwrap_or_else(|| vec![TIMER_BY_TIME]);
+        let mut next = None;
+        self.for_each_raw(self.cf(queue)?, lower, vec![TIMER_BY_GROUP], &mut |k, _| {
+            next = Some(decode_timer_key(k)?.timestamp);
+            Ok(Visit::Stop)
+        })?;
+        Ok(next)
+    }
+
+    fn scan_timers(
+        &self,
+        queue: StateId,
+        key_groups: KeyGroupRange,
+        visitor: &mut dyn FnMut(&Timer) -> Result<Visit>,
+    ) -> Result<()> {
+        self.check_queue(queue)?;
+        let Some(range) = key_groups.intersect(&self.config.key_groups) else {
+            return Ok(());
+        };
+        let (lower, upper) = timer_group_bounds(range);
+        self.for_each_raw(self.cf(queue)?, lower, upper, &mut |k, _| {
+            visitor(&decode_timer_key(k)?)
+        })
+    }
+}
+
+impl StateBackend for RocksDbBackend {
+    fn name(&self) -> &'static str {
+        "rocksdb"
+    }
+
+    fn max_parallelism(&self) -> u16 {
+        self.config.max_parallelism
+    }
+
+    fn key_group_range(&self) -> KeyGroupRange {
+        self.config.key_groups
+    }
+
+    fn register_state(&mut self, descriptor: &StateDescriptor) -> Result<StateId> {
+        let (id, is_new) = resolve_registration(&self.states, descriptor)?;
+        if is_new {
+            let name = cf_name(&descriptor.name);
+            let opts = cf_options(&self.settings, descriptor, &self.config.clock);
+            self.open.create_cf(&name, opts)?;
+            self.states.push(descriptor.clone());
+            self.cf_names.push(name);
+            self.timer_floor.push(None);
+        }
+        Ok(id)
+    }
+
+    fn states(&self) -> Vec<StateDescriptor> {
+        self.states.clone()
+    }
+
+    fn stats(&self) -> Result<BackendStats> {
+        Ok(self.rocksdb_stats()?.to_backend_stats())
+    }
+}
+
+#[cfg(test)]
+mod tests;

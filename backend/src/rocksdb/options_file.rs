@@ -1,0 +1,346 @@
+//! [`RocksDbConfig`] in RocksDB's `OPTIONS` file format (the INI dialect RocksDB writes into
+//! every DB directory and reads with `LoadOptionsFromFile`; Speedb reads it too).
+//!
+//! Sections: `[Version]`, `[DBOptions]`, `[CFOptions "default"]` and
+//! `[TableOptions/BlockBasedTable "default"]`. Keys are RocksDB's option names; the Bloom
+//! filter is written as `filter_policy=bloomfilter:<bits>:false`.
+//!
+//! [`RocksDbConfig::from_options_str`] is strict: an unknown section or key, or a value that
+//! does not parse, is an error naming the file, line and key. [`RocksDbConfig::
+//! from_rocksdb_options_str`] reads a file RocksDB wrote, which lists hundreds of options
+//! statekit does not model: it keeps the modelled ones and skips the rest.
+
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::config::{CfOptions, DbOptions, RocksDbConfig, TableOptions};
+use crate::error::{Error, ErrorKind, Result};
+
+const DB_SECTION: &str = "DBOptions";
+const CF_SECTION: &str = "CFOptions";
+const TABLE_SECTION: &str = "TableOptions/BlockBasedTable";
+const FILTER_POLICY: &str = "filter_policy";
+const BLOOM_BITS: &str = "bloom_filter_bits_per_key";
+
+impl RocksDbConfig {
+    /// Renders the configuration as an `OPTIONS` file.
+    ///
+    /// # Errors
+    /// `Internal` if serialization fails (it cannot for this type).
+    pub fn to_options_string(&self) -> Result<String> {
+        let mut out = String::from(
+            "# RocksDB options written by statekit; unset options keep RocksDB's defaults.\n\
+             [Version]\n  rocksdb_version=11.8.1\n  options_file_version=1.1\n",
+        );
+        write_section(&mut out, "[DBOptions]", &self.db)?;
+        write_section(&mut out, "[CFOptions \"default\"]", &self.cf)?;
+        write_section(
+            &mut out,
+            "[TableOptions/BlockBasedTable \"default\"]",
+            &self.table,
+        )?;
+        Ok(out)
+    }
+
+    /// Writes an `OPTIONS` file.
+    ///
+    /// # Errors
+    /// An I/O error naming the file.
+    pub fn write_options_file(&self, path: &Path) -> Result<()> {
+        std::fs::write(path, self.to_options_string()?).map_err(|e| Error::io(path.display(), e))
+    }
+
+    /// Reads an `OPTIONS` file strictly.
+    ///
+    /// # Errors
+    /// As [`RocksDbConfig::from_options_str`], or an I/O error naming the file.
+    pub fn read_options_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path.display(), e))?;
+        Self::from_options_str(&text, &path.display().to_string())
+    }
+
+    /// Parses an `OPTIONS` document strictly; `source` names it in errors.
+    ///
+    /// # Errors
+    /// `InvalidArgument` naming source, line and key for an unknown section or key or a
+    /// value of the wrong type; `InvalidArgument` from [`RocksDbConfig::validate`].
+    pub fn from_options_str(text: &str, source: &str) -> Result<Self> {
+        parse(text, source, None)
+    }
+
+    /// Parses an `OPTIONS` file written by RocksDB, taking the options of column family
+    /// `column_family` and skipping options statekit does not model.
+    ///
+    /// # Errors
+    /// `InvalidArgument` naming source, line and key for a modelled option whose value does
+    /// not parse.
+    pub fn from_rocksdb_options_str(text: &str, source: &str, column_family: &str) -> Result<Self> {
+        parse(text, source, Some(column_family))
+    }
+}
+
+fn write_section<T: Serialize>(out: &mut String, header: &str, section: &T) -> Result<()> {
+    let value = serde_json::to_value(section)
+        .map_err(|e| Error::new(ErrorKind::Internal, format!("{header}: {e}")))?;
+    out.push('\n');
+    out.push_str(header);
+    out.push('\n');
+    if let Value::Object(map) = value {
+        for (key, v) in map {
+            let text = match (&*key, v) {
+                (_, Value::Null) => continue,
+                (BLOOM_BITS, v) => {
+                    out.push_str(&format!("  {FILTER_POLICY}=bloomfilter:{v}:false\n"));
+                    continue;
+                }
+                (_, Value::String(s)) => s,
+                (_, Value::Array(items)) => items
+                    .iter()
+                    .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_string))
+                    .collect::<Vec<_>>()
+                    .join(":"),
+                (_, other) => other.to_string(),
+            };
+            out.push_str(&format!("  {key}={text}\n"));
+        }
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Section {
+    Version,
+    Db,
+    Cf,
+    Table,
+    Skipped,
+}
+
+struct Collected {
+    entries: Vec<(String, Value, usize)>,
+}
+
+fn parse(text: &str, source: &str, lenient_cf: Option<&str>) -> Result<RocksDbConfig> {
+    let err = |line: usize, msg: String| Error::invalid(format!("{source}:{line}: {msg}"));
+    let mut section = None;
+    let mut db = Collected {
+        entries: Vec::new(),
+    };
+    let mut cf = Collected {
+        entries: Vec::new(),
+    };
+    let mut table = Collected {
+        entries: Vec::new(),
+    };
+    let wanted_cf = lenient_cf.unwrap_or("default");
+    for (index, raw) in text.lines().enumerate() {
+        let line_no = index + 1;
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(header) = line.strip_prefix('[') {
+            let header = header
+                .strip_suffix(']')
+                .ok_or_else(|| err(line_no, format!("section header '{line}' lacks ']'")))?;
+            let (name, arg) = match header.split_once(' ') {
+                Some((n, a)) => (n, Some(a.trim().trim_matches('"'))),
+                None => (header, None),
+            };
+            section = Some(match (name, arg) {
+                ("Version", None) => Section::Version,
+                (DB_SECTION, None) => Section::Db,
+                (CF_SECTION, Some(cf_name)) if cf_name == wanted_cf => Section::Cf,
+                (TABLE_SECTION, Some(cf_name)) if cf_name == wanted_cf => Section::Table,
+                (CF_SECTION, Some(_)) | (_, _) if lenient_cf.is_some() => Section::Skipped,
+                _ => {
+                    return Err(err(
+                        line_no,
+                        format!(
+                            "unknown section [{header}] (expected [Version], [{DB_SECTION}], \
+                             [{CF_SECTION} \"default\"] or [{TABLE_SECTION} \"default\"])"
+                        ),
+                    ))
+                }
+            });
+            continue;
+        }
+        let Some(current) = section else {
+            return Err(err(line_no, format!("'{line}' comes before any section")));
+        };
+        let (key, value) = line
+            .split_once('=')
+            .ok_or_else(|| err(line_no, format!("'{line}' is not key=value")))?;
+        let (key, value) = (key.trim(), value.trim());
+        let target = match current {
+            Section::Version | Section::Skipped => continue,
+            Section::Db => &mut db,
+            Section::Cf => &mut cf,
+            Section::Table => &mut table,
+        };
+        let (key, value) = if current == Section::Table && key == FILTER_POLICY {
+            match parse_filter_policy(value) {
+                Some(v) => (BLOOM_BITS.to_string(), v),
+                None if lenient_cf.is_some() => continue,
+                None => {
+                    return Err(err(
+                        line_no,
+                        format!(
+                            "key '{FILTER_POLICY}': '{value}' is not bloomfilter:<bits>:false \
+                             or nullptr"
+                        ),
+                    ))
+                }
+            }
+        } else {
+            (key.to_string(), guess_value(key, value))
+        };
+        target.entries.push((key, value, line_no));
+    }
+    let config = RocksDbConfig {
+        db: build::<DbOptions>(&db, source, lenient_cf.is_some())?,
+        cf: build::<CfOptions>(&cf, source, lenient_cf.is_some())?,
+        table: build::<TableOptions>(&table, source, lenient_cf.is_some())?,
+    };
+    config.validate().map_err(|e| e.context(source))?;
+    Ok(config)
+}
+
+fn parse_filter_policy(value: &str) -> Option<Value> {
+    if value == "nullptr" || value.is_empty() {
+        return Some(Value::Null);
+    }
+    let rest = value.strip_prefix("bloomfilter:")?;
+    let bits: f64 = rest.split(':').next()?.parse().ok()?;
+    serde_json::Number::from_f64(bits).map(Value::Number)
+}
+
+/// The JSON value of an option's text: lists are colon separated, the rest is typed by
+/// what it parses as; the section struct then checks the type per key.
+fn guess_value(key: &str, value: &str) -> Value {
+    if key == "compression_per_level" {
+        return Value::Array(
+            value
+                .split(':')
+                .filter(|s| !s.is_empty())
+                .map(|s| Value::String(s.to_string()))
+                .collect(),
+        );
+    }
+    match value {
+        "true" => return Value::Bool(true),
+        "false" => return Value::Bool(false),
+        _ => {}
+    }
+    if let Ok(i) = value.parse::<i64>() {
+        return Value::from(i);
+    }
+    if let Ok(u) = value.parse::<u64>() {
+        return Value::from(u);
+    }
+    if let Some(n) = value
+        .parse::<f64>()
+        .ok()
+        .and_then(serde_json::Number::from_f64)
+    {
+        return Value::Number(n);
+    }
+    Value::String(value.to_string())
+}
+
+/// Deserializes a section, one key at a time so that an error names its key and line.
+fn build<T: DeserializeOwned + Default>(
+    collected: &Collected,
+    source: &str,
+    lenient: bool,
+) -> Result<T> {
+    let mut all = Map::new();
+    for (key, value, line) in &collected.entries {
+        let mut one = Map::new();
+        one.insert(key.clone(), value.clone());
+        if let Err(e) = serde_json::from_value::<T>(Value::Object(one)) {
+            let unknown = e.to_string().starts_with("unknown field");
+            if lenient && unknown {
+                continue;
+            }
+            return Err(Error::invalid(format!("{source}:{line}: key '{key}': {e}")));
+        }
+        all.insert(key.clone(), value.clone());
+    }
+    serde_json::from_value(Value::Object(all)).map_err(|e| Error::invalid(format!("{source}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::config::Preset;
+    use super::*;
+
+    #[test]
+    fn every_preset_round_trips_through_an_options_file() {
+        for preset in Preset::all() {
+            let config = RocksDbConfig::preset(preset);
+            let text = config.to_options_string().unwrap();
+            let back = RocksDbConfig::from_options_str(&text, "OPTIONS").unwrap();
+            assert_eq!(back, config, "{preset:?}\n{text}");
+        }
+    }
+
+    #[test]
+    fn rocksdb_itself_accepts_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        for (i, preset) in Preset::all().into_iter().enumerate() {
+            let mut config = RocksDbConfig::preset(preset);
+            config.db.use_direct_reads = Some(false);
+            config.table.index_type = Some(super::super::config::IndexType::BinarySearch);
+            let path = dir.path().join(format!("OPTIONS-{:06}", i + 1));
+            config.write_options_file(&path).unwrap();
+            let (opts, cfs) = ::rocksdb::Options::load_latest(
+                dir.path(),
+                ::rocksdb::Env::new().unwrap(),
+                false,
+                ::rocksdb::Cache::new_lru_cache(1 << 20),
+            )
+            .unwrap_or_else(|e| panic!("{preset:?}: {e}"));
+            drop(opts);
+            assert_eq!(cfs.len(), 1);
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let text =
+            "[Version]\n  options_file_version=1.1\n[DBOptions]\n  max_background_jobs=4\n  \
+                    max_backgroud_jobs=2\n";
+        let e = RocksDbConfig::from_options_str(text, "/etc/job/OPTIONS").unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("/etc/job/OPTIONS:5") && msg.contains("max_backgroud_jobs"),
+            "{msg}"
+        );
+        let text = "[CFOptions \"default\"]\n  write_buffer_size=lots\n";
+        let msg = RocksDbConfig::from_options_str(text, "O")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("O:2") && msg.contains("write_buffer_size"),
+            "{msg}"
+        );
+        let text = "[CFOptions \"default\"]\n  compression=kFancy\n";
+        let msg = RocksDbConfig::from_options_str(text, "O")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("O:2") && msg.contains("compression"), "{msg}");
+        let msg = RocksDbConfig::from_options_str("[Nope]\n", "O")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("O:1") && msg.contains("Nope"), "{msg}");
+        let msg = RocksDbConfig::from_options_str("a=b\n", "O")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("O:1"), "{msg}");
+    }
+}

@@ -1,0 +1,152 @@
+//! The process-wide memory budget (Flink's managed-memory model).
+//!
+//! One LRU block cache and one `WriteBufferManager` charged to it are shared by every column
+//! family of every [`super::RocksDbBackend`] built from the same [`RocksDbResources`]: data,
+//! index and filter blocks and memtables all count against one capacity, so the budget
+//! holds however many states and instances a process runs.
+//!
+//! The split follows Flink's `RocksDBMemoryControllerUtils`: with a budget `B` and a write
+//! buffer ratio `r`, the cache gets `(3 - r) * B / 3` and the write buffer manager
+//! `2 * r * B / 3`. The write buffer manager flushes once memtables reach 7/8 of its size
+//! and lets a mutable memtable overshoot by up to 1.5x, which is why it gets 2/3 of its
+//! share; what it reserves is charged to the same cache, so cache + memtables stay near `B`.
+//!
+//! Memory outside the budget (the fixed overhead): each RocksDB instance's background threads
+//! and their stacks, table-reader objects, the LRU cache's metadata, iterator and merge
+//! buffers, and allocator slack. It does not grow with the state size; `backend/examples/
+//! rocksdb_memory.rs` measures it. The C API does not expose the LRU cache's high-priority
+//! pool ratio, so it stays at RocksDB's default (0.5 of the cache): index and filter blocks,
+//! cached with high priority, are evicted only after data blocks.
+
+use std::sync::Arc;
+
+use ::rocksdb::{Cache, WriteBufferManager};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// How much memory RocksDB may use in this process.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MemoryBudget {
+    /// Total bytes for block cache plus memtables.
+    pub total_bytes: u64,
+    /// Share of the budget memtables may take (Flink's `write-buffer-ratio`, default 0.5).
+    pub write_buffer_ratio: f64,
+    /// Stall writes when memtables exceed their share instead of overshooting it.
+    pub stall_writes_at_limit: bool,
+}
+
+impl MemoryBudget {
+    /// A budget of `total_bytes` with Flink's default ratio.
+    pub fn new(total_bytes: u64) -> Self {
+        MemoryBudget {
+            total_bytes,
+            write_buffer_ratio: 0.5,
+            stall_writes_at_limit: false,
+        }
+    }
+
+    /// Block cache capacity: `(3 - r) * B / 3`.
+    pub fn cache_capacity(&self) -> u64 {
+        ((3.0 - self.write_buffer_ratio) * self.total_bytes as f64 / 3.0) as u64
+    }
+
+    /// Write buffer manager size: `2 * r * B / 3`.
+    pub fn write_buffer_manager_size(&self) -> u64 {
+        (2.0 * self.write_buffer_ratio * self.total_bytes as f64 / 3.0) as u64
+    }
+
+    /// Checks the values.
+    ///
+    /// # Errors
+    /// `InvalidArgument` naming the bad field.
+    pub fn validate(&self) -> Result<()> {
+        if self.total_bytes < 1 << 20 {
+            return Err(Error::invalid(format!(
+                "memory budget total_bytes = {} is below the 1 MiB minimum",
+                self.total_bytes
+            )));
+        }
+        if !(self.write_buffer_ratio > 0.0 && self.write_buffer_ratio < 1.0) {
+            return Err(Error::invalid(format!(
+                "memory budget write_buffer_ratio = {} must be in (0, 1)",
+                self.write_buffer_ratio
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The block cache and write buffer manager shared by backends: create one per process (or
+/// per memory pool) and hand clones of the `Arc` to every backend.
+pub struct RocksDbResources {
+    budget: MemoryBudget,
+    pub(crate) cache: Cache,
+    pub(crate) write_buffers: WriteBufferManager,
+}
+
+impl std::fmt::Debug for RocksDbResources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocksDbResources")
+            .field("budget", &self.budget)
+            .field("cache_usage", &self.cache.get_usage())
+            .field("memtable_usage", &self.write_buffers.get_usage())
+            .finish()
+    }
+}
+
+impl RocksDbResources {
+    /// Creates the shared cache and write buffer manager for `budget`.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for an invalid budget.
+    pub fn new(budget: MemoryBudget) -> Result<Arc<Self>> {
+        budget.validate()?;
+        let cache = Cache::new_lru_cache(budget.cache_capacity() as usize);
+        let write_buffers = WriteBufferManager::new_write_buffer_manager_with_cache(
+            budget.write_buffer_manager_size() as usize,
+            budget.stall_writes_at_limit,
+            cache.clone(),
+        );
+        Ok(Arc::new(RocksDbResources {
+            budget,
+            cache,
+            write_buffers,
+        }))
+    }
+
+    /// The budget.
+    pub fn budget(&self) -> MemoryBudget {
+        self.budget
+    }
+
+    /// Bytes the block cache holds, including memtable reservations charged to it.
+    pub fn cache_usage(&self) -> u64 {
+        self.cache.get_usage() as u64
+    }
+
+    /// Bytes of pinned cache entries.
+    pub fn cache_pinned_usage(&self) -> u64 {
+        self.cache.get_pinned_usage() as u64
+    }
+
+    /// Bytes of memtables across all instances.
+    pub fn memtable_usage(&self) -> u64 {
+        self.write_buffers.get_usage() as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flink_split() {
+        let b = MemoryBudget::new(300 << 20);
+        assert_eq!(b.cache_capacity(), 250 << 20);
+        assert_eq!(b.write_buffer_manager_size(), 100 << 20);
+        assert!(MemoryBudget::new(10).validate().is_err());
+        let r = RocksDbResources::new(b).unwrap();
+        assert_eq!(r.budget(), b);
+    }
+}

@@ -1,0 +1,119 @@
+//! Statistics of the RocksDB backend, as a plain struct readable at any time.
+
+use ::rocksdb::statistics::Ticker;
+use serde::{Deserialize, Serialize};
+
+use super::{rocks_err, RocksDbBackend};
+use crate::backend::BackendStats;
+use crate::error::Result;
+
+/// RocksDB figures of one backend instance (cache figures are those of the shared cache).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RocksDbStats {
+    /// Block cache hits of this instance.
+    pub block_cache_hits: u64,
+    /// Block cache misses of this instance.
+    pub block_cache_misses: u64,
+    /// Bytes in the shared block cache (including memtable reservations charged to it).
+    pub block_cache_usage: u64,
+    /// Bytes of pinned entries in the shared block cache.
+    pub block_cache_pinned_usage: u64,
+    /// Capacity of the shared block cache.
+    pub block_cache_capacity: u64,
+    /// Bytes of this instance's memtables.
+    pub memtable_bytes: u64,
+    /// Bytes of memtables of every instance sharing the write buffer manager.
+    pub shared_memtable_bytes: u64,
+    /// Bytes of keys and values written by the user (RocksDB's count, with its framing).
+    pub user_bytes_written: u64,
+    /// Bytes written by flushes.
+    pub flush_bytes_written: u64,
+    /// Bytes written by compactions.
+    pub compaction_bytes_written: u64,
+    /// (flush + compaction bytes) / user bytes; 0 before anything was written.
+    pub write_amplification: f64,
+    /// Microseconds writes were stalled.
+    pub stall_micros: u64,
+    /// Estimated bytes compactions have yet to rewrite.
+    pub pending_compaction_bytes: u64,
+    /// Estimated bytes of live data.
+    pub live_data_bytes: u64,
+    /// Bytes of all SST files on disk (including those kept for checkpoints in progress).
+    pub sst_bytes: u64,
+    /// Bytes of the SST files of the current version.
+    pub live_sst_bytes: u64,
+    /// Files in level 0, over all states.
+    pub l0_files: u64,
+    /// Column families (states) open.
+    pub column_families: usize,
+}
+
+impl RocksDbStats {
+    /// The engine-neutral subset.
+    pub fn to_backend_stats(&self) -> BackendStats {
+        BackendStats {
+            memory_bytes: Some(self.memtable_bytes + self.block_cache_usage),
+            disk_bytes: Some(self.sst_bytes),
+            live_data_bytes: Some(self.live_data_bytes),
+            user_bytes_written: Some(self.user_bytes_written),
+            disk_bytes_written: Some(self.flush_bytes_written + self.compaction_bytes_written),
+            cache_hits: Some(self.block_cache_hits),
+            cache_misses: Some(self.block_cache_misses),
+            write_stall_micros: Some(self.stall_micros),
+        }
+    }
+}
+
+impl RocksDbBackend {
+    /// Reads the statistics now.
+    ///
+    /// # Errors
+    /// `Internal`/`Unavailable` if RocksDB cannot report a property.
+    pub fn rocksdb_stats(&self) -> Result<RocksDbStats> {
+        let db = self.db();
+        let opts = &self.open.options;
+        let resources = &self.settings.resources;
+        let mut s = RocksDbStats {
+            block_cache_hits: opts.get_ticker_count(Ticker::BlockCacheHit),
+            block_cache_misses: opts.get_ticker_count(Ticker::BlockCacheMiss),
+            block_cache_usage: resources.cache_usage(),
+            block_cache_pinned_usage: resources.cache_pinned_usage(),
+            block_cache_capacity: resources.budget().cache_capacity(),
+            shared_memtable_bytes: resources.memtable_usage(),
+            flush_bytes_written: opts.get_ticker_count(Ticker::FlushWriteBytes),
+            compaction_bytes_written: opts.get_ticker_count(Ticker::CompactWriteBytes),
+            stall_micros: opts.get_ticker_count(Ticker::StallMicros),
+            // Statekit's own count: RocksDB's BYTES_WRITTEN includes WAL framing and is not
+            // counted when the WAL is off.
+            user_bytes_written: self.user_bytes_written,
+            column_families: self.cf_names.len(),
+            ..RocksDbStats::default()
+        };
+        for name in &self.cf_names {
+            let Some(cf) = db.cf_handle(name) else {
+                continue;
+            };
+            let int = |prop: &str| -> Result<u64> {
+                Ok(db
+                    .property_int_value_cf(cf, prop)
+                    .map_err(|e| rocks_err(format!("property {prop} of '{name}'"), e))?
+                    .unwrap_or(0))
+            };
+            s.memtable_bytes += int("rocksdb.cur-size-all-mem-tables")?;
+            s.live_data_bytes += int("rocksdb.estimate-live-data-size")?;
+            s.sst_bytes += int("rocksdb.total-sst-files-size")?;
+            s.live_sst_bytes += int("rocksdb.live-sst-files-size")?;
+            s.pending_compaction_bytes += int("rocksdb.estimate-pending-compaction-bytes")?;
+            s.l0_files += db
+                .property_value_cf(cf, "rocksdb.num-files-at-level0")
+                .map_err(|e| rocks_err(format!("L0 file count of '{name}'"), e))?
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        if s.user_bytes_written > 0 {
+            s.write_amplification = (s.flush_bytes_written + s.compaction_bytes_written) as f64
+                / s.user_bytes_written as f64;
+        }
+        Ok(s)
+    }
+}

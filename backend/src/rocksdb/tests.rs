@@ -1,0 +1,285 @@
+use std::sync::{Arc, OnceLock};
+
+use super::*;
+use crate::checkpoint::{CheckpointStorage, LocalDirStorage};
+use crate::clock::ManualClock;
+use crate::memory::MemoryBackend;
+use crate::{key_group_of, Checkpointing};
+
+const MAX_PAR: u16 = 16;
+
+fn resources() -> Arc<RocksDbResources> {
+    static SHARED: OnceLock<Arc<RocksDbResources>> = OnceLock::new();
+    SHARED
+        .get_or_init(|| RocksDbResources::new(MemoryBudget::new(64 << 20)).unwrap())
+        .clone()
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+    storage: Arc<LocalDirStorage>,
+    clock: ManualClock,
+}
+
+impl Env {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Arc::new(LocalDirStorage::new(dir.path().join("checkpoints")).unwrap());
+        Env {
+            dir,
+            storage,
+            clock: ManualClock::new(1_000),
+        }
+    }
+
+    fn config(&self) -> InstanceConfig {
+        InstanceConfig::single(MAX_PAR)
+            .unwrap()
+            .with_checkpoint_storage(self.storage.clone())
+            .with_clock(Arc::new(self.clock.clone()))
+    }
+
+    fn open(&self) -> RocksDbBackend {
+        RocksDbBackend::open(
+            self.config(),
+            RocksDbSettings::new(self.dir.path().join("local"), resources()),
+        )
+        .unwrap()
+    }
+}
+
+fn scope(state: StateId, key: &[u8]) -> Scope<'_> {
+    Scope {
+        state,
+        key_group: key_group_of(key, MAX_PAR),
+        key,
+        namespace: b"",
+    }
+}
+
+/// 100 incompressible bytes: compression must not make the data files smaller than the
+/// DB's metadata files, or the byte counts would measure the wrong thing.
+fn noise(seed: u32) -> Vec<u8> {
+    let mut x = u64::from(seed) * 0x9E37_79B9_7F4A_7C15 + 1;
+    (0..100)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn shared_files(storage: &LocalDirStorage) -> Vec<String> {
+    storage.list("shared").unwrap()
+}
+
+#[test]
+fn second_checkpoint_uploads_only_new_files() {
+    let env = Env::new();
+    let mut b = env.open();
+    let s = b
+        .register_state(&StateDescriptor::new("events", StateKind::Map))
+        .unwrap();
+    for i in 0..20_000u32 {
+        let key = (i % 500).to_be_bytes();
+        b.put(scope(s, &key), &i.to_be_bytes(), &noise(i))
+            .unwrap();
+    }
+    b.checkpoint(1).unwrap();
+    let first = b.last_checkpoint_stats().unwrap().clone();
+    assert_eq!(first.files_uploaded, first.files_total);
+    let first_ssts = shared_files(&env.storage);
+    assert!(!first_ssts.is_empty());
+
+    // A small change: one new SST, everything else reused.
+    for i in 0..50u32 {
+        b.put(scope(s, b"new"), &i.to_be_bytes(), b"x").unwrap();
+    }
+    b.checkpoint(2).unwrap();
+    let second = b.last_checkpoint_stats().unwrap().clone();
+    assert_eq!(second.files_reused, first_ssts.len(), "{second:?}");
+    let after = shared_files(&env.storage);
+    assert_eq!(
+        after.len(),
+        first_ssts.len() + 1,
+        "exactly one new SST uploaded"
+    );
+    assert!(first_ssts.iter().all(|f| after.contains(f)));
+    // Only the new SST and the small DB metadata files went up.
+    assert!(
+        second.bytes_uploaded * 20 < first.bytes_uploaded,
+        "{first:?} {second:?}"
+    );
+    assert!(second.bytes_total > first.bytes_total);
+
+    // Restore of the second checkpoint sees both writes.
+    let mut r = env.open();
+    r.restore(&[b.checkpoints.completed().last().unwrap().clone()])
+        .unwrap();
+    let s2 = StateId::from_index(0);
+    assert_eq!(
+        r.get(scope(s2, b"new"), &49u32.to_be_bytes()).unwrap(),
+        Some(b"x".to_vec())
+    );
+    assert_eq!(
+        r.get(scope(s2, &7u32.to_be_bytes()), &7u32.to_be_bytes())
+            .unwrap(),
+        Some(noise(7))
+    );
+}
+
+#[test]
+fn retention_deletes_shared_files_nothing_references() {
+    let env = Env::new();
+    let mut config = env.config();
+    config.retained_checkpoints = 1;
+    let mut b = RocksDbBackend::open(
+        config,
+        RocksDbSettings::new(env.dir.path().join("l"), resources()),
+    )
+    .unwrap();
+    let s = b
+        .register_state(&StateDescriptor::new("v", StateKind::Value))
+        .unwrap();
+    for round in 0..3u32 {
+        for i in 0..1_000u32 {
+            b.put(scope(s, &i.to_be_bytes()), b"", &round.to_be_bytes())
+                .unwrap();
+        }
+        b.checkpoint(u64::from(round) + 1).unwrap();
+    }
+    // Three flushes, no compaction yet: all three SSTs are live and referenced.
+    assert_eq!(shared_files(&env.storage).len(), 3);
+    b.compact().unwrap();
+    b.checkpoint(10).unwrap();
+    // After a full compaction one SST holds everything; the old ones are unreferenced.
+    let left = shared_files(&env.storage);
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(
+        env.storage
+            .list("")
+            .unwrap()
+            .iter()
+            .filter(|p| p.ends_with("MANIFEST"))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn ttl_merge_is_decided_at_write_time_and_compaction_drops_expired() {
+    let env = Env::new();
+    let mut b = env.open();
+    let ttl = std::time::Duration::from_millis(100);
+    let s = b
+        .register_state(&StateDescriptor::new("l", StateKind::List).with_ttl(ttl))
+        .unwrap();
+    let k = scope(s, b"k");
+    b.merge(k, b"", b"a").unwrap();
+    env.clock.advance(50);
+    b.merge(k, b"", b"b").unwrap();
+    assert_eq!(b.get(k, b"").unwrap(), Some(b"ab".to_vec()));
+    env.clock.advance(200);
+    assert_eq!(b.get(k, b"").unwrap(), None);
+    // The value expired before this merge: it starts afresh, even though the merge
+    // operator runs later (at read time or in a compaction).
+    b.merge(k, b"", b"c").unwrap();
+    env.clock.advance(10);
+    b.compact().unwrap();
+    assert_eq!(b.get(k, b"").unwrap(), Some(b"c".to_vec()));
+    // Expired for longer than one TTL: the compaction filter removes it.
+    env.clock.advance(1_000);
+    b.compact().unwrap();
+    assert_eq!(b.rocksdb_stats().unwrap().live_sst_bytes, 0);
+}
+
+#[test]
+fn restores_a_full_snapshot_of_the_memory_backend() {
+    let env = Env::new();
+    let mut m = MemoryBackend::open(env.config()).unwrap();
+    let s = m
+        .register_state(&StateDescriptor::new("m", StateKind::Map))
+        .unwrap();
+    let q = m
+        .register_state(&StateDescriptor::new("t", StateKind::Timers))
+        .unwrap();
+    for i in 0..100u32 {
+        let key = i.to_be_bytes();
+        m.put(scope(s, &key), b"u", &key).unwrap();
+        let timer = Timer {
+            timestamp: i64::from(i),
+            key_group: key_group_of(&key, MAX_PAR),
+            key: key.to_vec(),
+            namespace: Vec::new(),
+        };
+        m.register_timer(q, &timer).unwrap();
+    }
+    let handle = m.checkpoint(1).unwrap();
+    let mut r = env.open();
+    r.restore(&[handle]).unwrap();
+    for i in 0..100u32 {
+        let key = i.to_be_bytes();
+        assert_eq!(r.get(scope(s, &key), b"u").unwrap(), Some(key.to_vec()));
+    }
+    let popped = r.pop_due_timers(q, 49, 1000).unwrap();
+    assert_eq!(popped.len(), 50);
+    assert!(popped.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(r.next_timer(q).unwrap(), Some(50));
+    // And a RocksDB checkpoint of it restores into the memory backend.
+    let h2 = r.checkpoint(2).unwrap();
+    assert_eq!(h2.format, ROCKSDB_FORMAT);
+}
+
+#[test]
+fn stats_report_writes_and_memory() {
+    let env = Env::new();
+    let mut b = env.open();
+    let s = b
+        .register_state(&StateDescriptor::new("v", StateKind::Value))
+        .unwrap();
+    for i in 0..5_000u32 {
+        b.put(scope(s, &i.to_be_bytes()), b"", &[1u8; 200]).unwrap();
+    }
+    let before = b.rocksdb_stats().unwrap();
+    assert!(before.memtable_bytes > 0 && before.user_bytes_written >= 5_000 * 200);
+    b.compact().unwrap();
+    for i in 0..5_000u32 {
+        assert!(b.get(scope(s, &i.to_be_bytes()), b"").unwrap().is_some());
+    }
+    let after = b.rocksdb_stats().unwrap();
+    assert!(
+        after.flush_bytes_written > 0 && after.live_sst_bytes > 0,
+        "{after:?}"
+    );
+    assert!(after.write_amplification > 0.0);
+    assert!(after.block_cache_hits + after.block_cache_misses > 0);
+    let generic = b.stats().unwrap();
+    assert_eq!(generic.disk_bytes, Some(after.sst_bytes));
+}
+
+#[test]
+fn damaged_shared_file_fails_restore_and_keeps_state() {
+    let env = Env::new();
+    let mut b = env.open();
+    let s = b
+        .register_state(&StateDescriptor::new("v", StateKind::Value))
+        .unwrap();
+    b.put(scope(s, b"k"), b"", b"v").unwrap();
+    let handle = b.checkpoint(1).unwrap();
+    let sst = shared_files(&env.storage).pop().unwrap();
+    let mut bytes = env.storage.get(&sst).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    env.storage.put(&sst, &bytes).unwrap();
+    let mut r = env.open();
+    let mine = r
+        .register_state(&StateDescriptor::new("mine", StateKind::Value))
+        .unwrap();
+    r.put(scope(mine, b"x"), b"", b"y").unwrap();
+    let err = r.restore(&[handle]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corruption, "{err}");
+    assert!(err.to_string().contains(&sst), "{err}");
+    assert_eq!(r.get(scope(mine, b"x"), b"").unwrap(), Some(b"y".to_vec()));
+}

@@ -1,0 +1,36 @@
+//! The conformance suite and the model test against the RocksDB backend.
+#![cfg(feature = "rocksdb")]
+
+use std::sync::{Arc, OnceLock};
+
+use statekit_backend::rocksdb::{MemoryBudget, RocksDbBackend, RocksDbResources, RocksDbSettings};
+use statekit_backend::{InstanceConfig, Result};
+
+struct RocksDb {
+    dir: tempfile::TempDir,
+}
+
+/// One budget for the whole test process, as in production: every instance of every test
+/// shares the cache and the write buffer manager.
+fn resources() -> Arc<RocksDbResources> {
+    static SHARED: OnceLock<Arc<RocksDbResources>> = OnceLock::new();
+    SHARED
+        .get_or_init(|| RocksDbResources::new(MemoryBudget::new(128 << 20)).unwrap())
+        .clone()
+}
+
+impl statekit_tests::BackendFactory for RocksDb {
+    type Backend = RocksDbBackend;
+
+    fn new() -> Self {
+        RocksDb {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn open(&self, config: InstanceConfig) -> Result<RocksDbBackend> {
+        RocksDbBackend::open(config, RocksDbSettings::new(self.dir.path(), resources()))
+    }
+}
+
+statekit_tests::conformance_suite!(RocksDb);
