@@ -1,5 +1,6 @@
 //! The conformance suite and the model test against the RocksDB backend.
 #![cfg(feature = "rocksdb")]
+#![allow(clippy::unwrap_used)]
 
 use std::sync::{Arc, OnceLock};
 

@@ -1,8 +1,9 @@
 //! Rescaling the RocksDB backend with real SST files: two instances at parallelism 2, with
 //! map, list (merge), TTL and timer state, checkpointed and restored into parallelism 3 and
-//! 1. Every entry and timer must land in exactly one new instance, unchanged, and the first
-//! checkpoint after the restore must reuse the SST files it inherited.
+//! one. Every entry and timer must land in exactly one new instance, unchanged, and the
+//! first checkpoint after the restore must reuse the SST files it inherited.
 #![cfg(feature = "rocksdb")]
+#![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -97,6 +97,9 @@ impl RocksDbSettings {
     }
 }
 
+/// A visitor of raw RocksDB keys and values.
+type RawVisitor<'v> = dyn FnMut(&[u8], &[u8]) -> Result<Visit> + 'v;
+
 /// Removes a directory when dropped; declared after the DB in [`OpenDb`] so it runs after
 /// the DB is closed.
 #[derive(Debug)]
@@ -482,7 +485,7 @@ impl RocksDbBackend {
         cf: &ColumnFamily,
         lower: Vec<u8>,
         upper: Vec<u8>,
-        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<Visit>,
+        f: &mut RawVisitor<'_>,
     ) -> Result<()> {
         let mut ro = ReadOptions::default();
         ro.set_iterate_lower_bound(lower);

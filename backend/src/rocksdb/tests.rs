@@ -84,8 +84,7 @@ fn second_checkpoint_uploads_only_new_files() {
         .unwrap();
     for i in 0..20_000u32 {
         let key = (i % 500).to_be_bytes();
-        b.put(scope(s, &key), &i.to_be_bytes(), &noise(i))
-            .unwrap();
+        b.put(scope(s, &key), &i.to_be_bytes(), &noise(i)).unwrap();
     }
     b.checkpoint(1).unwrap();
     let first = b.last_checkpoint_stats().unwrap().clone();
