@@ -34,6 +34,8 @@ pub mod error;
 pub mod instance;
 pub mod keygroup;
 pub mod memory;
+#[cfg(feature = "remote")]
+pub mod remote;
 #[cfg(feature = "rocksdb")]
 pub mod rocksdb;
 pub mod typed;

@@ -1,0 +1,217 @@
+//! Scenario: the remote backend runs a random workload with checkpoints while 5% of its
+//! object-store calls fail (errors, timeouts, lost write responses; as many again are slow).
+//! Every call must either succeed or return a clear error; afterwards a fresh instance on a
+//! healthy store restores the last completed checkpoint and must hold exactly the reference
+//! state of that moment; a checkpoint that failed is either invisible or complete.
+#![cfg(feature = "remote")]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use statekit_backend::checkpoint::checkpoint_location;
+use statekit_backend::remote::{
+    FaultPlan, FaultyObjectStore, RemoteBackend, RemoteConfig, RemoteStore, Size, REMOTE_FORMAT,
+};
+use statekit_backend::{
+    key_group_of, CheckpointHandle, Checkpointing, ErrorKind, InstanceConfig, KeyGroupRange, Scope,
+    StateBackend, StateDescriptor, StateId, StateKind, StateRead, StateWrite, Visit,
+};
+
+type Model = BTreeMap<(u16, Vec<u8>, Vec<u8>), Vec<u8>>;
+
+const MAX_PARALLELISM: u16 = 16;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next() as u8).collect()
+    }
+}
+
+fn contents(backend: &RemoteBackend, state: StateId) -> Model {
+    let mut out = Model::new();
+    backend
+        .scan_state(state, backend.key_group_range(), &mut |e| {
+            out.insert(
+                (e.key_group, e.key.to_vec(), e.user_key.to_vec()),
+                e.value.to_vec(),
+            );
+            Ok(Visit::Continue)
+        })
+        .expect("scan of the restored state");
+    out
+}
+
+fn clear(e: &statekit_backend::Error) {
+    let text = e.to_string();
+    assert!(
+        matches!(
+            e.kind(),
+            ErrorKind::Unavailable | ErrorKind::Closed | ErrorKind::Internal | ErrorKind::NotFound
+        ),
+        "unexpected error kind: {text}"
+    );
+    assert!(text.len() > 20, "error without detail: {text}");
+}
+
+#[test]
+fn five_percent_faults_then_restore_equals_reference() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = RemoteConfig {
+        memtable: Size(1 << 20),
+        max_unflushed: Size(8 << 20),
+        block_cache: Size(8 << 20),
+        ..RemoteConfig::local(dir.path())
+    };
+    let (inner, root) = config.build_object_store().expect("local store");
+    let faulty = FaultyObjectStore::new(Arc::clone(&inner), FaultPlan::failing(0.05), 0x5eed);
+    let store = RemoteStore::with_object_store(&config, Arc::new(faulty.clone()), root.clone())
+        .expect("faulty store");
+    let storage = Arc::new(store.checkpoint_storage("checkpoints"));
+    let instance = InstanceConfig::single(MAX_PARALLELISM)
+        .expect("config")
+        .with_checkpoint_storage(storage.clone());
+
+    faulty.set_armed(false);
+    let mut backend = RemoteBackend::open_in(instance.clone(), &store).expect("open");
+    let state = backend
+        .register_state(&StateDescriptor::new("events", StateKind::Map))
+        .expect("register");
+    faulty.set_armed(true);
+
+    let mut rng = Rng(42);
+    let mut model = Model::new();
+    let mut completed: Vec<(CheckpointHandle, Model)> = Vec::new();
+    let mut failed: Vec<(u64, Model)> = Vec::new();
+    let mut errors = 0u64;
+    let mut closed = false;
+    let keys: Vec<Vec<u8>> = (0..200u32).map(|k| k.to_be_bytes().to_vec()).collect();
+    for step in 0..6_000u64 {
+        let key = &keys[rng.below(keys.len() as u64) as usize];
+        let kg = key_group_of(key, MAX_PARALLELISM);
+        let scope = Scope {
+            state,
+            key_group: kg,
+            key,
+            namespace: b"",
+        };
+        let user_key = rng.below(8).to_be_bytes().to_vec();
+        let slot = (kg, key.clone(), user_key.clone());
+        let op = rng.below(10);
+        let result = match op {
+            0..=3 => {
+                let len = 200 + rng.below(1_800) as usize;
+                let value = rng.bytes(len);
+                backend.put(scope, &user_key, &value).map(|()| {
+                    model.insert(slot, value);
+                })
+            }
+            4..=5 => {
+                let operand = rng.bytes(64);
+                backend.merge(scope, &user_key, &operand).map(|()| {
+                    model.entry(slot).or_default().extend_from_slice(&operand);
+                })
+            }
+            6 => backend.delete(scope, &user_key).map(|()| {
+                model.remove(&slot);
+            }),
+            _ => backend.get(scope, &user_key).map(|got| {
+                assert_eq!(got.as_ref(), model.get(&slot), "read at step {step}");
+            }),
+        };
+        if let Err(e) = result {
+            clear(&e);
+            errors += 1;
+            if e.kind() == ErrorKind::Closed {
+                closed = true;
+                break;
+            }
+            // A failed write may or may not have been applied: the model cannot know, so
+            // the run stops there. A failed read changes nothing.
+            if op <= 6 {
+                break;
+            }
+        }
+        if step % 400 == 399 {
+            let id = step / 400 + 1;
+            match backend.checkpoint(id) {
+                Ok(handle) => completed.push((handle, model.clone())),
+                Err(e) => {
+                    clear(&e);
+                    failed.push((id, model.clone()));
+                }
+            }
+        }
+    }
+    drop(backend);
+    faulty.set_armed(false);
+    eprintln!(
+        "object-store calls {}, injected faults {}, backend errors {errors}, checkpoints \
+         completed {} failed {}, engine closed: {closed}",
+        faulty.calls(),
+        faulty.injected(),
+        completed.len(),
+        failed.len()
+    );
+    assert!(faulty.injected() > 0, "the run injected no fault");
+    let (last, expected) = completed.last().expect("at least one checkpoint completed");
+
+    // A fresh machine: a new connection to the healthy store, nothing local shared.
+    let clean = RemoteStore::with_object_store(&config, inner, root).expect("clean store");
+    let clean_storage = Arc::new(clean.checkpoint_storage("checkpoints"));
+    let fresh_config = InstanceConfig::single(MAX_PARALLELISM)
+        .expect("config")
+        .with_checkpoint_storage(clean_storage);
+    let mut restored = RemoteBackend::open_in(fresh_config.clone(), &clean).expect("open");
+    restored
+        .restore(std::slice::from_ref(last))
+        .expect("restore of the last checkpoint");
+    let state = restored
+        .register_state(&StateDescriptor::new("events", StateKind::Map))
+        .expect("register");
+    assert_eq!(
+        &contents(&restored, state),
+        expected,
+        "restored state differs"
+    );
+
+    // Failed checkpoints are invisible, or complete and exact.
+    for (id, at) in &failed {
+        let handle = CheckpointHandle {
+            checkpoint_id: *id,
+            backend: "remote".into(),
+            format: REMOTE_FORMAT.into(),
+            location: checkpoint_location(
+                "remote",
+                *id,
+                KeyGroupRange::all(u32::from(MAX_PARALLELISM)).expect("range"),
+            ),
+            key_groups: KeyGroupRange::all(u32::from(MAX_PARALLELISM)).expect("range"),
+        };
+        let mut probe = RemoteBackend::open_in(fresh_config.clone(), &clean).expect("open");
+        match probe.restore(&[handle]) {
+            Err(e) => assert_eq!(e.kind(), ErrorKind::NotFound, "failed checkpoint {id}: {e}"),
+            Ok(()) => {
+                let s = probe
+                    .register_state(&StateDescriptor::new("events", StateKind::Map))
+                    .expect("register");
+                assert_eq!(
+                    &contents(&probe, s),
+                    at,
+                    "failed checkpoint {id} is visible but differs"
+                );
+            }
+        }
+    }
+}
