@@ -8,7 +8,8 @@
 //! [`RocksDbConfig::from_options_str`] is strict: an unknown section or key, or a value that
 //! does not parse, is an error naming the file, line and key. [`RocksDbConfig::
 //! from_rocksdb_options_str`] reads a file RocksDB wrote, which lists hundreds of options
-//! statekit does not model: it keeps the modelled ones and skips the rest.
+//! statekit does not model: it keeps the modelled ones and skips the rest (and values
+//! statekit cannot represent, such as the `kDisableCompressionOption` sentinel).
 
 use std::path::Path;
 
@@ -72,11 +73,11 @@ impl RocksDbConfig {
     }
 
     /// Parses an `OPTIONS` file written by RocksDB, taking the options of column family
-    /// `column_family` and skipping options statekit does not model.
+    /// `column_family` and skipping options (and values) statekit does not model.
     ///
     /// # Errors
-    /// `InvalidArgument` naming source, line and key for a modelled option whose value does
-    /// not parse.
+    /// `InvalidArgument` naming source and line for a line that is not `key=value` or a
+    /// section header, or for values out of range ([`RocksDbConfig::validate`]).
     pub fn from_rocksdb_options_str(text: &str, source: &str, column_family: &str) -> Result<Self> {
         parse(text, source, Some(column_family))
     }
@@ -147,9 +148,10 @@ fn parse(text: &str, source: &str, lenient_cf: Option<&str>) -> Result<RocksDbCo
                 .strip_suffix(']')
                 .ok_or_else(|| err(line_no, format!("section header '{line}' lacks ']'")))?;
             let (name, arg) = match header.split_once(' ') {
-                Some((n, a)) => (n, Some(a.trim().trim_matches('"'))),
+                Some((n, a)) => (n, Some(unescape(a.trim().trim_matches('"')))),
                 None => (header, None),
             };
+            let arg = arg.as_deref();
             section = Some(match (name, arg) {
                 ("Version", None) => Section::Version,
                 (DB_SECTION, None) => Section::Db,
@@ -209,6 +211,19 @@ fn parse(text: &str, source: &str, lenient_cf: Option<&str>) -> Result<RocksDbCo
     Ok(config)
 }
 
+/// Undoes RocksDB's escaping of names in section headers (`state\:s` is `state:s`).
+fn unescape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.extend(chars.next()),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn parse_filter_policy(value: &str) -> Option<Value> {
     if value == "nullptr" || value.is_empty() {
         return Some(Value::Null);
@@ -262,8 +277,10 @@ fn build<T: DeserializeOwned + Default>(
         let mut one = Map::new();
         one.insert(key.clone(), value.clone());
         if let Err(e) = serde_json::from_value::<T>(Value::Object(one)) {
-            let unknown = e.to_string().starts_with("unknown field");
-            if lenient && unknown {
+            // RocksDB's own files hold valid values only; one statekit cannot represent (an
+            // option it does not model, or a sentinel such as kDisableCompressionOption)
+            // stays unset, which means RocksDB's default.
+            if lenient {
                 continue;
             }
             return Err(Error::invalid(format!("{source}:{line}: key '{key}': {e}")));

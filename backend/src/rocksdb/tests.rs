@@ -282,3 +282,64 @@ fn damaged_shared_file_fails_restore_and_keeps_state() {
     assert!(err.to_string().contains(&sst), "{err}");
     assert_eq!(r.get(scope(mine, b"x"), b"").unwrap(), Some(b"y".to_vec()));
 }
+
+#[test]
+fn the_options_file_rocksdb_writes_reads_back_as_the_config() {
+    let env = Env::new();
+    let config = RocksDbConfig::preset(Preset::FlinkSpinningDiskOptimizedHighMem);
+    let settings =
+        RocksDbSettings::new(env.dir.path().join("o"), resources()).with_config(config.clone());
+    let mut b = RocksDbBackend::open(env.config(), settings).unwrap();
+    b.register_state(&StateDescriptor::new("s", StateKind::Map))
+        .unwrap();
+    b.compact().unwrap();
+    let mut files: Vec<_> = std::fs::read_dir(b.db_path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("OPTIONS-")
+        })
+        .collect();
+    files.sort();
+    let path = files.last().unwrap();
+    let text = std::fs::read_to_string(path).unwrap();
+    let read =
+        RocksDbConfig::from_rocksdb_options_str(&text, &path.display().to_string(), "state:s")
+            .unwrap();
+    // Every option the preset sets is what RocksDB applied and wrote.
+    let cf = &config.cf;
+    assert_eq!(read.cf.write_buffer_size, cf.write_buffer_size);
+    assert_eq!(read.cf.max_write_buffer_number, cf.max_write_buffer_number);
+    assert_eq!(
+        read.cf.min_write_buffer_number_to_merge,
+        cf.min_write_buffer_number_to_merge
+    );
+    assert_eq!(read.cf.target_file_size_base, cf.target_file_size_base);
+    assert_eq!(
+        read.cf.max_bytes_for_level_base,
+        cf.max_bytes_for_level_base
+    );
+    assert_eq!(read.cf.compaction_style, cf.compaction_style);
+    assert_eq!(
+        read.cf.level_compaction_dynamic_level_bytes,
+        cf.level_compaction_dynamic_level_bytes
+    );
+    assert_eq!(read.db.max_background_jobs, config.db.max_background_jobs);
+    assert_eq!(read.db.max_open_files, config.db.max_open_files);
+    assert_eq!(read.db.use_fsync, config.db.use_fsync);
+    assert_eq!(read.db.info_log_level, config.db.info_log_level);
+    assert_eq!(
+        read.db.stats_dump_period_sec,
+        config.db.stats_dump_period_sec
+    );
+    assert_eq!(read.table.block_size, config.table.block_size);
+    // And the managed-memory settings the backend adds.
+    assert_eq!(read.table.cache_index_and_filter_blocks, Some(true));
+    assert_eq!(
+        read.table.pin_l0_filter_and_index_blocks_in_cache,
+        Some(true)
+    );
+}
