@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 use statekit_backend::memory::MemoryBackend;
 use statekit_backend::{Error, InstanceConfig, Result, StateBackend};
 
+/// Whether this build can open the RocksDB backend (feature `rocksdb`).
+pub const ROCKSDB_AVAILABLE: bool = cfg!(feature = "rocksdb");
+
 /// The backends the harness can open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]

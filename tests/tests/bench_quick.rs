@@ -22,7 +22,7 @@ fn profile(name: &str) -> Profile {
 
 fn backends() -> Vec<BackendKind> {
     let mut kinds = vec![BackendKind::Memory];
-    if cfg!(feature = "rocksdb") {
+    if statekit_bench::backends::ROCKSDB_AVAILABLE {
         kinds.push(BackendKind::Rocksdb);
     }
     kinds
