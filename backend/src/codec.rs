@@ -134,18 +134,24 @@ impl KeyCodec for () {
     }
 }
 
-/// Escapes 0x00 as 0x00 0xFF and terminates with 0x00, which keeps bytewise order and makes
-/// the encoding self-delimiting (the FoundationDB tuple-layer scheme).
+/// Escapes 0x00 as `00 FF` and terminates with `00 01`. Both keep bytewise order (the
+/// terminator sorts below any continuation, so a prefix sorts first) and make the encoding
+/// self-delimiting: after a 0x00 the next byte says "escaped zero" or "end", whatever
+/// follows in a tuple. (A bare 0x00 terminator, as in FoundationDB's tuple layer, relies on
+/// a type byte after it; without one, a following 0xFF would read as an escape.)
 fn encode_escaped(bytes: &[u8], out: &mut Vec<u8>) {
-    out.reserve(bytes.len() + 1);
+    out.reserve(bytes.len() + 2);
     for &b in bytes {
         out.push(b);
         if b == 0 {
-            out.push(0xFF);
+            out.push(ESCAPED_ZERO);
         }
     }
-    out.push(0);
+    out.extend_from_slice(&[0, TERMINATOR]);
 }
+
+const ESCAPED_ZERO: u8 = 0xFF;
+const TERMINATOR: u8 = 0x01;
 
 fn decode_escaped(input: &mut &[u8]) -> Result<Vec<u8>> {
     let mut out = Vec::new();
@@ -155,12 +161,23 @@ fn decode_escaped(input: &mut &[u8]) -> Result<Vec<u8>> {
         if b != 0 {
             out.push(b);
             i += 1;
-        } else if input.get(i + 1) == Some(&0xFF) {
-            out.push(0);
-            i += 2;
-        } else {
-            *input = &input[i + 1..];
-            return Ok(out);
+            continue;
+        }
+        match input.get(i + 1) {
+            Some(&ESCAPED_ZERO) => {
+                out.push(0);
+                i += 2;
+            }
+            Some(&TERMINATOR) => {
+                *input = &input[i + 2..];
+                return Ok(out);
+            }
+            Some(&other) => {
+                return Err(Error::corruption(format!(
+                    "invalid byte {other:#04x} after 0x00 in an encoded byte string"
+                )))
+            }
+            None => break,
         }
     }
     Err(Error::corruption("encoded byte string has no terminator"))
@@ -273,6 +290,14 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Byte strings made of the bytes the escaping treats specially.
+    fn edge_bytes() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(
+            prop_oneof![Just(0u8), Just(1), Just(0xFE), Just(0xFF), any::<u8>()],
+            0..5,
+        )
+    }
+
     fn roundtrip<K: KeyCodec + PartialEq + std::fmt::Debug>(k: &K) {
         let bytes = encode_key(k);
         assert_eq!(&decode_key::<K>(&bytes).unwrap(), k);
@@ -322,6 +347,15 @@ mod tests {
         }
 
         #[test]
+        fn byte_string_tuples_keep_order(
+            a in (edge_bytes(), edge_bytes()),
+            b in (edge_bytes(), edge_bytes()),
+        ) {
+            roundtrip(&a);
+            prop_assert_eq!(a.cmp(&b), encode_key(&a).cmp(&encode_key(&b)));
+        }
+
+        #[test]
         fn varint_roundtrip(v: u64) {
             let mut out = Vec::new();
             put_varint(&mut out, v);
@@ -336,6 +370,18 @@ mod tests {
             let _ = decode_key::<(Vec<u8>, u32, bool)>(&bytes);
             let _ = get_length_prefixed(&mut &bytes[..]);
         }
+    }
+
+    #[test]
+    fn a_byte_string_followed_by_0xff_decodes() {
+        let key = (b"a".to_vec(), b"\xff".to_vec());
+        assert_eq!(
+            decode_key::<(Vec<u8>, Vec<u8>)>(&encode_key(&key)).unwrap(),
+            key
+        );
+        let lo = (b"a".to_vec(), b"\xff\x01".to_vec());
+        let hi = (b"a\x00".to_vec(), Vec::new());
+        assert!(encode_key(&lo) < encode_key(&hi));
     }
 
     #[test]
