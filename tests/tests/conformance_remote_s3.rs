@@ -34,17 +34,13 @@ fn s3_config() -> Option<RemoteConfig> {
 }
 
 fn uuid_like() -> String {
+    use std::hash::BuildHasher;
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!(
-        "{}-{nanos}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    // RandomState is seeded randomly per process: prefixes differ across runs too.
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let salt = std::collections::hash_map::RandomState::new().hash_one(n);
+    format!("{}-{n}-{salt:016x}", std::process::id())
 }
 
 impl statekit_tests::BackendFactory for S3 {

@@ -95,6 +95,9 @@ use keys::{
     timers_prefix, user_range, AppendOperator,
 };
 
+/// A visitor of raw (key, record) pairs.
+type RawVisitor<'v> = dyn FnMut(&[u8], &[u8]) -> Result<Visit> + 'v;
+
 /// The checkpoint format of the remote backend.
 pub const REMOTE_FORMAT: &str = "statekit-remote-v1";
 
@@ -407,16 +410,18 @@ impl RemoteBackend {
     }
 
     fn read_options() -> ReadOptions {
-        let mut o = ReadOptions::default();
-        o.cache_blocks = true;
-        o
+        ReadOptions {
+            cache_blocks: true,
+            ..ReadOptions::default()
+        }
     }
 
     fn scan_options(order: IterationOrder) -> ScanOptions {
-        let mut o = ScanOptions::default();
-        o.cache_blocks = true;
-        o.order = order;
-        o
+        ScanOptions {
+            cache_blocks: true,
+            order,
+            ..ScanOptions::default()
+        }
     }
 
     fn check_size(what: &str, len: usize) -> Result<()> {
@@ -433,7 +438,7 @@ impl RemoteBackend {
         &self,
         range: (Bound<Bytes>, Bound<Bytes>),
         order: IterationOrder,
-        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<Visit>,
+        f: &mut RawVisitor<'_>,
     ) -> Result<()> {
         if keys::is_empty(&range) {
             return Ok(());
