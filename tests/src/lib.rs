@@ -36,10 +36,20 @@ pub trait BackendFactory: Sized {
 }
 
 /// Expands to one `#[test]` per conformance case for the given [`BackendFactory`] type.
+///
+/// `conformance_suite!(Factory, skip_unless_env = "VAR")` skips every case, with a printed
+/// notice, when the environment variable `VAR` is unset: for backends that need a server
+/// (the test script starts it and sets the variable).
 #[macro_export]
 macro_rules! conformance_suite {
     ($factory:ty) => {
-        $crate::conformance_suite!(@cases $factory;
+        $crate::conformance_suite!(@all $factory; None);
+    };
+    ($factory:ty, skip_unless_env = $var:literal) => {
+        $crate::conformance_suite!(@all $factory; Some($var));
+    };
+    (@all $factory:ty; $guard:expr) => {
+        $crate::conformance_suite!(@cases $factory; $guard;
             get_of_missing_entry_is_none,
             put_overwrites_and_delete_removes,
             empty_and_16_mib_values,
@@ -66,12 +76,27 @@ macro_rules! conformance_suite {
             differential_against_model
         );
     };
-    (@cases $factory:ty; $($case:ident),* $(,)?) => {
+    (@cases $factory:ty; $guard:expr; $($case:ident),* $(,)?) => {
         $(
             #[test]
             fn $case() {
+                if !$crate::required_env_is_set($guard) {
+                    return;
+                }
                 $crate::conformance::$case::<$factory>();
             }
         )*
     };
+}
+
+/// Whether the variable a suite depends on is set; prints a skip notice when it is not.
+#[doc(hidden)]
+pub fn required_env_is_set(var: Option<&str>) -> bool {
+    match var {
+        Some(var) if std::env::var_os(var).is_none() => {
+            eprintln!("skipped: {var} is not set (the test script starts the server and sets it)");
+            false
+        }
+        _ => true,
+    }
 }
