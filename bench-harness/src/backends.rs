@@ -11,6 +11,9 @@ use statekit_backend::{Error, InstanceConfig, Result, StateBackend};
 /// Whether this build can open the RocksDB backend (feature `rocksdb`).
 pub const ROCKSDB_AVAILABLE: bool = cfg!(feature = "rocksdb");
 
+/// Whether this build can open the remote-object backend (feature `remote`).
+pub const REMOTE_AVAILABLE: bool = cfg!(feature = "remote");
+
 /// The backends the harness can open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -31,6 +34,17 @@ impl BackendKind {
             BackendKind::Rocksdb => "rocksdb",
             BackendKind::Remote => "remote",
         }
+    }
+
+    /// The backend of a command-line name.
+    pub fn from_name(name: &str) -> Option<BackendKind> {
+        [
+            BackendKind::Memory,
+            BackendKind::Rocksdb,
+            BackendKind::Remote,
+        ]
+        .into_iter()
+        .find(|k| k.name() == name)
     }
 
     /// Whether `--config` applies to this backend.
@@ -63,17 +77,31 @@ impl BackendSpec {
     }
 
     /// The pairs of a comparison: every backend, and each backend that takes a configuration
-    /// once per `--config` (or once with its defaults if there is none).
+    /// once per `--config` that applies to it (or once with its defaults if none does).
+    /// `--config BACKEND=VALUE` (`rocksdb=flink-default`, `remote=s3.toml`) applies to that
+    /// backend only; a value without a prefix applies to every backend that takes one.
     pub fn pairs(kinds: &[BackendKind], configs: &[String]) -> Vec<BackendSpec> {
         let mut out = Vec::new();
         for &kind in kinds {
-            if kind.takes_config() && !configs.is_empty() {
-                out.extend(configs.iter().map(|c| BackendSpec {
-                    kind,
-                    config: Some(c.clone()),
-                }));
+            let mine: Vec<String> = if kind.takes_config() {
+                configs
+                    .iter()
+                    .filter_map(|c| match c.split_once('=') {
+                        Some((target, value)) if target == kind.name() => Some(value.to_string()),
+                        Some((target, _)) if BackendKind::from_name(target).is_some() => None,
+                        _ => Some(c.clone()),
+                    })
+                    .collect()
             } else {
+                Vec::new()
+            };
+            if mine.is_empty() {
                 out.push(BackendSpec { kind, config: None });
+            } else {
+                out.extend(mine.into_iter().map(|c| BackendSpec {
+                    kind,
+                    config: Some(c),
+                }));
             }
         }
         out
@@ -110,10 +138,11 @@ pub fn open_backend(spec: &BackendSpec, options: OpenOptions<'_>) -> Result<Box<
             Ok(Box::new(MemoryBackend::open(options.instance)?))
         }
         BackendKind::Rocksdb => open_rocksdb(spec, options),
-        BackendKind::Remote => Err(not_built("remote")),
+        BackendKind::Remote => open_remote(spec, options),
     }
 }
 
+#[cfg(any(not(feature = "rocksdb"), not(feature = "remote")))]
 fn not_built(feature: &str) -> Error {
     Error::invalid(format!(
         "this statekit was built without the '{feature}' backend; rebuild with \
@@ -124,6 +153,60 @@ fn not_built(feature: &str) -> Error {
 #[cfg(not(feature = "rocksdb"))]
 fn open_rocksdb(_spec: &BackendSpec, _options: OpenOptions<'_>) -> Result<Box<dyn StateBackend>> {
     Err(not_built("rocksdb"))
+}
+
+#[cfg(not(feature = "remote"))]
+fn open_remote(_spec: &BackendSpec, _options: OpenOptions<'_>) -> Result<Box<dyn StateBackend>> {
+    Err(not_built("remote"))
+}
+
+/// The remote backend's configuration for a run: the `--config` TOML file if there is one,
+/// else the embedded default with the store in a directory under the run's working
+/// directory (no server needed). A memory budget sizes the block cache; memtables stay at the
+/// configuration's size, as ForSt's "1 GB cache" counts the cache alone.
+///
+/// # Errors
+/// `InvalidArgument` naming the file and field of a bad configuration, or a preset name
+/// (the remote backend has none).
+#[cfg(feature = "remote")]
+pub fn remote_config(
+    value: Option<&str>,
+    work_dir: &Path,
+    memory_budget: Option<u64>,
+) -> Result<statekit_backend::remote::RemoteConfig> {
+    use statekit_backend::remote::{RemoteConfig, Size};
+    let mut config = match value {
+        Some(v) if Path::new(v).is_file() => RemoteConfig::from_file(Path::new(v))?,
+        Some(v) => {
+            return Err(Error::invalid(format!(
+                "remote backend configuration '{v}' is not a file: the remote backend takes a \
+                 TOML file (see backend/src/remote/default.toml), not a preset"
+            )))
+        }
+        None => {
+            // A file:// URL needs an absolute path, and the directory must exist.
+            let dir = std::path::absolute(work_dir.join("object-store"))
+                .map_err(|e| Error::io(work_dir.display(), e))?;
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display(), e))?;
+            RemoteConfig::local(&dir)
+        }
+    };
+    if let Some(budget) = memory_budget {
+        config.block_cache = Size(budget);
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+#[cfg(feature = "remote")]
+fn open_remote(spec: &BackendSpec, options: OpenOptions<'_>) -> Result<Box<dyn StateBackend>> {
+    use statekit_backend::remote::RemoteBackend;
+    let config = remote_config(
+        spec.config.as_deref(),
+        options.work_dir,
+        options.memory_budget,
+    )?;
+    Ok(Box::new(RemoteBackend::open(options.instance, &config)?))
 }
 
 /// The RocksDB memory budget when none is given (Flink's managed memory per slot is of this
@@ -217,6 +300,12 @@ mod tests {
         assert_eq!(labels, vec!["memory", "rocksdb/a", "rocksdb/b"]);
         let p = BackendSpec::pairs(&[BackendKind::Memory, BackendKind::Rocksdb], &[]);
         assert_eq!(p.len(), 2);
+        let p = BackendSpec::pairs(
+            &[BackendKind::Rocksdb, BackendKind::Remote],
+            &["rocksdb=flink-default".into(), "remote=s3.toml".into()],
+        );
+        let labels: Vec<String> = p.iter().map(BackendSpec::label).collect();
+        assert_eq!(labels, vec!["rocksdb/flink-default", "remote/s3"]);
     }
 
     #[test]

@@ -45,7 +45,8 @@ enum Command {
         /// A backend to run (repeat for a comparison).
         #[arg(long = "backend", value_enum, default_values_t = [BackendKind::Memory])]
         backends: Vec<BackendKind>,
-        /// A configuration preset or file for backends that take one (repeat to compare).
+        /// A configuration preset or file for backends that take one (repeat to compare);
+        /// `BACKEND=VALUE` (e.g. `rocksdb=flink-default`, `remote=store.toml`) targets one.
         #[arg(long = "config")]
         configs: Vec<String>,
         /// Memory budget, like 256MiB (overrides the scale's).
@@ -88,7 +89,7 @@ enum Command {
         /// A backend to replay on (repeat to compare).
         #[arg(long = "backend", value_enum, default_values_t = [BackendKind::Memory])]
         backends: Vec<BackendKind>,
-        /// Configurations for backends that take one.
+        /// Configurations for backends that take one (`BACKEND=VALUE` targets one).
         #[arg(long = "config")]
         configs: Vec<String>,
         /// Memory budget, like 256MiB.

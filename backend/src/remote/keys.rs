@@ -68,6 +68,16 @@ pub(crate) fn scope_prefix(scope: &Scope<'_>, state: u64) -> Vec<u8> {
     out
 }
 
+/// The keys of one key group's timers at or after `from`: pops and head lookups start
+/// there, so they never walk the tombstones of timers already popped (an LSM keeps those
+/// until compaction drops them, and a queue makes one per fired timer).
+pub(crate) fn timers_from(kg: KeyGroup, state: u64, from: i64) -> (Bound<Bytes>, Bound<Bytes>) {
+    let prefix = timers_prefix(kg, state);
+    let mut lower = prefix.clone();
+    from.encode_key(&mut lower);
+    (Bound::Included(Bytes::from(lower)), prefix_bound(&prefix))
+}
+
 /// The full key of an entry.
 pub(crate) fn entry_key(prefix: &[u8], user_key: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(prefix.len() + user_key.len());

@@ -43,11 +43,12 @@
 //! collector removes tables no checkpoint needs any more.
 //!
 //! # Threads
-//! The trait is synchronous; every call blocks on a process-wide tokio runtime
-//! ([`runtime`]). `multi_get` runs its reads concurrently (up to
-//! [`RemoteConfig::max_concurrent_reads`] in flight), `prefetch` starts background scans
-//! that warm the block cache. Calling the backend from inside an async runtime is an error,
-//! not a deadlock.
+//! The trait is synchronous; every call blocks on a process-wide current-thread tokio
+//! runtime ([`runtime`]): the calling thread runs SlateDB's tasks while it waits, which
+//! saves two cross-thread wake-ups per write (6.3x end to end, see [`runtime`]).
+//! `multi_get` runs its reads concurrently (up to [`RemoteConfig::max_concurrent_reads`] in
+//! flight); `prefetch` spawns scans that warm the block cache while later calls run.
+//! Calling the backend from inside an async runtime is an error, not a deadlock.
 
 mod config;
 mod faults;
@@ -91,7 +92,7 @@ use crate::keygroup::{KeyGroup, KeyGroupRange};
 
 use keys::{
     decode_record, decode_timer, encode_append, encode_value, entries_prefix, entry_key,
-    key_group_span, prefix_range, scope_prefix, split_entry_key, state_tag, timer_key,
+    key_group_span, prefix_range, scope_prefix, split_entry_key, state_tag, timer_key, timers_from,
     timers_prefix, user_range, AppendOperator,
 };
 
@@ -658,10 +659,12 @@ impl RemoteBackend {
     }
 
     /// The earliest timer of one key group of a queue, read from the store.
-    fn first_timer(&self, tag: u64, kg: KeyGroup) -> Result<Option<Timer>> {
+    /// The earliest timer of key group `kg` at or after `from` (a bound below which it has
+    /// none).
+    fn first_timer(&self, tag: u64, kg: KeyGroup, from: i64) -> Result<Option<Timer>> {
         let mut first = None;
         self.scan_raw(
-            prefix_range(&timers_prefix(kg, tag)),
+            timers_from(kg, tag, from),
             IterationOrder::Ascending,
             &mut |k, _| {
                 first = Some(decode_timer(kg, k)?);
@@ -1206,7 +1209,9 @@ impl TimerStore for RemoteBackend {
             .as_ref()
             .and_then(|h| h.heads[index]);
         if head == Some(timer.timestamp) {
-            let first = self.first_timer(tag, timer.key_group)?.map(|t| t.timestamp);
+            let first = self
+                .first_timer(tag, timer.key_group, timer.timestamp)?
+                .map(|t| t.timestamp);
             if let Some(heads) = self.timers[queue.index()].as_mut() {
                 heads.set(index, timer.key_group, first);
             }
@@ -1238,8 +1243,9 @@ impl TimerStore for RemoteBackend {
             let mut taken = Vec::new();
             let mut new_head = None;
             let room = limit - due.len();
+            // No live timer of this key group is earlier than its head.
             self.scan_raw(
-                prefix_range(&timers_prefix(kg, tag)),
+                timers_from(kg, tag, ts),
                 IterationOrder::Ascending,
                 &mut |k, _| {
                     let t = decode_timer(kg, k)?;

@@ -24,7 +24,7 @@
 //!   `[ts + lower, ts + upper]`, a right element at `ts` reads the left entries in
 //!   `[ts - upper, ts - lower]`, each with one [`MapState::for_each_in_range`] (a seek to the
 //!   lower bound that stops at the upper bound);
-//! - cleanup deletes the expired prefix of each side with one [`MapState::remove_range`],
+//! - cleanup deletes the expired bucket of each side with one [`MapState::remove_range`],
 //!   without reading it.
 //!
 //! Flink's own implementation keeps a `MapState<Long, List<...>>` and iterates the *whole*
@@ -39,8 +39,12 @@
 //! at the end of the cleanup *bucket* (1 s by default) in which its entry becomes
 //! removable; timers are per key and idempotent, so a hot key registers at most one timer
 //! per bucket rather than one per element. When a timer fires at `T` (so `T <= W`), the
-//! operator deletes the left entries with `ts < T - upper` and the right entries with
-//! `ts < T + lower`: exactly those that can no longer join.
+//! operator deletes the left entries with `ts` in `[T - bucket - upper, T - upper)` and the
+//! right entries with `ts` in `[T - bucket + lower, T + lower)`: the entries whose cleanup
+//! bucket ends at `T`, none of which can join any more. Entries of earlier buckets went with
+//! their own (earlier) timers, so the range needs no open lower end; a bounded one keeps the
+//! delete from walking over the tombstones of earlier cleanups in an LSM engine without
+//! range deletes (SlateDB), and keeps RocksDB's range tombstones narrow.
 //!
 //! # Example
 //! ```
@@ -307,8 +311,14 @@ where
                 self.stats.cleanup_timers += 1;
                 let left_end = at.saturating_sub(self.bounds.upper);
                 let right_end = at.saturating_add(self.bounds.lower);
-                self.left.remove_range(backend, key, ..(left_end, 0))?;
-                self.right.remove_range(backend, key, ..(right_end, 0))?;
+                let (left_start, right_start) = (
+                    left_end.saturating_sub(self.bucket),
+                    right_end.saturating_sub(self.bucket),
+                );
+                self.left
+                    .remove_range(backend, key, (left_start, 0)..(left_end, 0))?;
+                self.right
+                    .remove_range(backend, key, (right_start, 0)..(right_end, 0))?;
             }
             if due.len() < TIMER_BATCH {
                 return Ok(());
@@ -374,6 +384,30 @@ mod tests {
         assert_eq!(out, vec![(1, 10), (1, 11)]);
         j.advance_watermark(&mut b, i64::MAX).unwrap();
         assert!(j.right.is_empty(&b, &k).unwrap() && j.left.is_empty(&b, &k).unwrap());
+        assert_eq!(b.next_timer(j.timers.id()).unwrap(), None);
+    }
+
+    #[test]
+    fn bucketed_cleanup_leaves_nothing_behind() {
+        // Elements over many buckets (negative times too), watermarks interleaved: each timer
+        // removes only its own bucket, and together they remove everything.
+        let (mut b, mut j, k) = setup();
+        let mut ts = -5 * MIN;
+        for i in 0..400u32 {
+            ts += i64::from(i % 7) * 997;
+            j.process_left(&mut b, &k, ts, &i, |_, _, _, _| {}).unwrap();
+            j.process_right(&mut b, &k, ts + 1, &i, |_, _, _, _| {})
+                .unwrap();
+            if i % 50 == 0 {
+                j.advance_watermark(&mut b, ts - 21 * MIN).unwrap();
+            }
+        }
+        // Whatever is older than the join window at the last element is gone already.
+        j.advance_watermark(&mut b, ts).unwrap();
+        let stale = j.left.range(&b, &k, ..(ts - 21 * MIN, 0)).unwrap();
+        assert!(stale.is_empty(), "{} stale left entries", stale.len());
+        j.advance_watermark(&mut b, ts + 30 * MIN).unwrap();
+        assert!(j.left.is_empty(&b, &k).unwrap() && j.right.is_empty(&b, &k).unwrap());
         assert_eq!(b.next_timer(j.timers.id()).unwrap(), None);
     }
 
