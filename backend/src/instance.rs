@@ -3,10 +3,11 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use crate::backend::Ttl;
 use crate::checkpoint::{CheckpointHandle, CheckpointStorage};
 use crate::clock::{system_clock, SharedClock};
 use crate::error::{Error, Result};
-use crate::keygroup::{KeyGroupRange, MAX_MAX_PARALLELISM};
+use crate::keygroup::{KeyGroup, KeyGroupRange, MAX_MAX_PARALLELISM};
 
 /// The engine-independent configuration of one backend instance.
 #[derive(Debug, Clone)]
@@ -77,6 +78,22 @@ impl InstanceConfig {
             return Err(Error::invalid("retained_checkpoints must be at least 1"));
         }
         Ok(())
+    }
+
+    /// Processing time now, in milliseconds, from the instance's clock.
+    pub fn now_millis(&self) -> u64 {
+        self.clock.now_millis()
+    }
+
+    /// When an entry written now with `ttl` expires (`None`: never).
+    pub fn expiry(&self, ttl: Option<Ttl>) -> Option<u64> {
+        ttl.map(|ttl| self.now_millis().saturating_add(ttl.millis))
+    }
+
+    /// The position of owned key group `key_group` in per-group tables (0 for the first
+    /// owned group). The caller has checked ownership.
+    pub fn group_index(&self, key_group: KeyGroup) -> usize {
+        usize::from(key_group - self.key_groups.start)
     }
 
     /// The checkpoint storage, or an error saying none is configured.

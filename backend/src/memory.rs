@@ -152,17 +152,15 @@ impl MemoryBackend {
     }
 
     fn now(&self) -> u64 {
-        self.config.clock.now_millis()
+        self.config.now_millis()
     }
 
     fn group_index(&self, key_group: KeyGroup) -> usize {
-        usize::from(key_group - self.config.key_groups.start)
+        self.config.group_index(key_group)
     }
 
     fn expiry(&self, state: StateId) -> Option<u64> {
-        self.states[state.index()]
-            .ttl
-            .map(|ttl| self.now().saturating_add(ttl.millis))
+        self.config.expiry(self.states[state.index()].ttl)
     }
 
     fn user_map(&self, scope: &Scope<'_>) -> Result<Option<&UserMap>> {

@@ -391,17 +391,15 @@ impl RemoteBackend {
     }
 
     fn now(&self) -> u64 {
-        self.config.clock.now_millis()
+        self.config.now_millis()
     }
 
-    fn group_index(&self, kg: KeyGroup) -> usize {
-        usize::from(kg - self.config.key_groups.start)
+    fn group_index(&self, key_group: KeyGroup) -> usize {
+        self.config.group_index(key_group)
     }
 
     fn expiry(&self, state: StateId) -> Option<u64> {
-        self.states[state.index()]
-            .ttl
-            .map(|ttl| self.now().saturating_add(ttl.millis))
+        self.config.expiry(self.states[state.index()].ttl)
     }
 
     /// Validates a key/value scope and returns its key prefix.

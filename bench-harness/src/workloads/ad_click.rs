@@ -329,7 +329,7 @@ impl AdClickJoin {
 }
 
 impl Operator for AdClickJoin {
-    fn process(&mut self, backend: &mut dyn StateBackend, event: &Event) -> Result<()> {
+    fn handle(&mut self, backend: &mut dyn StateBackend, event: &Event) -> Result<()> {
         let fingerprint = &mut self.fingerprint;
         let pairs = &mut self.pairs;
         let mut emit = |display: u64, click: u64| {
@@ -338,7 +338,7 @@ impl Operator for AdClickJoin {
                 p.push((display, click));
             }
         };
-        let ts = match event {
+        match event {
             Event::Display(d) => {
                 let user = KeyContext::new(&*backend, &d.user)?;
                 let buffered = BufferedDisplay {
@@ -350,7 +350,6 @@ impl Operator for AdClickJoin {
                     .process_left(backend, &user, d.ts, &buffered, |_, l, _, r| {
                         emit(l.id, r.id)
                     })?;
-                d.ts
             }
             Event::Click(c) => {
                 let user = KeyContext::new(&*backend, &c.user)?;
@@ -362,20 +361,22 @@ impl Operator for AdClickJoin {
                     .process_right(backend, &user, c.ts, &buffered, |_, l, _, r| {
                         emit(l.id, r.id)
                     })?;
-                c.ts
             }
             other => return Err(wrong_event("ad-click-interval-join", other)),
-        };
-        // A late element must not move the watermark back; `observe` only moves it forward.
-        if let Some(wm) = self.watermarks.observe(ts) {
-            self.advance(backend, wm)?;
         }
         Ok(())
     }
 
-    fn finish(&mut self, backend: &mut dyn StateBackend) -> Result<()> {
-        let wm = self.watermarks.finish();
-        self.advance(backend, wm)
+    fn on_watermark(&mut self, backend: &mut dyn StateBackend, watermark: i64) -> Result<()> {
+        self.advance(backend, watermark)
+    }
+
+    fn watermarks(&self) -> &WatermarkGenerator {
+        &self.watermarks
+    }
+
+    fn watermarks_mut(&mut self) -> &mut WatermarkGenerator {
+        &mut self.watermarks
     }
 
     fn counters(&self) -> Counters {
@@ -390,10 +391,6 @@ impl Operator for AdClickJoin {
             ("cleanup_timers_fired".into(), s.cleanup_timers),
             ("watermarks".into(), self.watermarks_emitted),
         ])
-    }
-
-    fn watermark(&self) -> i64 {
-        self.watermarks.current()
     }
 
     fn check(&self, input: &[Event]) -> Option<Vec<CheckOutcome>> {

@@ -306,7 +306,7 @@ impl DailyUv {
 }
 
 impl Operator for DailyUv {
-    fn process(&mut self, backend: &mut dyn StateBackend, event: &Event) -> Result<()> {
+    fn handle(&mut self, backend: &mut dyn StateBackend, event: &Event) -> Result<()> {
         let Event::Visit {
             device,
             dimension,
@@ -327,25 +327,25 @@ impl Operator for DailyUv {
                 .register_timer(backend, &ctx, bucket + self.flush)?;
             self.bump("visits", 1);
         }
-        if let Some(wm) = self.watermarks.observe(ts) {
-            self.advance(backend, wm)?;
-        }
         Ok(())
     }
 
-    fn finish(&mut self, backend: &mut dyn StateBackend) -> Result<()> {
-        let wm = self.watermarks.finish();
-        self.advance(backend, wm)
+    fn on_watermark(&mut self, backend: &mut dyn StateBackend, watermark: i64) -> Result<()> {
+        self.advance(backend, watermark)
+    }
+
+    fn watermarks(&self) -> &WatermarkGenerator {
+        &self.watermarks
+    }
+
+    fn watermarks_mut(&mut self) -> &mut WatermarkGenerator {
+        &mut self.watermarks
     }
 
     fn counters(&self) -> Counters {
         let mut c = self.counters.clone();
         c.insert("cardinalities_fingerprint".into(), self.fingerprint.value());
         c
-    }
-
-    fn watermark(&self) -> i64 {
-        self.watermarks.current()
     }
 
     fn check(&self, input: &[Event]) -> Option<Vec<CheckOutcome>> {

@@ -373,7 +373,7 @@ impl FeatureConcat {
 }
 
 impl Operator for FeatureConcat {
-    fn process(&mut self, backend: &mut dyn StateBackend, event: &Event) -> Result<()> {
+    fn handle(&mut self, backend: &mut dyn StateBackend, event: &Event) -> Result<()> {
         let ts = event.ts();
         if self.watermarks.is_late(ts) {
             self.bump(&format!("late_{}", event.kind()));
@@ -412,25 +412,25 @@ impl Operator for FeatureConcat {
                 other => return Err(wrong_event("feature-concat", other)),
             }
         }
-        if let Some(wm) = self.watermarks.observe(ts) {
-            self.advance(backend, wm)?;
-        }
         Ok(())
     }
 
-    fn finish(&mut self, backend: &mut dyn StateBackend) -> Result<()> {
-        let wm = self.watermarks.finish();
-        self.advance(backend, wm)
+    fn on_watermark(&mut self, backend: &mut dyn StateBackend, watermark: i64) -> Result<()> {
+        self.advance(backend, watermark)
+    }
+
+    fn watermarks(&self) -> &WatermarkGenerator {
+        &self.watermarks
+    }
+
+    fn watermarks_mut(&mut self) -> &mut WatermarkGenerator {
+        &mut self.watermarks
     }
 
     fn counters(&self) -> Counters {
         let mut c = self.counters.clone();
         c.insert("samples_fingerprint".into(), self.fingerprint.value());
         c
-    }
-
-    fn watermark(&self) -> i64 {
-        self.watermarks.current()
     }
 
     fn check(&self, input: &[Event]) -> Option<Vec<CheckOutcome>> {

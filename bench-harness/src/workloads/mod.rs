@@ -12,6 +12,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use statekit_backend::{Result, StateBackend};
 
+use crate::watermark::WatermarkGenerator;
+
 use crate::event::Event;
 use crate::util::Counters;
 
@@ -102,27 +104,58 @@ impl CheckOutcome {
 
 /// A streaming operator the harness drives: events in arrival order, then the end of input.
 pub trait Operator {
-    /// Processes one event (late ones are dropped and counted inside).
+    /// The state work of one event (late ones are dropped and counted inside); the
+    /// watermark is advanced by [`Operator::process`] afterwards.
     ///
     /// # Errors
     /// Backend errors; `InvalidArgument` for an event kind this operator does not take.
-    fn process(&mut self, backend: &mut dyn StateBackend, event: &Event) -> Result<()>;
+    fn handle(&mut self, backend: &mut dyn StateBackend, event: &Event) -> Result<()>;
+
+    /// Fires what the watermark `watermark` makes due (timers, windows, cleanup).
+    ///
+    /// # Errors
+    /// Backend errors.
+    fn on_watermark(&mut self, backend: &mut dyn StateBackend, watermark: i64) -> Result<()>;
+
+    /// The operator's watermark generator.
+    fn watermarks(&self) -> &WatermarkGenerator;
+
+    /// The operator's watermark generator, to advance it.
+    fn watermarks_mut(&mut self) -> &mut WatermarkGenerator;
+
+    /// The result counters: equal on every backend for the same input.
+    fn counters(&self) -> Counters;
+
+    /// Checks the collected outputs against an independent computation on `input` (the
+    /// same events, in arrival order). `None` if outputs were not collected.
+    fn check(&self, input: &[Event]) -> Option<Vec<CheckOutcome>>;
+
+    /// Processes one event, then advances the watermark if the event moves it (a late
+    /// event never moves it back).
+    ///
+    /// # Errors
+    /// As [`Operator::handle`] and [`Operator::on_watermark`].
+    fn process(&mut self, backend: &mut dyn StateBackend, event: &Event) -> Result<()> {
+        self.handle(backend, event)?;
+        if let Some(wm) = self.watermarks_mut().observe(event.ts()) {
+            self.on_watermark(backend, wm)?;
+        }
+        Ok(())
+    }
 
     /// Ends the input: the watermark goes to the end of time, every timer fires.
     ///
     /// # Errors
     /// Backend errors.
-    fn finish(&mut self, backend: &mut dyn StateBackend) -> Result<()>;
-
-    /// The result counters: equal on every backend for the same input.
-    fn counters(&self) -> Counters;
+    fn finish(&mut self, backend: &mut dyn StateBackend) -> Result<()> {
+        let wm = self.watermarks_mut().finish();
+        self.on_watermark(backend, wm)
+    }
 
     /// The current watermark (for checkpoint scheduling).
-    fn watermark(&self) -> i64;
-
-    /// Checks the collected outputs against an independent computation on `input` (the
-    /// same events, in arrival order). `None` if outputs were not collected.
-    fn check(&self, input: &[Event]) -> Option<Vec<CheckOutcome>>;
+    fn watermark(&self) -> i64 {
+        self.watermarks().current()
+    }
 }
 
 pub(crate) fn wrong_event(workload: &str, event: &Event) -> statekit_backend::Error {

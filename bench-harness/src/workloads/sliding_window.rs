@@ -323,7 +323,7 @@ impl SlidingWindowDemand {
 }
 
 impl Operator for SlidingWindowDemand {
-    fn process(&mut self, backend: &mut dyn StateBackend, event: &Event) -> Result<()> {
+    fn handle(&mut self, backend: &mut dyn StateBackend, event: &Event) -> Result<()> {
         let Event::Demand { hexagon, rider, ts } = event else {
             return Err(wrong_event("sliding-window-demand", event));
         };
@@ -345,25 +345,25 @@ impl Operator for SlidingWindowDemand {
                 self.bump("counted_events", 1);
             }
         }
-        if let Some(wm) = self.watermarks.observe(ts) {
-            self.advance(backend, wm)?;
-        }
         Ok(())
     }
 
-    fn finish(&mut self, backend: &mut dyn StateBackend) -> Result<()> {
-        let wm = self.watermarks.finish();
-        self.advance(backend, wm)
+    fn on_watermark(&mut self, backend: &mut dyn StateBackend, watermark: i64) -> Result<()> {
+        self.advance(backend, watermark)
+    }
+
+    fn watermarks(&self) -> &WatermarkGenerator {
+        &self.watermarks
+    }
+
+    fn watermarks_mut(&mut self) -> &mut WatermarkGenerator {
+        &mut self.watermarks
     }
 
     fn counters(&self) -> Counters {
         let mut c = self.counters.clone();
         c.insert("windows_fingerprint".into(), self.fingerprint.value());
         c
-    }
-
-    fn watermark(&self) -> i64 {
-        self.watermarks.current()
     }
 
     fn check(&self, input: &[Event]) -> Option<Vec<CheckOutcome>> {
