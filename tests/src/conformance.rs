@@ -859,6 +859,24 @@ pub fn timers_fire_in_order<F: BackendFactory>() {
         b.pop_due_timers(q2, 0, 10).unwrap(),
         vec![timer(0, "other", b"w")]
     );
+    // Key groups interleaved in time: one pop alternates between them and returns each
+    // timer once, in time order.
+    let in_group = |ts: i64, kg: u16| Timer {
+        timestamp: ts,
+        key_group: kg,
+        key: key_in_group(kg),
+        namespace: vec![],
+    };
+    let interleaved: Vec<Timer> = (1..=6)
+        .map(|ts| in_group(ts, if ts % 2 == 1 { 3 } else { 7 }))
+        .collect();
+    for t in interleaved.iter().rev() {
+        b.register_timer(q2, t).unwrap();
+    }
+    assert_eq!(b.pop_due_timers(q2, 4, 100).unwrap(), interleaved[..4]);
+    assert_eq!(b.next_timer(q2).unwrap(), Some(5));
+    assert_eq!(b.pop_due_timers(q2, 10, 100).unwrap(), interleaved[4..]);
+    assert_eq!(b.next_timer(q2).unwrap(), None);
     // Foreign key groups are rejected.
     let narrow = h.open_range(KeyGroupRange::new(0, 0).unwrap());
     let mut narrow = narrow;

@@ -78,6 +78,14 @@ pub(crate) fn timers_from(kg: KeyGroup, state: u64, from: i64) -> (Bound<Bytes>,
     (Bound::Included(Bytes::from(lower)), prefix_bound(&prefix))
 }
 
+/// The keys of one key group's timers after the timer key `last` (a resumed pop).
+pub(crate) fn timers_after(kg: KeyGroup, state: u64, last: &[u8]) -> (Bound<Bytes>, Bound<Bytes>) {
+    (
+        Bound::Excluded(Bytes::copy_from_slice(last)),
+        prefix_bound(&timers_prefix(kg, state)),
+    )
+}
+
 /// The full key of an entry.
 pub(crate) fn entry_key(prefix: &[u8], user_key: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(prefix.len() + user_key.len());

@@ -60,7 +60,7 @@ pub use config::{RemoteConfig, Scheme, Size, DEFAULT_TOML};
 pub use faults::{FaultPlan, FaultyObjectStore};
 pub use storage::ObjectStoreCheckpointStorage;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::ops::Bound;
 use std::sync::Arc;
@@ -92,8 +92,8 @@ use crate::keygroup::{KeyGroup, KeyGroupRange};
 
 use keys::{
     decode_record, decode_timer, encode_append, encode_value, entries_prefix, entry_key,
-    key_group_span, prefix_range, scope_prefix, split_entry_key, state_tag, timer_key, timers_from,
-    timers_prefix, user_range, AppendOperator,
+    key_group_span, prefix_range, scope_prefix, split_entry_key, state_tag, timer_key,
+    timers_after, timers_from, timers_prefix, user_range, AppendOperator,
 };
 
 /// A visitor of raw (key, record) pairs.
@@ -1224,6 +1224,13 @@ impl TimerStore for RemoteBackend {
         limit: usize,
     ) -> Result<Vec<Timer>> {
         let tag = self.timer_state(queue)?;
+        // Every popped timer is deleted in one batch at the end (one write, not one per key
+        // group); the heads are restored if that write fails, so no timer is lost.
+        let saved = self.timers[queue.index()].clone();
+        let mut batch = slatedb::WriteBatch::new();
+        // The last key taken per key group: a group visited again in this call resumes
+        // after it, as its deletes are not written yet.
+        let mut resume: HashMap<KeyGroup, Vec<u8>> = HashMap::new();
         let mut due = Vec::new();
         while due.len() < limit {
             let Some(heads) = self.timers[queue.index()].as_ref() else {
@@ -1242,35 +1249,41 @@ impl TimerStore for RemoteBackend {
             let mut new_head = None;
             let room = limit - due.len();
             // No live timer of this key group is earlier than its head.
-            self.scan_raw(
-                timers_from(kg, tag, ts),
-                IterationOrder::Ascending,
-                &mut |k, _| {
-                    let t = decode_timer(kg, k)?;
-                    let before_rival = rival.is_none_or(|r| (t.timestamp, kg) < r);
-                    if taken.len() < room && t.timestamp <= watermark && before_rival {
-                        taken.push(t);
-                        Ok(Visit::Continue)
-                    } else {
-                        new_head = Some(t.timestamp);
-                        Ok(Visit::Stop)
-                    }
-                },
-            )?;
-            let mut batch = slatedb::WriteBatch::new();
+            let range = match resume.get(&kg) {
+                Some(last) => timers_after(kg, tag, last),
+                None => timers_from(kg, tag, ts),
+            };
+            let scanned = self.scan_raw(range, IterationOrder::Ascending, &mut |k, _| {
+                let t = decode_timer(kg, k)?;
+                let before_rival = rival.is_none_or(|r| (t.timestamp, kg) < r);
+                if taken.len() < room && t.timestamp <= watermark && before_rival {
+                    taken.push(t);
+                    Ok(Visit::Continue)
+                } else {
+                    new_head = Some(t.timestamp);
+                    Ok(Visit::Stop)
+                }
+            });
+            if let Err(e) = scanned {
+                self.timers[queue.index()] = saved;
+                return Err(e);
+            }
             for t in &taken {
                 batch.delete(timer_key(tag, t));
             }
-            self.commit(batch)?;
+            if let Some(last) = taken.last() {
+                resume.insert(kg, timer_key(tag, last));
+            }
             let index = self.group_index(kg);
             if let Some(heads) = self.timers[queue.index()].as_mut() {
                 heads.set(index, kg, new_head);
             }
-            if taken.is_empty() {
-                // The head was stale (nothing left at it): the index is fixed now, go on.
-                continue;
-            }
+            // An empty take means the head was stale (nothing left at it): fixed now.
             due.extend(taken);
+        }
+        if let Err(e) = self.commit(batch) {
+            self.timers[queue.index()] = saved;
+            return Err(e);
         }
         Ok(due)
     }
