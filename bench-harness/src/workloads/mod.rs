@@ -158,6 +158,29 @@ pub trait Operator {
     }
 }
 
+/// The watermark plumbing of an [`Operator`] whose generator is its `watermarks` field and
+/// whose inherent `advance(backend, watermark)` fires what a watermark makes due.
+macro_rules! watermark_plumbing {
+    () => {
+        fn on_watermark(
+            &mut self,
+            backend: &mut dyn statekit_backend::StateBackend,
+            watermark: i64,
+        ) -> statekit_backend::Result<()> {
+            self.advance(backend, watermark)
+        }
+
+        fn watermarks(&self) -> &crate::watermark::WatermarkGenerator {
+            &self.watermarks
+        }
+
+        fn watermarks_mut(&mut self) -> &mut crate::watermark::WatermarkGenerator {
+            &mut self.watermarks
+        }
+    };
+}
+pub(crate) use watermark_plumbing;
+
 pub(crate) fn wrong_event(workload: &str, event: &Event) -> statekit_backend::Error {
     statekit_backend::Error::invalid(format!(
         "event kind '{}' is not an input of the {workload} workload",

@@ -348,17 +348,7 @@ impl Operator for SlidingWindowDemand {
         Ok(())
     }
 
-    fn on_watermark(&mut self, backend: &mut dyn StateBackend, watermark: i64) -> Result<()> {
-        self.advance(backend, watermark)
-    }
-
-    fn watermarks(&self) -> &WatermarkGenerator {
-        &self.watermarks
-    }
-
-    fn watermarks_mut(&mut self) -> &mut WatermarkGenerator {
-        &mut self.watermarks
-    }
+    crate::workloads::watermark_plumbing!();
 
     fn counters(&self) -> Counters {
         let mut c = self.counters.clone();
