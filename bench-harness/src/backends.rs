@@ -38,13 +38,11 @@ impl BackendKind {
 
     /// The backend of a command-line name.
     pub fn from_name(name: &str) -> Option<BackendKind> {
-        [
-            BackendKind::Memory,
-            BackendKind::Rocksdb,
-            BackendKind::Remote,
-        ]
-        .into_iter()
-        .find(|k| k.name() == name)
+        use clap::ValueEnum;
+        BackendKind::value_variants()
+            .iter()
+            .copied()
+            .find(|k| k.name() == name)
     }
 
     /// Whether `--config` applies to this backend.

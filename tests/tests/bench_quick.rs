@@ -25,6 +25,9 @@ fn backends() -> Vec<BackendKind> {
     if statekit_bench::backends::ROCKSDB_AVAILABLE {
         kinds.push(BackendKind::Rocksdb);
     }
+    if statekit_bench::backends::REMOTE_AVAILABLE {
+        kinds.push(BackendKind::Remote);
+    }
     kinds
 }
 

@@ -656,7 +656,6 @@ impl RemoteBackend {
         Ok(self.tags[queue.index()])
     }
 
-    /// The earliest timer of one key group of a queue, read from the store.
     /// The earliest timer of key group `kg` at or after `from` (a bound below which it has
     /// none).
     fn first_timer(&self, tag: u64, kg: KeyGroup, from: i64) -> Result<Option<Timer>> {
