@@ -151,14 +151,6 @@ impl MemoryBackend {
         })
     }
 
-    fn now(&self) -> u64 {
-        self.config.now_millis()
-    }
-
-    fn group_index(&self, key_group: KeyGroup) -> usize {
-        self.config.group_index(key_group)
-    }
-
     fn expiry(&self, state: StateId) -> Option<u64> {
         self.config.expiry(self.states[state.index()].ttl)
     }
@@ -172,11 +164,11 @@ impl MemoryBackend {
             key: scope.key,
             namespace: scope.namespace,
         };
-        Ok(groups[self.group_index(scope.key_group)].get(&probe))
+        Ok(groups[self.config.group_index(scope.key_group)].get(&probe))
     }
 
     fn user_map_mut(&mut self, scope: &Scope<'_>) -> &mut UserMap {
-        let index = self.group_index(scope.key_group);
+        let index = self.config.group_index(scope.key_group);
         let Table::Kv(groups) = &mut self.tables[scope.state.index()] else {
             unreachable!("callers check the scope first")
         };
@@ -190,7 +182,7 @@ impl MemoryBackend {
 
     /// Drops the scope's map if it became empty, so removed keys free their hash slot.
     fn drop_if_empty(&mut self, scope: &Scope<'_>) {
-        let index = self.group_index(scope.key_group);
+        let index = self.config.group_index(scope.key_group);
         if let Table::Kv(groups) = &mut self.tables[scope.state.index()] {
             let probe = ScopeKeyRef {
                 key: scope.key,
@@ -243,7 +235,7 @@ impl MemoryBackend {
 
     fn apply_merge(&mut self, scope: &Scope<'_>, user_key: Vec<u8>, operand: &[u8]) {
         self.user_bytes_written += (user_key.len() + operand.len()) as u64;
-        let now = self.now();
+        let now = self.config.now_millis();
         let expires_at = self.expiry(scope.state);
         let slot = self.user_map_mut(scope).entry(user_key).or_insert(Slot {
             value: Vec::new(),
@@ -290,7 +282,7 @@ impl MemoryBackend {
         let groups = self.config.key_groups.len();
         let cursor = self.sweep_cursor % (ttl_states.len() * groups);
         self.sweep_cursor = cursor + 1;
-        let now = self.now();
+        let now = self.config.now_millis();
         if let Table::Kv(tables) = &mut self.tables[ttl_states[cursor / groups]] {
             let group = &mut tables[cursor % groups];
             group.retain(|_, map| {
@@ -339,7 +331,7 @@ impl MemoryBackend {
 
 impl StateRead for MemoryBackend {
     fn get(&self, scope: Scope<'_>, user_key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let now = self.now();
+        let now = self.config.now_millis();
         Ok(self
             .user_map(&scope)?
             .and_then(|m| m.get(user_key))
@@ -360,7 +352,7 @@ impl StateRead for MemoryBackend {
         if range.is_empty() {
             return Ok(());
         }
-        let now = self.now();
+        let now = self.config.now_millis();
         let iter = map.range::<[u8], _>((range.lower, range.upper));
         let mut visit = |(k, slot): (&Vec<u8>, &Slot)| -> Result<Visit> {
             if slot.live(now) {
@@ -403,9 +395,9 @@ impl StateRead for MemoryBackend {
         let Some(range) = key_groups.intersect(&self.config.key_groups) else {
             return Ok(());
         };
-        let now = self.now();
+        let now = self.config.now_millis();
         for kg in range.iter() {
-            for (scope, map) in &groups[self.group_index(kg)] {
+            for (scope, map) in &groups[self.config.group_index(kg)] {
                 for (user_key, slot) in map {
                     if !slot.live(now) {
                         continue;
@@ -481,7 +473,7 @@ impl StateWrite for MemoryBackend {
 impl TimerStore for MemoryBackend {
     fn register_timer(&mut self, queue: StateId, timer: &Timer) -> Result<()> {
         self.check_timer(queue, timer)?;
-        let index = self.group_index(timer.key_group);
+        let index = self.config.group_index(timer.key_group);
         self.timer_queue_mut(queue)
             .update_group(index, timer.key_group, |g| g.insert(timer.clone()));
         Ok(())
@@ -489,7 +481,7 @@ impl TimerStore for MemoryBackend {
 
     fn delete_timer(&mut self, queue: StateId, timer: &Timer) -> Result<()> {
         self.check_timer(queue, timer)?;
-        let index = self.group_index(timer.key_group);
+        let index = self.config.group_index(timer.key_group);
         self.timer_queue_mut(queue)
             .update_group(index, timer.key_group, |g| g.remove(timer));
         Ok(())
@@ -535,7 +527,7 @@ impl TimerStore for MemoryBackend {
             return Ok(());
         };
         for kg in range.iter() {
-            for t in &q.groups[self.group_index(kg)] {
+            for t in &q.groups[self.config.group_index(kg)] {
                 if visitor(t)? == Visit::Stop {
                     return Ok(());
                 }

@@ -390,14 +390,6 @@ impl RemoteBackend {
         format!("{}/{}", self.store.describe, self.db_rel)
     }
 
-    fn now(&self) -> u64 {
-        self.config.now_millis()
-    }
-
-    fn group_index(&self, key_group: KeyGroup) -> usize {
-        self.config.group_index(key_group)
-    }
-
     fn expiry(&self, state: StateId) -> Option<u64> {
         self.config.expiry(self.states[state.index()].ttl)
     }
@@ -510,7 +502,7 @@ impl RemoteBackend {
                 let key = entry_key(&prefix, user_key);
                 batch.merge(
                     &key,
-                    encode_append(self.now(), self.expiry(scope.state), operand),
+                    encode_append(self.config.now_millis(), self.expiry(scope.state), operand),
                 );
                 self.user_bytes_written += (user_key.len() + operand.len()) as u64;
                 touched.insert(key);
@@ -610,7 +602,7 @@ impl RemoteBackend {
             Some(after) => Bound::Excluded(Bytes::from(after)),
             None => lower,
         };
-        let now = self.now();
+        let now = self.config.now_millis();
         let mut seen = 0;
         let mut last = None;
         let mut batch = slatedb::WriteBatch::new();
@@ -976,7 +968,7 @@ impl StateRead for RemoteBackend {
         let what = self.what();
         let got = runtime::block_on(self.db.get_with_options(&key, &Self::read_options()))?
             .map_err(|e| slate_error(format!("get from {what}"), e))?;
-        let now = self.now();
+        let now = self.config.now_millis();
         match got {
             None => Ok(None),
             Some(bytes) => {
@@ -1002,7 +994,7 @@ impl StateRead for RemoteBackend {
                 .try_collect(),
         )?
         .map_err(|e| slate_error(format!("multi_get from {what}"), e))?;
-        let now = self.now();
+        let now = self.config.now_millis();
         values
             .into_iter()
             .map(|v| match v {
@@ -1061,7 +1053,7 @@ impl StateRead for RemoteBackend {
             Direction::Forward => IterationOrder::Ascending,
             Direction::Reverse => IterationOrder::Descending,
         };
-        let now = self.now();
+        let now = self.config.now_millis();
         self.scan_raw(bounds, order, &mut |k, v| {
             let r = decode_record(v)?;
             if !r.live(now) {
@@ -1090,7 +1082,7 @@ impl StateRead for RemoteBackend {
             return Ok(());
         };
         let tag = self.tags[state.index()];
-        let now = self.now();
+        let now = self.config.now_millis();
         for kg in range.iter() {
             let mut stopped = false;
             self.scan_raw(
@@ -1186,7 +1178,7 @@ impl TimerStore for RemoteBackend {
         let what = self.what();
         runtime::block_on(self.db.put(&key, encode_value(None, &[])))?
             .map_err(|e| slate_error(format!("timer write to {what}"), e))?;
-        let index = self.group_index(timer.key_group);
+        let index = self.config.group_index(timer.key_group);
         if let Some(heads) = self.timers[queue.index()].as_mut() {
             if heads.heads[index].is_none_or(|h| timer.timestamp < h) {
                 heads.set(index, timer.key_group, Some(timer.timestamp));
@@ -1201,7 +1193,7 @@ impl TimerStore for RemoteBackend {
         let what = self.what();
         runtime::block_on(self.db.delete(&key))?
             .map_err(|e| slate_error(format!("timer delete in {what}"), e))?;
-        let index = self.group_index(timer.key_group);
+        let index = self.config.group_index(timer.key_group);
         let head = self.timers[queue.index()]
             .as_ref()
             .and_then(|h| h.heads[index]);
@@ -1273,7 +1265,7 @@ impl TimerStore for RemoteBackend {
             if let Some(last) = taken.last() {
                 resume.insert(kg, timer_key(tag, last));
             }
-            let index = self.group_index(kg);
+            let index = self.config.group_index(kg);
             if let Some(heads) = self.timers[queue.index()].as_mut() {
                 heads.set(index, kg, new_head);
             }
@@ -1306,7 +1298,7 @@ impl TimerStore for RemoteBackend {
         };
         let heads = self.timers[queue.index()].as_ref();
         for kg in range.iter() {
-            if heads.is_some_and(|h| h.heads[self.group_index(kg)].is_none()) {
+            if heads.is_some_and(|h| h.heads[self.config.group_index(kg)].is_none()) {
                 continue;
             }
             let mut stopped = false;
