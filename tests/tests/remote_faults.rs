@@ -83,15 +83,21 @@ fn clear(e: &statekit_backend::Error) {
     assert!(text.len() > 20, "error without detail: {text}");
 }
 
-#[test]
-fn five_percent_faults_then_restore_equals_reference() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = RemoteConfig {
+/// A local store with tiny memtables and cache, so a short run flushes, compacts and reads
+/// through object storage many times.
+fn small_local_config(dir: &std::path::Path) -> RemoteConfig {
+    RemoteConfig {
         memtable: Size(1 << 20),
         max_unflushed: Size(8 << 20),
         block_cache: Size(8 << 20),
-        ..RemoteConfig::local(dir.path())
-    };
+        ..RemoteConfig::local(dir)
+    }
+}
+
+#[test]
+fn five_percent_faults_then_restore_equals_reference() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = small_local_config(dir.path());
     let (inner, root) = config.build_object_store().expect("local store");
     let faulty = FaultyObjectStore::new(Arc::clone(&inner), FaultPlan::failing(0.05), 0x5eed);
     let store = RemoteStore::with_object_store(&config, Arc::new(faulty.clone()), root.clone())
@@ -231,12 +237,7 @@ const CHECKPOINT_FAULT_SEED: u64 = 0xC0FF_EE01;
 #[test]
 fn failing_checkpoint_writes_are_invisible_and_restore_equals_reference() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = RemoteConfig {
-        memtable: Size(1 << 20),
-        max_unflushed: Size(8 << 20),
-        block_cache: Size(8 << 20),
-        ..RemoteConfig::local(dir.path())
-    };
+    let config = small_local_config(dir.path());
     let (inner, root) = config.build_object_store().expect("local store");
     // The engine's own calls go to the healthy store (the test above covers faults there);
     // the checkpoint storage, which does not retry, sees faults on half of its calls.
