@@ -23,7 +23,7 @@
 use std::ops::Bound;
 
 use bytes::Bytes;
-use slatedb::{MergeOperator, MergeOperatorError};
+use slatedb::{MergeOperator, MergeOperatorError, PrefixExtractor, PrefixTarget};
 
 use crate::backend::{prefix_successor, Scope, Timer, UserKeyRange};
 use crate::codec::{get_length_prefixed, get_varint, put_length_prefixed, put_varint, KeyCodec};
@@ -140,6 +140,53 @@ fn prefix_bound(prefix: &[u8]) -> Bound<Bytes> {
     match prefix_successor(prefix) {
         Some(s) => Bound::Excluded(Bytes::from(s)),
         None => Bound::Unbounded,
+    }
+}
+
+/// `range`, whose bounds are full keys under `prefix` (an upper bound past the prefix is its
+/// successor), as the range of suffixes SlateDB's prefix scan takes.
+pub(crate) fn suffix_range(
+    prefix: &[u8],
+    range: &(Bound<Bytes>, Bound<Bytes>),
+) -> (Bound<Bytes>, Bound<Bytes>) {
+    let strip = |b: &Bound<Bytes>| match b {
+        Bound::Included(k) if k.starts_with(prefix) => Bound::Included(k.slice(prefix.len()..)),
+        Bound::Excluded(k) if k.starts_with(prefix) => Bound::Excluded(k.slice(prefix.len()..)),
+        _ => Bound::Unbounded,
+    };
+    (strip(&range.0), strip(&range.1))
+}
+
+/// The length of the scope prefix (key group, state, key, namespace) an entry key or a
+/// longer prefix starts with; `None` for timer keys and for prefixes that stop inside it.
+fn scope_prefix_len(key: &[u8]) -> Option<usize> {
+    if key.get(2) != Some(&TAG_ENTRY) {
+        return None;
+    }
+    let mut rest = key.get(11..)?;
+    get_length_prefixed(&mut rest).ok()?;
+    get_length_prefixed(&mut rest).ok()?;
+    Some(key.len() - rest.len())
+}
+
+/// Hashes each entry's scope into SlateDB's Bloom filters (besides the whole key), so a scan
+/// of one scope skips every table that holds nothing of it: RocksDB's prefix Bloom filter.
+/// Most of an interval join's scans and cleanup deletes find an empty scope (a user with no
+/// click in the window); without it each probes every L0 table and sorted run.
+///
+/// The scope prefix is self-delimiting (length-prefixed key and namespace), so it depends on
+/// its own bytes only, which is the invariant SlateDB asks of an extractor.
+pub(crate) struct ScopePrefixExtractor;
+
+impl PrefixExtractor for ScopePrefixExtractor {
+    fn name(&self) -> &str {
+        "statekit-scope-v1"
+    }
+
+    fn prefix_len(&self, target: &PrefixTarget) -> Option<usize> {
+        match target {
+            PrefixTarget::Point(key) | PrefixTarget::Prefix(key) => scope_prefix_len(key),
+        }
     }
 }
 
@@ -374,6 +421,57 @@ mod tests {
             namespace: vec![9],
         };
         assert_eq!(decode_timer(3, &timer_key(7, &t)).unwrap(), t);
+    }
+
+    #[test]
+    fn scope_prefix_is_extracted_from_keys_and_longer_prefixes_only() {
+        let scope = Scope {
+            state: crate::backend::StateId::from_index(0),
+            key_group: 5,
+            key: b"user-1",
+            namespace: b"ns",
+        };
+        let prefix = scope_prefix(&scope, 9);
+        let key = entry_key(&prefix, b"user key");
+        let of = |b: &[u8], point: bool| {
+            let b = Bytes::copy_from_slice(b);
+            ScopePrefixExtractor.prefix_len(&if point {
+                PrefixTarget::Point(b)
+            } else {
+                PrefixTarget::Prefix(b)
+            })
+        };
+        assert_eq!(of(&key, true), Some(prefix.len()));
+        assert_eq!(of(&prefix, false), Some(prefix.len()));
+        assert_eq!(of(&key[..key.len() - 2], false), Some(prefix.len()));
+        // Inside the scope (the state or key group alone) nothing can be probed.
+        assert_eq!(of(&prefix[..prefix.len() - 1], false), None);
+        assert_eq!(of(&entries_prefix(5, 9), false), None);
+        let t = Timer {
+            timestamp: 1,
+            key_group: 5,
+            key: vec![1],
+            namespace: vec![],
+        };
+        assert_eq!(of(&timer_key(9, &t), true), None);
+    }
+
+    #[test]
+    fn suffix_range_strips_the_prefix() {
+        let prefix = b"ab".to_vec();
+        let full = user_range(
+            &prefix,
+            &UserKeyRange::new(Bound::Included(b"c"), Bound::Unbounded),
+        )
+        .unwrap();
+        let (lo, hi) = suffix_range(&prefix, &full);
+        assert_eq!(lo, Bound::Included(Bytes::from_static(b"c")));
+        assert_eq!(hi, Bound::Unbounded);
+        let full = user_range(&prefix, &UserKeyRange::all()).unwrap();
+        assert_eq!(
+            suffix_range(&prefix, &full),
+            (Bound::Included(Bytes::new()), Bound::Unbounded)
+        );
     }
 
     #[derive(Debug, Clone)]

@@ -44,11 +44,13 @@
 //!
 //! # Threads
 //! The trait is synchronous; every call blocks on a process-wide current-thread tokio
-//! runtime ([`runtime`]): the calling thread runs SlateDB's tasks while it waits, which
-//! saves two cross-thread wake-ups per write (6.3x end to end, see [`runtime`]).
+//! runtime driven by the calling thread, which saves two cross-thread wake-ups per write
+//! (6.3x end to end); the databases' uploads, compaction and garbage collection run on a
+//! separate multi-thread runtime, on the other cores ([`runtime`] has the measurements).
 //! `multi_get` runs its reads concurrently (up to [`RemoteConfig::max_concurrent_reads`] in
-//! flight); `prefetch` spawns scans that warm the block cache while later calls run.
-//! Calling the backend from inside an async runtime is an error, not a deadlock.
+//! flight); `prefetch` spawns scans on the background runtime that warm the block cache
+//! while later calls run. Calling the backend from inside an async runtime is an error, not
+//! a deadlock.
 
 mod config;
 mod faults;
@@ -74,7 +76,7 @@ use slatedb::admin::Admin;
 use slatedb::config::{CheckpointOptions, CheckpointScope, ReadOptions, ScanOptions, Settings};
 use slatedb::db_cache::moka::{MokaCache, MokaCacheOptions};
 use slatedb::db_cache::DbCache;
-use slatedb::{CloneSourceSpec, Db, IterationOrder};
+use slatedb::{BloomFilterPolicy, CloneSourceSpec, Db, IterationOrder};
 use tokio::sync::Semaphore;
 
 use crate::backend::{
@@ -92,8 +94,9 @@ use crate::keygroup::{KeyGroup, KeyGroupRange};
 
 use keys::{
     decode_record, decode_timer, encode_append, encode_value, entries_prefix, entry_key,
-    key_group_span, prefix_range, scope_prefix, split_entry_key, state_tag, timer_key,
-    timers_after, timers_from, timers_prefix, user_range, AppendOperator,
+    key_group_span, prefix_range, scope_prefix, split_entry_key, state_tag, suffix_range,
+    timer_key, timers_after, timers_from, timers_prefix, user_range, AppendOperator,
+    ScopePrefixExtractor,
 };
 
 /// A visitor of raw (key, record) pairs.
@@ -113,6 +116,10 @@ const SWEEP_BATCH: usize = 512;
 
 /// How many entries one prefetch of a scope warms at most.
 const PREFETCH_ENTRIES: usize = 4096;
+
+/// Bloom filter bits per key (whole keys and scope prefixes): about 1% false positives, as
+/// SlateDB's and RocksDB's defaults.
+const BLOOM_BITS_PER_KEY: u32 = 10;
 
 /// Largest key or value SlateDB accepts.
 const MAX_ITEM_BYTES: usize = u32::MAX as usize - 64;
@@ -215,7 +222,13 @@ impl RemoteStore {
         Admin::builder(path.clone(), Arc::clone(&self.store)).build()
     }
 
-    async fn open_db(&self, path: &Path) -> std::result::Result<Db, slatedb::Error> {
+    /// Opens (creating if new) the database at `path`; call on the background runtime, which
+    /// its compaction, uploads and garbage collection then run on.
+    async fn open_db(
+        &self,
+        path: &Path,
+        writer: tokio::runtime::Handle,
+    ) -> std::result::Result<Db, slatedb::Error> {
         let mut settings = Settings {
             wal_enabled: false,
             l0_sst_size_bytes: usize::try_from(self.config.memtable.0).unwrap_or(usize::MAX),
@@ -232,6 +245,11 @@ impl RemoteStore {
         Db::builder(path.clone(), Arc::clone(&self.store))
             .with_settings(settings)
             .with_merge_operator(Arc::new(AppendOperator))
+            .with_filter_policies(vec![Arc::new(
+                BloomFilterPolicy::new(BLOOM_BITS_PER_KEY)
+                    .with_prefix_extractor(Arc::new(ScopePrefixExtractor)),
+            )])
+            .with_write_runtime(writer)
             .with_db_cache(
                 Arc::clone(&self.cache),
                 xxhash_rust::xxh3::xxh3_64(path.as_ref().as_bytes()),
@@ -348,7 +366,7 @@ impl RemoteBackend {
     pub fn open_in(config: InstanceConfig, store: &RemoteStore) -> Result<Self> {
         config.validate()?;
         let (db_rel, db_path) = store.new_db_path();
-        let db = runtime::block_on(store.open_db(&db_path))?
+        let db = runtime::on_background(store.open_db(&db_path, runtime::caller_handle()?))?
             .map_err(|e| slate_error(format!("opening {}/{db_rel}", store.describe), e))?;
         Ok(Self::from_parts(
             config,
@@ -425,8 +443,11 @@ impl RemoteBackend {
     }
 
     /// Visits the raw (key, record) pairs of a byte range, in `order`, until `f` says stop.
+    /// With `scope`, every key of `range` starts with that scope prefix, and tables whose
+    /// Bloom filter rules the scope out are skipped.
     fn scan_raw(
         &self,
+        scope: Option<&[u8]>,
         range: (Bound<Bytes>, Bound<Bytes>),
         order: IterationOrder,
         f: &mut RawVisitor<'_>,
@@ -436,11 +457,16 @@ impl RemoteBackend {
         }
         let what = self.what();
         let db = &self.db;
+        let options = Self::scan_options(order);
         runtime::block_on(async {
-            let mut it = db
-                .scan_with_options(range, &Self::scan_options(order))
-                .await
-                .map_err(|e| slate_error(format!("scan of {what}"), e))?;
+            let it = match scope {
+                Some(prefix) => {
+                    db.scan_prefix_with_options(prefix, suffix_range(prefix, &range), &options)
+                        .await
+                }
+                None => db.scan_with_options(range, &options).await,
+            };
+            let mut it = it.map_err(|e| slate_error(format!("scan of {what}"), e))?;
             while let Some(kv) = it
                 .next()
                 .await
@@ -470,10 +496,15 @@ impl RemoteBackend {
             return Ok(Vec::new());
         };
         let mut keys = Vec::new();
-        self.scan_raw(bounds, IterationOrder::Ascending, &mut |k, _| {
-            keys.push(k.to_vec());
-            Ok(Visit::Continue)
-        })?;
+        self.scan_raw(
+            Some(prefix),
+            bounds,
+            IterationOrder::Ascending,
+            &mut |k, _| {
+                keys.push(k.to_vec());
+                Ok(Visit::Continue)
+            },
+        )?;
         Ok(keys)
     }
 
@@ -606,18 +637,23 @@ impl RemoteBackend {
         let mut seen = 0;
         let mut last = None;
         let mut batch = slatedb::WriteBatch::new();
-        self.scan_raw((lower, upper), IterationOrder::Ascending, &mut |k, v| {
-            seen += 1;
-            if !decode_record(v)?.live(now) {
-                batch.delete(k);
-            }
-            last = Some(k.to_vec());
-            Ok(if seen >= SWEEP_BATCH {
-                Visit::Stop
-            } else {
-                Visit::Continue
-            })
-        })?;
+        self.scan_raw(
+            None,
+            (lower, upper),
+            IterationOrder::Ascending,
+            &mut |k, v| {
+                seen += 1;
+                if !decode_record(v)?.live(now) {
+                    batch.delete(k);
+                }
+                last = Some(k.to_vec());
+                Ok(if seen >= SWEEP_BATCH {
+                    Visit::Stop
+                } else {
+                    Visit::Continue
+                })
+            },
+        )?;
         self.commit(batch)?;
         if seen >= SWEEP_BATCH {
             self.sweep.after = last;
@@ -653,6 +689,7 @@ impl RemoteBackend {
     fn first_timer(&self, tag: u64, kg: KeyGroup, from: i64) -> Result<Option<Timer>> {
         let mut first = None;
         self.scan_raw(
+            None,
             timers_from(kg, tag, from),
             IterationOrder::Ascending,
             &mut |k, _| {
@@ -887,7 +924,7 @@ impl RemoteBackend {
             runtime::block_on(clone.build())?
                 .map_err(|e| slate_error(format!("cloning checkpoints into {what}"), e))?;
         }
-        let db = runtime::block_on(self.store.open_db(&db_path))?
+        let db = runtime::on_background(self.store.open_db(&db_path, runtime::caller_handle()?))?
             .map_err(|e| slate_error(format!("opening {what}"), e))?;
         let mut fresh = RemoteBackend::from_parts(
             self.config.clone(),
@@ -1024,7 +1061,7 @@ impl StateRead for RemoteBackend {
             handle.spawn(async move {
                 let _permit = permit;
                 let opts = Self::scan_options(IterationOrder::Ascending);
-                if let Ok(mut it) = db.scan_with_options(prefix_range(&prefix), &opts).await {
+                if let Ok(mut it) = db.scan_prefix_with_options(&prefix, .., &opts).await {
                     let mut n = 0;
                     while let Ok(Some(_)) = it.next().await {
                         n += 1;
@@ -1054,7 +1091,7 @@ impl StateRead for RemoteBackend {
             Direction::Reverse => IterationOrder::Descending,
         };
         let now = self.config.now_millis();
-        self.scan_raw(bounds, order, &mut |k, v| {
+        self.scan_raw(Some(&prefix), bounds, order, &mut |k, v| {
             let r = decode_record(v)?;
             if !r.live(now) {
                 return Ok(Visit::Continue);
@@ -1086,6 +1123,7 @@ impl StateRead for RemoteBackend {
         for kg in range.iter() {
             let mut stopped = false;
             self.scan_raw(
+                None,
                 prefix_range(&entries_prefix(kg, tag)),
                 IterationOrder::Ascending,
                 &mut |k, v| {
@@ -1244,7 +1282,7 @@ impl TimerStore for RemoteBackend {
                 Some(last) => timers_after(kg, tag, last),
                 None => timers_from(kg, tag, ts),
             };
-            let scanned = self.scan_raw(range, IterationOrder::Ascending, &mut |k, _| {
+            let scanned = self.scan_raw(None, range, IterationOrder::Ascending, &mut |k, _| {
                 let t = decode_timer(kg, k)?;
                 let before_rival = rival.is_none_or(|r| (t.timestamp, kg) < r);
                 if taken.len() < room && t.timestamp <= watermark && before_rival {
@@ -1303,6 +1341,7 @@ impl TimerStore for RemoteBackend {
             }
             let mut stopped = false;
             self.scan_raw(
+                None,
                 prefix_range(&timers_prefix(kg, tag)),
                 IterationOrder::Ascending,
                 &mut |k, _| {
