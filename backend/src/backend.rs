@@ -469,7 +469,8 @@ pub struct BackendStats {
     pub live_data_bytes: Option<u64>,
     /// Bytes of keys and values written by the user.
     pub user_bytes_written: Option<u64>,
-    /// Bytes written to disk by flushes and compactions.
+    /// Bytes written to storage (local disk, or the object store for the remote backend)
+    /// by flushes and compactions.
     pub disk_bytes_written: Option<u64>,
     /// Cache hits (block cache or object cache).
     pub cache_hits: Option<u64>,

@@ -119,6 +119,12 @@ pub struct RemoteConfig {
     /// In-memory cache of SST blocks, indexes and filters, shared by every instance opened
     /// through one [`RemoteStore`].
     pub block_cache: Size,
+    /// The part of `block_cache` reserved for table indexes, Bloom filters and table stats
+    /// (the rest holds data blocks); default a fifth. Data blocks would otherwise evict
+    /// indexes, and every miss re-reads and re-verifies a whole index, as RocksDB's
+    /// high-priority pool for index and filter blocks avoids.
+    #[serde(default)]
+    pub meta_cache: Option<Size>,
     /// Size of a memtable before it is written to object storage as an L0 table.
     pub memtable: Size,
     /// Unflushed bytes (active plus frozen memtables) beyond which writes wait for uploads.
@@ -148,6 +154,7 @@ impl Default for RemoteConfig {
             region: None,
             allow_http: false,
             block_cache: Size(256 << 20),
+            meta_cache: None,
             memtable: Size(64 << 20),
             max_unflushed: Size(256 << 20),
             disk_cache_dir: None,
@@ -270,6 +277,14 @@ impl RemoteConfig {
                 return Err(Error::invalid("remote.endpoint must not carry credentials"));
             }
         }
+        if let Some(meta) = self.meta_cache {
+            if meta >= self.block_cache {
+                return Err(Error::invalid(format!(
+                    "remote.meta_cache = {meta} must be below remote.block_cache = {}",
+                    self.block_cache
+                )));
+            }
+        }
         const MIB: u64 = 1 << 20;
         if self.memtable.0 < MIB {
             return Err(Error::invalid(format!(
@@ -295,6 +310,12 @@ impl RemoteConfig {
             )));
         }
         Ok(())
+    }
+
+    /// The split of `block_cache`: (data blocks, indexes + filters + stats).
+    pub fn cache_split(&self) -> (u64, u64) {
+        let meta = self.meta_cache.map_or(self.block_cache.0 / 5, |m| m.0);
+        (self.block_cache.0 - meta, meta)
     }
 
     /// The URL as printed in messages and manifests (it holds no credentials).
@@ -388,6 +409,21 @@ mod tests {
         assert_eq!(c.parsed_url().unwrap().1, Scheme::File);
         assert_eq!(c, RemoteConfig::default());
         assert_eq!(c.block_cache, Size(256 << 20));
+        assert_eq!(
+            c.cache_split(),
+            ((256 << 20) - (256 << 20) / 5, (256 << 20) / 5)
+        );
+        let explicit = RemoteConfig {
+            meta_cache: Some(Size(16 << 20)),
+            ..c.clone()
+        };
+        assert_eq!(explicit.cache_split(), (240 << 20, 16 << 20));
+        let too_big = RemoteConfig {
+            meta_cache: Some(c.block_cache),
+            ..c
+        };
+        let e = too_big.validate().unwrap_err();
+        assert!(e.to_string().contains("remote.meta_cache"), "{e}");
     }
 
     #[test]
