@@ -79,33 +79,26 @@ fn stats_count_uploads_and_prefix_filters_skip_empty_scopes() -> Result<()> {
             Some(("kind", "prefix")),
         )
     };
+    let entries = |b: &RemoteBackend, key: &'static [u8]| -> Result<usize> {
+        let mut seen = 0;
+        b.scan(
+            scope(key),
+            UserKeyRange::all(),
+            Direction::Forward,
+            &mut |_, _| {
+                seen += 1;
+                Ok(Visit::Continue)
+            },
+        )?;
+        Ok(seen)
+    };
     let before = skipped(&b);
-    let mut seen = 0;
-    b.scan(
-        scope(b"b"),
-        UserKeyRange::all(),
-        Direction::Forward,
-        &mut |_, _| {
-            seen += 1;
-            Ok(Visit::Continue)
-        },
-    )?;
-    assert_eq!(seen, 0);
+    assert_eq!(entries(&b, b"b")?, 0);
     assert!(
         skipped(&b) > before,
         "the empty scope's scan consulted no filter"
     );
-
-    b.scan(
-        scope(b"c"),
-        UserKeyRange::all(),
-        Direction::Forward,
-        &mut |_, _| {
-            seen += 1;
-            Ok(Visit::Continue)
-        },
-    )?;
-    assert_eq!(seen, 1000);
+    assert_eq!(entries(&b, b"c")?, 1000);
     let stats = b.stats()?;
     assert!(
         stats.cache_hits.unwrap_or(0) + stats.cache_misses.unwrap_or(0) > 0,
