@@ -378,9 +378,20 @@ impl RemoteBackend {
     pub fn open_in(config: InstanceConfig, store: &RemoteStore) -> Result<Self> {
         config.validate()?;
         let (db_rel, db_path) = store.new_db_path();
+        Self::open_database(config, store, db_rel, &db_path)
+    }
+
+    /// An instance on the database at `db_path` (`db_rel` relative to the store's root),
+    /// creating it if new, with no state registered yet.
+    fn open_database(
+        config: InstanceConfig,
+        store: &RemoteStore,
+        db_rel: String,
+        db_path: &Path,
+    ) -> Result<Self> {
         let metrics = Arc::new(DefaultMetricsRecorder::new());
         let db = runtime::on_background(store.open_db(
-            &db_path,
+            db_path,
             runtime::caller_handle()?,
             Arc::clone(&metrics),
         ))?
@@ -956,20 +967,7 @@ impl RemoteBackend {
             runtime::block_on(clone.build())?
                 .map_err(|e| slate_error(format!("cloning checkpoints into {what}"), e))?;
         }
-        let metrics = Arc::new(DefaultMetricsRecorder::new());
-        let db = runtime::on_background(self.store.open_db(
-            &db_path,
-            runtime::caller_handle()?,
-            Arc::clone(&metrics),
-        ))?
-        .map_err(|e| slate_error(format!("opening {what}"), e))?;
-        let mut fresh = RemoteBackend::from_parts(
-            self.config.clone(),
-            self.store.clone(),
-            Arc::new(db),
-            db_rel,
-            metrics,
-        );
+        let mut fresh = Self::open_database(self.config.clone(), &self.store, db_rel, &db_path)?;
         for d in &states {
             fresh.register_in(d)?;
         }
