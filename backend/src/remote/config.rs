@@ -16,6 +16,7 @@ use object_store::path::Path;
 use object_store::ObjectStore;
 use serde::{Deserialize, Serialize};
 
+use super::local_files::LocalFiles;
 use crate::error::{Error, ErrorKind, Result};
 
 /// The embedded default configuration (a local directory).
@@ -349,7 +350,7 @@ impl RemoteConfig {
                 let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)
                     .map_err(bad)?
                     .with_automatic_cleanup(true);
-                Ok((Arc::new(store), Path::default()))
+                Ok((Arc::new(LocalFiles::new(store)), Path::default()))
             }
             Scheme::Memory => Ok((Arc::new(object_store::memory::InMemory::new()), prefix()?)),
             Scheme::S3 => {

@@ -55,6 +55,7 @@
 mod config;
 mod faults;
 mod keys;
+mod local_files;
 mod runtime;
 mod storage;
 
