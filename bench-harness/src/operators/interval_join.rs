@@ -24,7 +24,7 @@
 //!   `[ts + lower, ts + upper]`, a right element at `ts` reads the left entries in
 //!   `[ts - upper, ts - lower]`, each with one [`MapState::for_each_in_range`] (a seek to the
 //!   lower bound that stops at the upper bound);
-//! - cleanup deletes the expired bucket of each side with one [`MapState::remove_range`],
+//! - cleanup deletes the expired bucket of one side with one [`MapState::remove_range`],
 //!   without reading it.
 //!
 //! Flink's own implementation keeps a `MapState<Long, List<...>>` and iterates the *whole*
@@ -38,10 +38,13 @@
 //! `ts - lower < W`. When an element is buffered, the operator registers an event-time timer
 //! at the end of the cleanup *bucket* (1 s by default) in which its entry becomes
 //! removable; timers are per key and idempotent, so a hot key registers at most one timer
-//! per bucket rather than one per element. When a timer fires at `T` (so `T <= W`), the
-//! operator deletes the left entries with `ts` in `[T - bucket - upper, T - upper)` and the
-//! right entries with `ts` in `[T - bucket + lower, T + lower)`: the entries whose cleanup
-//! bucket ends at `T`, none of which can join any more. Entries of earlier buckets went with
+//! per bucket rather than one per element. Each side has its own timer queue (as Flink's
+//! operator keeps a cleanup namespace per side), so a timer only deletes where something was
+//! buffered: with 3% of displays clicked, a shared queue would make every display's timer
+//! delete an empty bucket of clicks too. When a left timer fires at `T` (so `T <= W`), the
+//! operator deletes the left entries with `ts` in `[T - bucket - upper, T - upper)`; a right
+//! timer the right entries with `ts` in `[T - bucket + lower, T + lower)`: the entries whose
+//! cleanup bucket ends at `T`, none of which can join any more. Entries of earlier buckets went with
 //! their own (earlier) timers, so the range needs no open lower end; a bounded one keeps the
 //! delete from walking over the tombstones of earlier cleanups in an LSM engine without
 //! range deletes (SlateDB), and keeps RocksDB's range tombstones narrow.
@@ -142,7 +145,8 @@ const TIMER_BATCH: usize = 1024;
 pub struct IntervalJoin<L, R> {
     left: MapState<(i64, u64), L>,
     right: MapState<(i64, u64), R>,
-    timers: TimerService,
+    left_timers: TimerService,
+    right_timers: TimerService,
     bounds: JoinBounds,
     bucket: i64,
     watermark: i64,
@@ -155,7 +159,8 @@ where
     L: Serialize + DeserializeOwned,
     R: Serialize + DeserializeOwned,
 {
-    /// Registers the join's states (`{name}/left`, `{name}/right`, `{name}/cleanup`) in
+    /// Registers the join's states (`{name}/left`, `{name}/right` and their cleanup timer
+    /// queues `{name}/cleanup-left`, `{name}/cleanup-right`) in
     /// `backend`. `cleanup_bucket_ms` is the granularity of cleanup timers.
     ///
     /// # Errors
@@ -174,7 +179,8 @@ where
         Ok(IntervalJoin {
             left: MapState::register(backend, &format!("{name}/left"))?,
             right: MapState::register(backend, &format!("{name}/right"))?,
-            timers: TimerService::register(backend, &format!("{name}/cleanup"))?,
+            left_timers: TimerService::register(backend, &format!("{name}/cleanup-left"))?,
+            right_timers: TimerService::register(backend, &format!("{name}/cleanup-right"))?,
             bounds,
             bucket: cleanup_bucket_ms,
             watermark: i64::MIN,
@@ -247,7 +253,7 @@ where
         self.stats.joined_pairs += pairs;
         // Removable once `ts + upper < T`, i.e. at the end of the bucket holding ts+upper.
         let cleanup = self.bucket_end(ts.saturating_add(self.bounds.upper));
-        self.timers.register_timer(backend, key, cleanup)
+        self.left_timers.register_timer(backend, key, cleanup)
     }
 
     /// Processes a right element, symmetrically to [`IntervalJoin::process_left`].
@@ -287,11 +293,11 @@ where
         self.stats.joined_pairs += pairs;
         // Removable once `ts - lower < T`.
         let cleanup = self.bucket_end(ts.saturating_sub(self.bounds.lower));
-        self.timers.register_timer(backend, key, cleanup)
+        self.right_timers.register_timer(backend, key, cleanup)
     }
 
     /// Advances the watermark to `watermark` and runs the cleanup timers it makes due: per
-    /// fired timer, one range delete on each side. Elements below the new watermark that
+    /// fired timer, one range delete on its side. Elements below the new watermark that
     /// arrive later are late.
     ///
     /// # Errors
@@ -306,24 +312,40 @@ where
         }
         self.watermark = watermark;
         loop {
-            let due = self.timers.pop_due(backend, watermark, TIMER_BATCH)?;
+            let due = self.left_timers.pop_due(backend, watermark, TIMER_BATCH)?;
             for (at, key) in &due {
                 self.stats.cleanup_timers += 1;
-                let left_end = at.saturating_sub(self.bounds.upper);
-                let right_end = at.saturating_add(self.bounds.lower);
-                let (left_start, right_start) = (
-                    left_end.saturating_sub(self.bucket),
-                    right_end.saturating_sub(self.bucket),
-                );
-                self.left
-                    .remove_range(backend, key, (left_start, 0)..(left_end, 0))?;
+                let end = at.saturating_sub(self.bounds.upper);
+                let start = end.saturating_sub(self.bucket);
+                self.left.remove_range(backend, key, (start, 0)..(end, 0))?;
+            }
+            if due.len() < TIMER_BATCH {
+                break;
+            }
+        }
+        loop {
+            let due = self.right_timers.pop_due(backend, watermark, TIMER_BATCH)?;
+            for (at, key) in &due {
+                self.stats.cleanup_timers += 1;
+                let end = at.saturating_add(self.bounds.lower);
+                let start = end.saturating_sub(self.bucket);
                 self.right
-                    .remove_range(backend, key, (right_start, 0)..(right_end, 0))?;
+                    .remove_range(backend, key, (start, 0)..(end, 0))?;
             }
             if due.len() < TIMER_BATCH {
                 return Ok(());
             }
         }
+    }
+
+    /// The time of the earliest pending cleanup timer of either side.
+    ///
+    /// # Errors
+    /// Backend errors.
+    pub fn next_cleanup<B: StateBackend + ?Sized>(&self, backend: &B) -> Result<Option<i64>> {
+        let left = backend.next_timer(self.left_timers.id())?;
+        let right = backend.next_timer(self.right_timers.id())?;
+        Ok(left.into_iter().chain(right).min())
     }
 }
 
@@ -384,7 +406,7 @@ mod tests {
         assert_eq!(out, vec![(1, 10), (1, 11)]);
         j.advance_watermark(&mut b, i64::MAX).unwrap();
         assert!(j.right.is_empty(&b, &k).unwrap() && j.left.is_empty(&b, &k).unwrap());
-        assert_eq!(b.next_timer(j.timers.id()).unwrap(), None);
+        assert_eq!(j.next_cleanup(&b).unwrap(), None);
     }
 
     #[test]
@@ -408,7 +430,7 @@ mod tests {
         assert!(stale.is_empty(), "{} stale left entries", stale.len());
         j.advance_watermark(&mut b, ts + 30 * MIN).unwrap();
         assert!(j.left.is_empty(&b, &k).unwrap() && j.right.is_empty(&b, &k).unwrap());
-        assert_eq!(b.next_timer(j.timers.id()).unwrap(), None);
+        assert_eq!(j.next_cleanup(&b).unwrap(), None);
     }
 
     #[test]
@@ -419,7 +441,7 @@ mod tests {
         }
         let mut timers = 0;
         b.scan_timers(
-            j.timers.id(),
+            j.left_timers.id(),
             statekit_backend::KeyGroupRange::all(16).unwrap(),
             &mut |_| {
                 timers += 1;
@@ -431,6 +453,24 @@ mod tests {
             timers, 1,
             "1000 elements within one second share one cleanup timer"
         );
+    }
+
+    #[test]
+    fn cleanup_timers_go_only_to_the_side_with_entries() {
+        let (mut b, mut j, k) = setup();
+        j.process_left(&mut b, &k, 0, &1, |_, _, _, _| {}).unwrap();
+        assert_eq!(b.next_timer(j.right_timers.id()).unwrap(), None);
+        assert_eq!(
+            b.next_timer(j.left_timers.id()).unwrap(),
+            Some(20 * MIN + 1000)
+        );
+        j.process_right(&mut b, &k, 5 * MIN, &7, |_, _, _, _| {})
+            .unwrap();
+        assert_eq!(j.next_cleanup(&b).unwrap(), Some(5 * MIN + 1000));
+        j.advance_watermark(&mut b, 5 * MIN + 1000).unwrap();
+        assert!(j.right.is_empty(&b, &k).unwrap());
+        assert_eq!(j.left.entries(&b, &k).unwrap().len(), 1);
+        assert_eq!(j.stats().cleanup_timers, 1);
     }
 
     #[test]
