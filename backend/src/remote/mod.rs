@@ -49,8 +49,9 @@
 //! separate multi-thread runtime, on the other cores ([`runtime`] has the measurements).
 //! `multi_get` runs its reads concurrently (up to [`RemoteConfig::max_concurrent_reads`] in
 //! flight); `prefetch` spawns scans on the background runtime that warm the block cache
-//! while later calls run. Calling the backend from inside an async runtime is an error, not
-//! a deadlock.
+//! while later calls run. A `file://` store reads its tables with `pread` on the thread that
+//! needs the block instead of through tokio's blocking pool ([`local_files`]). Calling the
+//! backend from inside an async runtime is an error, not a deadlock.
 
 mod config;
 mod faults;
