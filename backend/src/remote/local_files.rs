@@ -449,30 +449,14 @@ mod tests {
         let (files, _) = stores(dir.path());
         let table = Path::from("db/compacted/03.sst");
         run(async {
-            files
-                .put(&table, PutPayload::from(vec![1u8; 8]))
-                .await
-                .expect("put");
-            let first = files
-                .get(&table)
-                .await
-                .expect("get")
-                .bytes()
-                .await
-                .expect("bytes");
-            assert_eq!(first.as_ref(), &[1u8; 8]);
-            files
-                .put(&table, PutPayload::from(vec![2u8; 4]))
-                .await
-                .expect("put");
-            let second = files
-                .get(&table)
-                .await
-                .expect("get")
-                .bytes()
-                .await
-                .expect("bytes");
-            assert_eq!(second.as_ref(), &[2u8; 4]);
+            for content in [vec![1u8; 8], vec![2u8; 4]] {
+                files
+                    .put(&table, PutPayload::from(content.clone()))
+                    .await
+                    .expect("put");
+                let read = files.get(&table).await.expect("get").bytes().await;
+                assert_eq!(read.expect("bytes").as_ref(), content.as_slice());
+            }
             files.delete(&table).await.expect("delete");
             assert!(matches!(
                 files.get(&table).await,

@@ -311,31 +311,20 @@ where
             return Ok(());
         }
         self.watermark = watermark;
-        loop {
-            let due = self.left_timers.pop_due(backend, watermark, TIMER_BATCH)?;
-            for (at, key) in &due {
-                self.stats.cleanup_timers += 1;
-                let end = at.saturating_sub(self.bounds.upper);
-                let start = end.saturating_sub(self.bucket);
-                self.left.remove_range(backend, key, (start, 0)..(end, 0))?;
-            }
-            if due.len() < TIMER_BATCH {
-                break;
-            }
-        }
-        loop {
-            let due = self.right_timers.pop_due(backend, watermark, TIMER_BATCH)?;
-            for (at, key) in &due {
-                self.stats.cleanup_timers += 1;
-                let end = at.saturating_add(self.bounds.lower);
-                let start = end.saturating_sub(self.bucket);
-                self.right
-                    .remove_range(backend, key, (start, 0)..(end, 0))?;
-            }
-            if due.len() < TIMER_BATCH {
-                return Ok(());
-            }
-        }
+        let (upper, lower, bucket) = (self.bounds.upper, self.bounds.lower, self.bucket);
+        let (left, right) = (&self.left, &self.right);
+        // A left entry at `ts` is removable at `T` once `ts + upper < T`, a right one once
+        // `ts - lower < T`: the fired bucket is the `bucket` ms below `T - upper` (`T + lower`).
+        let fired_left = drain_due(backend, &self.left_timers, watermark, |b, at, key| {
+            let end = at.saturating_sub(upper);
+            left.remove_range(b, key, (end.saturating_sub(bucket), 0)..(end, 0))
+        })?;
+        let fired_right = drain_due(backend, &self.right_timers, watermark, |b, at, key| {
+            let end = at.saturating_add(lower);
+            right.remove_range(b, key, (end.saturating_sub(bucket), 0)..(end, 0))
+        })?;
+        self.stats.cleanup_timers += fired_left + fired_right;
+        Ok(())
     }
 
     /// The time of the earliest pending cleanup timer of either side.
@@ -346,6 +335,27 @@ where
         let left = backend.next_timer(self.left_timers.id())?;
         let right = backend.next_timer(self.right_timers.id())?;
         Ok(left.into_iter().chain(right).min())
+    }
+}
+
+/// Pops every timer of `timers` due at `watermark`, in batches, and hands each to `fire`;
+/// returns how many fired.
+fn drain_due<B: StateBackend + ?Sized>(
+    backend: &mut B,
+    timers: &TimerService,
+    watermark: i64,
+    mut fire: impl FnMut(&mut B, i64, &KeyContext) -> Result<()>,
+) -> Result<u64> {
+    let mut fired = 0;
+    loop {
+        let due = timers.pop_due(backend, watermark, TIMER_BATCH)?;
+        for (at, key) in &due {
+            fire(backend, *at, key)?;
+            fired += 1;
+        }
+        if due.len() < TIMER_BATCH {
+            return Ok(fired);
+        }
     }
 }
 
