@@ -53,12 +53,10 @@ pub(crate) struct LocalFiles {
 
 type OpenTables = HashMap<Path, Arc<OpenTable>>;
 
-fn forget_in(open: &Mutex<OpenTables>, location: &object_store::Result<Path>) {
-    if let Ok(location) = location {
-        open.lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(location);
-    }
+fn forget_in(open: &Mutex<OpenTables>, location: &Path) {
+    open.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(location);
 }
 
 impl LocalFiles {
@@ -75,10 +73,7 @@ impl LocalFiles {
     }
 
     fn forget(&self, location: &Path) {
-        self.open
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(location);
+        forget_in(&self.open, location);
     }
 
     fn table(&self, location: &Path) -> object_store::Result<Arc<OpenTable>> {
@@ -276,10 +271,12 @@ impl ObjectStore for LocalFiles {
         // Forgotten before and after the delete: a read racing it may have reopened the file.
         let before = Arc::clone(&self.open);
         let after = Arc::clone(&self.open);
-        let locations = locations.inspect(move |p| forget_in(&before, p)).boxed();
+        let locations = locations
+            .inspect(move |p| p.iter().for_each(|p| forget_in(&before, p)))
+            .boxed();
         self.inner
             .delete_stream(locations)
-            .inspect(move |p| forget_in(&after, p))
+            .inspect(move |p| p.iter().for_each(|p| forget_in(&after, p)))
             .boxed()
     }
 
