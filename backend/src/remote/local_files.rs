@@ -175,26 +175,24 @@ fn object_meta(location: &Path, metadata: &Metadata) -> ObjectMeta {
     }
 }
 
-#[cfg(unix)]
 fn read_at(file: &File, location: &Path, range: Range<u64>) -> object_store::Result<Bytes> {
-    use std::os::unix::fs::FileExt;
     let len = usize::try_from(range.end - range.start).map_err(|e| generic(location, e))?;
     let mut buf = vec![0; len];
-    file.read_exact_at(&mut buf, range.start)
-        .map_err(|e| io_error(location, e))?;
+    read_exact_at(file, &mut buf, range.start).map_err(|e| io_error(location, e))?;
     Ok(Bytes::from(buf))
 }
 
+#[cfg(unix)]
+fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+}
+
 #[cfg(not(unix))]
-fn read_at(file: &File, location: &Path, range: Range<u64>) -> object_store::Result<Bytes> {
+fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
     use std::io::{Read, Seek, SeekFrom};
-    let len = usize::try_from(range.end - range.start).map_err(|e| generic(location, e))?;
-    let mut buf = vec![0; len];
-    let mut file = file.try_clone().map_err(|e| io_error(location, e))?;
-    file.seek(SeekFrom::Start(range.start))
-        .and_then(|_| file.read_exact(&mut buf))
-        .map_err(|e| io_error(location, e))?;
-    Ok(Bytes::from(buf))
+    let mut file = file.try_clone()?;
+    file.seek(SeekFrom::Start(offset))?;
+    file.read_exact(buf)
 }
 
 impl fmt::Display for LocalFiles {

@@ -44,9 +44,9 @@
 //! delete an empty bucket of clicks too. When a left timer fires at `T` (so `T <= W`), the
 //! operator deletes the left entries with `ts` in `[T - bucket - upper, T - upper)`; a right
 //! timer the right entries with `ts` in `[T - bucket + lower, T + lower)`: the entries whose
-//! cleanup bucket ends at `T`, none of which can join any more. Entries of earlier buckets went with
-//! their own (earlier) timers, so the range needs no open lower end; a bounded one keeps the
-//! delete from walking over the tombstones of earlier cleanups in an LSM engine without
+//! cleanup bucket ends at `T`, none of which can join any more. Entries of earlier buckets went
+//! with their own (earlier) timers, so the range needs no open lower end; a bounded one keeps
+//! the delete from walking over the tombstones of earlier cleanups in an LSM engine without
 //! range deletes (SlateDB), and keeps RocksDB's range tombstones narrow.
 //!
 //! # Example
