@@ -230,6 +230,29 @@ impl<'a> UserKeyRange<'a> {
             _ => false,
         }
     }
+
+    /// The same keys as `[lower, upper)` with owned bounds (`None` = open), the form of
+    /// [`WriteBatch::delete_range`]: the smallest key above `k` is `k` followed by a zero
+    /// byte, so an excluded lower or included upper bound `k` becomes `k ++ [0]`.
+    pub fn to_half_open(&self) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+        let successor = |k: &[u8]| {
+            let mut next = Vec::with_capacity(k.len() + 1);
+            next.extend_from_slice(k);
+            next.push(0);
+            next
+        };
+        let lower = match self.lower {
+            Bound::Included(l) => Some(l.to_vec()),
+            Bound::Excluded(l) => Some(successor(l)),
+            Bound::Unbounded => None,
+        };
+        let upper = match self.upper {
+            Bound::Included(u) => Some(successor(u)),
+            Bound::Excluded(u) => Some(u.to_vec()),
+            Bound::Unbounded => None,
+        };
+        (lower, upper)
+    }
 }
 
 /// The user keys that start with a prefix, as an owned bounded range: prefix iteration is a
@@ -763,5 +786,31 @@ mod tests {
         assert!(p.as_range().contains(b"ab"));
         assert!(p.as_range().contains(b"ab\xff\xff"));
         assert!(!p.as_range().contains(b"ac"));
+    }
+
+    fn bound(kind: u8, key: &[u8]) -> Bound<&[u8]> {
+        match kind % 3 {
+            0 => Bound::Included(key),
+            1 => Bound::Excluded(key),
+            _ => Bound::Unbounded,
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn half_open_form_holds_the_same_keys(
+            lower in proptest::collection::vec(0u8..3, 0..4),
+            upper in proptest::collection::vec(0u8..3, 0..4),
+            kinds in (0u8..3, 0u8..3),
+            key in proptest::collection::vec(0u8..3, 0..5),
+        ) {
+            let range = UserKeyRange::new(bound(kinds.0, &lower), bound(kinds.1, &upper));
+            let (lo, hi) = range.to_half_open();
+            let half_open = UserKeyRange::new(
+                lo.as_deref().map_or(Bound::Unbounded, Bound::Included),
+                hi.as_deref().map_or(Bound::Unbounded, Bound::Excluded),
+            );
+            proptest::prop_assert_eq!(range.contains(&key), half_open.contains(&key));
+        }
     }
 }

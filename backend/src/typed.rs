@@ -13,7 +13,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::backend::{
-    Direction, Scope, StateBackend, StateDescriptor, StateId, StateKind, Timer, UserKeyRange, Visit,
+    Direction, Scope, StateBackend, StateDescriptor, StateId, StateKind, Timer, UserKeyRange,
+    Visit, WriteBatch,
 };
 use crate::codec::{
     decode_key, decode_value, encode_key, encode_value, get_length_prefixed, put_length_prefixed,
@@ -516,6 +517,19 @@ impl<K: KeyCodec, V: Serialize + DeserializeOwned> MapState<K, V> {
         backend.delete_range(ctx.scope(self.id), encoded.as_range())
     }
 
+    /// Adds a range delete of the keys in `range` to `batch`: cleanups of many keys written
+    /// together, which a backend without native range deletes can apply in one pass.
+    pub fn remove_range_in<R: RangeBounds<K>>(
+        &self,
+        batch: &mut WriteBatch,
+        ctx: &KeyContext,
+        range: R,
+    ) {
+        let encoded = EncodedRange::new(&range);
+        let (lower, upper) = encoded.as_range().to_half_open();
+        batch.delete_range(ctx.scope(self.id), lower.as_deref(), upper.as_deref());
+    }
+
     /// Removes the whole map.
     ///
     /// # Errors
@@ -791,6 +805,17 @@ mod tests {
             .map(|e| e.0)
             .collect();
         assert_eq!(keys, vec![3, 10, 200]);
+        let mut batch = WriteBatch::new();
+        m.remove_range_in(&mut batch, &ctx, 3..=3);
+        m.remove_range_in(&mut batch, &ctx, (Bound::Excluded(10), Bound::Unbounded));
+        crate::StateWrite::write(&mut b, batch).unwrap();
+        let keys: Vec<i64> = m
+            .entries(&b, &ctx)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.0)
+            .collect();
+        assert_eq!(keys, vec![10]);
         assert!(!m.is_empty(&b, &ctx).unwrap());
         m.clear(&mut b, &ctx).unwrap();
         assert!(m.is_empty(&b, &ctx).unwrap());

@@ -952,6 +952,65 @@ pub fn write_batch_is_atomic<F: BackendFactory>() {
     b.write(WriteBatch::new()).unwrap();
 }
 
+/// A batch of many range deletes over many keys and key groups, in no particular order, with
+/// overlaps, empty scopes and writes before and after them: what a batch of fired cleanup
+/// timers writes.
+pub fn range_deletes_in_one_batch<F: BackendFactory>() {
+    let h = Harness::<F>::new();
+    let mut b = h.open();
+    let s = map_state(&mut b, "s");
+    let t = map_state(&mut b, "t");
+    let addrs: Vec<Addr> = (0..24u32)
+        .map(|i| Addr::new(format!("user-{i}").as_bytes(), b""))
+        .collect();
+    // Expected entries per (state, addr index): the timestamps left.
+    let mut want: BTreeMap<(StateId, usize), BTreeSet<u64>> = BTreeMap::new();
+    for (i, a) in addrs.iter().enumerate() {
+        for state in [s, t] {
+            // Every third key of `t` holds nothing: its deletes find an empty scope.
+            if state == t && i % 3 == 0 {
+                continue;
+            }
+            for ts in 0..12u64 {
+                b.put(a.scope(state), &ts_key(ts), b"v").unwrap();
+                want.entry((state, i)).or_default().insert(ts);
+            }
+        }
+    }
+    let mut batch = WriteBatch::new();
+    // Scopes in reverse order, so the batch is not sorted by key.
+    for (i, a) in addrs.iter().enumerate().rev() {
+        let (lo, hi) = ((i % 5) as u64, (i % 5) as u64 + 4);
+        for state in [s, t] {
+            // A put inside the range before the delete goes with it.
+            batch.put(a.scope(state), &ts_key(lo + 1), b"new");
+            batch.delete_range(a.scope(state), Some(&ts_key(lo)), Some(&ts_key(hi)));
+            // An overlapping second range on the same scope.
+            batch.delete_range(a.scope(state), Some(&ts_key(hi - 1)), Some(&ts_key(hi + 1)));
+            if let Some(left) = want.get_mut(&(state, i)) {
+                left.retain(|ts| !(lo..=hi).contains(ts));
+            }
+            // A put after the deletes, inside their ranges, stays.
+            if i % 2 == 0 {
+                batch.put(a.scope(state), &ts_key(lo), b"after");
+                want.entry((state, i)).or_default().insert(lo);
+            }
+        }
+    }
+    b.write(batch).unwrap();
+    for (i, a) in addrs.iter().enumerate() {
+        for state in [s, t] {
+            let got: BTreeSet<u64> =
+                scan_all(&b, a.scope(state), UserKeyRange::all(), Direction::Forward)
+                    .iter()
+                    .map(|(k, _)| u64::from_be_bytes(k[..].try_into().unwrap()))
+                    .collect();
+            let expected = want.get(&(state, i)).cloned().unwrap_or_default();
+            assert_eq!(got, expected, "state {state:?}, key {i}");
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Checkpoints, restore, rescale
 

@@ -67,6 +67,7 @@ macro_rules! conformance_suite {
             ttl_expiry,
             timers_fire_in_order,
             write_batch_is_atomic,
+            range_deletes_in_one_batch,
             checkpoint_then_restore_equals_original,
             restore_of_a_key_group_sub_range,
             rescale_two_to_three_and_one,

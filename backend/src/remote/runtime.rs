@@ -31,10 +31,17 @@ use crate::error::{Error, ErrorKind, Result};
 static BACKGROUND: OnceLock<std::result::Result<Runtime, String>> = OnceLock::new();
 static CALLER: OnceLock<std::result::Result<Runtime, String>> = OnceLock::new();
 
+/// The cores this process may use, read once: `available_parallelism` reads cgroup files
+/// on every call, far too slow for a write path.
+pub(crate) fn cores() -> usize {
+    static CORES: OnceLock<usize> = OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// Worker threads of the background runtime: compaction and uploads beside one calling
 /// thread on a small machine, without oversubscribing a large one.
 fn background_workers() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4))
+    cores().clamp(2, 4)
 }
 
 fn started(

@@ -24,8 +24,9 @@
 //!   `[ts + lower, ts + upper]`, a right element at `ts` reads the left entries in
 //!   `[ts - upper, ts - lower]`, each with one [`MapState::for_each_in_range`] (a seek to the
 //!   lower bound that stops at the upper bound);
-//! - cleanup deletes the expired bucket of one side with one [`MapState::remove_range`],
-//!   without reading it.
+//! - cleanup deletes the expired bucket of one side with one range delete
+//!   ([`MapState::remove_range_in`]), without reading it; the deletes of a batch of fired
+//!   timers go to the backend as one write.
 //!
 //! Flink's own implementation keeps a `MapState<Long, List<...>>` and iterates the *whole*
 //! map of the key on every element and every cleanup timer: on a hot key holding thousands
@@ -77,7 +78,7 @@ use std::ops::Bound;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use statekit_backend::typed::{KeyContext, MapState, TimerService};
-use statekit_backend::{Direction, Error, Result, StateBackend, Visit};
+use statekit_backend::{Direction, Error, Result, StateBackend, Visit, WriteBatch};
 
 /// The join interval: a right element at `r.ts` joins a left element at `l.ts` when
 /// `l.ts + lower <= r.ts <= l.ts + upper`.
@@ -297,8 +298,8 @@ where
     }
 
     /// Advances the watermark to `watermark` and runs the cleanup timers it makes due: per
-    /// fired timer, one range delete on its side. Elements below the new watermark that
-    /// arrive later are late.
+    /// fired timer, one range delete on its side, written per batch of popped timers.
+    /// Elements below the new watermark that arrive later are late.
     ///
     /// # Errors
     /// Backend errors.
@@ -315,13 +316,13 @@ where
         let (left, right) = (&self.left, &self.right);
         // A left entry at `ts` is removable at `T` once `ts + upper < T`, a right one once
         // `ts - lower < T`: the fired bucket is the `bucket` ms below `T - upper` (`T + lower`).
-        let fired_left = drain_due(backend, &self.left_timers, watermark, |b, at, key| {
+        let fired_left = drain_due(backend, &self.left_timers, watermark, |batch, at, key| {
             let end = at.saturating_sub(upper);
-            left.remove_range(b, key, (end.saturating_sub(bucket), 0)..(end, 0))
+            left.remove_range_in(batch, key, (end.saturating_sub(bucket), 0)..(end, 0));
         })?;
-        let fired_right = drain_due(backend, &self.right_timers, watermark, |b, at, key| {
+        let fired_right = drain_due(backend, &self.right_timers, watermark, |batch, at, key| {
             let end = at.saturating_add(lower);
-            right.remove_range(b, key, (end.saturating_sub(bucket), 0)..(end, 0))
+            right.remove_range_in(batch, key, (end.saturating_sub(bucket), 0)..(end, 0));
         })?;
         self.stats.cleanup_timers += fired_left + fired_right;
         Ok(())
@@ -338,20 +339,25 @@ where
     }
 }
 
-/// Pops every timer of `timers` due at `watermark`, in batches, and hands each to `fire`;
-/// returns how many fired.
+/// Pops every timer of `timers` due at `watermark`, in batches, lets `fire` add each one's
+/// cleanup to a write batch and writes the batch: one write per popped batch, which a backend
+/// without native range deletes (remote) applies with one iterator. Returns how many fired.
 fn drain_due<B: StateBackend + ?Sized>(
     backend: &mut B,
     timers: &TimerService,
     watermark: i64,
-    mut fire: impl FnMut(&mut B, i64, &KeyContext) -> Result<()>,
+    mut fire: impl FnMut(&mut WriteBatch, i64, &KeyContext),
 ) -> Result<u64> {
     let mut fired = 0;
     loop {
         let due = timers.pop_due(backend, watermark, TIMER_BATCH)?;
+        let mut batch = WriteBatch::new();
         for (at, key) in &due {
-            fire(backend, *at, key)?;
+            fire(&mut batch, *at, key);
             fired += 1;
+        }
+        if !batch.is_empty() {
+            backend.write(batch)?;
         }
         if due.len() < TIMER_BATCH {
             return Ok(fired);
