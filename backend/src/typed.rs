@@ -797,25 +797,20 @@ mod tests {
             .map(|e| e.0)
             .collect();
         assert_eq!(keys, vec![-1, 0, 3]);
+        let keys_of = |b: &MemoryBackend| -> Vec<i64> {
+            m.entries(b, &ctx)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.0)
+                .collect()
+        };
         m.remove_range(&mut b, &ctx, ..=0).unwrap();
-        let keys: Vec<i64> = m
-            .entries(&b, &ctx)
-            .unwrap()
-            .into_iter()
-            .map(|e| e.0)
-            .collect();
-        assert_eq!(keys, vec![3, 10, 200]);
+        assert_eq!(keys_of(&b), vec![3, 10, 200]);
         let mut batch = WriteBatch::new();
         m.remove_range_in(&mut batch, &ctx, 3..=3);
         m.remove_range_in(&mut batch, &ctx, (Bound::Excluded(10), Bound::Unbounded));
         crate::StateWrite::write(&mut b, batch).unwrap();
-        let keys: Vec<i64> = m
-            .entries(&b, &ctx)
-            .unwrap()
-            .into_iter()
-            .map(|e| e.0)
-            .collect();
-        assert_eq!(keys, vec![10]);
+        assert_eq!(keys_of(&b), vec![10]);
         assert!(!m.is_empty(&b, &ctx).unwrap());
         m.clear(&mut b, &ctx).unwrap();
         assert!(m.is_empty(&b, &ctx).unwrap());

@@ -21,7 +21,8 @@
 //! SlateDB 0.18 depends on `object_store` 0.14.2, the version this crate uses directly, so one
 //! store type serves both. What SlateDB lacks, and how it is bridged:
 //! - no range delete: `delete_range` scans the keys in the range (only the range) and deletes
-//!   them in one atomic batch;
+//!   them in one atomic batch; a write holding many range deletes (a batch of cleanup
+//!   timers) scans their ranges on the calling thread and the background workers at once;
 //! - its TTL uses its own clock and cannot express "a merge onto an expired value starts
 //!   afresh"; statekit keeps expiry in its records instead (clock from
 //!   [`InstanceConfig::clock`]), and removes expired entries with an incremental sweep, as the
