@@ -582,6 +582,10 @@ impl RemoteBackend {
                 }
             }
         }
+        // Most writes have no range delete: no runtime entry, no allocation.
+        if ranges.is_empty() {
+            return Ok(BTreeSet::new());
+        }
         let what = self.what();
         let lanes = runtime::cores();
         let mut spawned = Vec::new();
