@@ -205,6 +205,15 @@ impl<'a> UserKeyRange<'a> {
         UserKeyRange::new(Bound::Included(lower), Bound::Excluded(upper))
     }
 
+    /// `[lower, upper)` with `None` for an open end: the range of a batch's
+    /// [`WriteOp::DeleteRange`], the inverse of [`UserKeyRange::to_half_open`].
+    pub fn from_half_open(lower: Option<&'a [u8]>, upper: Option<&'a [u8]>) -> Self {
+        UserKeyRange::new(
+            lower.map_or(Bound::Unbounded, Bound::Included),
+            upper.map_or(Bound::Unbounded, Bound::Excluded),
+        )
+    }
+
     /// Whether `user_key` lies inside the range.
     pub fn contains(&self, user_key: &[u8]) -> bool {
         let above = match self.lower {
@@ -806,10 +815,7 @@ mod tests {
         ) {
             let range = UserKeyRange::new(bound(kinds.0, &lower), bound(kinds.1, &upper));
             let (lo, hi) = range.to_half_open();
-            let half_open = UserKeyRange::new(
-                lo.as_deref().map_or(Bound::Unbounded, Bound::Included),
-                hi.as_deref().map_or(Bound::Unbounded, Bound::Excluded),
-            );
+            let half_open = UserKeyRange::from_half_open(lo.as_deref(), hi.as_deref());
             proptest::prop_assert_eq!(range.contains(&key), half_open.contains(&key));
         }
     }

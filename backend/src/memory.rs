@@ -11,7 +11,6 @@
 //! stop-the-world pass.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ops::Bound;
 
 use hashbrown::{Equivalent, HashMap};
 
@@ -216,10 +215,7 @@ impl MemoryBackend {
                 lower,
                 upper,
             } => {
-                let range = UserKeyRange::new(
-                    lower.as_deref().map_or(Bound::Unbounded, Bound::Included),
-                    upper.as_deref().map_or(Bound::Unbounded, Bound::Excluded),
-                );
+                let range = UserKeyRange::from_half_open(lower.as_deref(), upper.as_deref());
                 self.apply_delete_range(&scope.as_scope(), range);
             }
         }

@@ -389,14 +389,9 @@ impl TraceWriter {
                 upper,
             } => {
                 Self::scope_fields(&mut self.buf, &scope.as_scope());
-                Self::bound(
-                    &mut self.buf,
-                    lower.as_deref().map_or(Bound::Unbounded, Bound::Included),
-                );
-                Self::bound(
-                    &mut self.buf,
-                    upper.as_deref().map_or(Bound::Unbounded, Bound::Excluded),
-                );
+                let range = UserKeyRange::from_half_open(lower.as_deref(), upper.as_deref());
+                Self::bound(&mut self.buf, range.lower);
+                Self::bound(&mut self.buf, range.upper);
             }
         }
     }
@@ -519,14 +514,10 @@ impl TraceWriter {
                     }
                     WriteOp::Delete { user_key, .. } => Self::bytes(&mut self.buf, user_key),
                     WriteOp::DeleteRange { lower, upper, .. } => {
-                        Self::bound(
-                            &mut self.buf,
-                            lower.as_deref().map_or(Bound::Unbounded, Bound::Included),
-                        );
-                        Self::bound(
-                            &mut self.buf,
-                            upper.as_deref().map_or(Bound::Unbounded, Bound::Excluded),
-                        );
+                        let range =
+                            UserKeyRange::from_half_open(lower.as_deref(), upper.as_deref());
+                        Self::bound(&mut self.buf, range.lower);
+                        Self::bound(&mut self.buf, range.upper);
                     }
                 }
             }
@@ -1471,10 +1462,7 @@ pub fn replay(
                     lower,
                     upper,
                 } => {
-                    let range = UserKeyRange::new(
-                        lower.as_deref().map_or(Bound::Unbounded, Bound::Included),
-                        upper.as_deref().map_or(Bound::Unbounded, Bound::Excluded),
-                    );
+                    let range = UserKeyRange::from_half_open(lower.as_deref(), upper.as_deref());
                     backend.delete_range(scope.as_scope(), range)?;
                 }
             },

@@ -573,10 +573,7 @@ impl RemoteBackend {
         for op in ops {
             if let WriteOp::DeleteRange { lower, upper, .. } = op {
                 let prefix = self.kv_prefix(&op.scope().as_scope())?;
-                let range = UserKeyRange::new(
-                    lower.as_deref().map_or(Bound::Unbounded, Bound::Included),
-                    upper.as_deref().map_or(Bound::Unbounded, Bound::Excluded),
-                );
+                let range = UserKeyRange::from_half_open(lower.as_deref(), upper.as_deref());
                 if let Some(bounds) = user_range(&prefix, &range) {
                     ranges.push((prefix, bounds));
                 }
@@ -657,10 +654,7 @@ impl RemoteBackend {
                 touched.insert(key);
             }
             WriteOp::DeleteRange { lower, upper, .. } => {
-                let range = UserKeyRange::new(
-                    lower.as_deref().map_or(Bound::Unbounded, Bound::Included),
-                    upper.as_deref().map_or(Bound::Unbounded, Bound::Excluded),
-                );
+                let range = UserKeyRange::from_half_open(lower.as_deref(), upper.as_deref());
                 let Some(bounds) = user_range(&prefix, &range) else {
                     return Ok(());
                 };

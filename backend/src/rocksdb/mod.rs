@@ -422,14 +422,7 @@ impl RocksDbBackend {
                 0
             }
             WriteOp::DeleteRange { lower, upper, .. } => {
-                let range = UserKeyRange::new(
-                    lower
-                        .as_deref()
-                        .map_or(std::ops::Bound::Unbounded, std::ops::Bound::Included),
-                    upper
-                        .as_deref()
-                        .map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded),
-                );
+                let range = UserKeyRange::from_half_open(lower.as_deref(), upper.as_deref());
                 if let Some((lo, Some(hi))) = scope_bounds(&scope_prefix(&scope), &range) {
                     batch.delete_range_cf(cf, lo, hi);
                 }
