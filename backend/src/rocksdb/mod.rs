@@ -71,7 +71,21 @@ pub struct RocksDbSettings {
     pub config: RocksDbConfig,
     /// Write a WAL (off by default: checkpoints make state durable).
     pub wal: bool,
+    /// A bounded range delete that covers at most this many stored keys is written as point
+    /// deletes of those keys instead of a range tombstone (0: always a tombstone). See
+    /// [`DEFAULT_POINT_DELETE_LIMIT`].
+    pub point_delete_limit: usize,
 }
+
+/// Default of [`RocksDbSettings::point_delete_limit`].
+///
+/// RocksDB range tombstones are meant for large ranges. Each one a flush or a non-bottommost
+/// compaction writes costs a size estimate over the overlapping files of every lower level
+/// (`compensated_range_deletion_size`, one index lookup per file, read from disk under direct
+/// I/O), so millions of tiny ones (an interval join's cleanup timers delete a few entries each)
+/// stall writes for minutes. A bounded seek and a few point deletes cost microseconds, which
+/// is what Flink's interval join does too (it removes map entries one by one).
+pub const DEFAULT_POINT_DELETE_LIMIT: usize = 64;
 
 impl RocksDbSettings {
     /// Settings with RocksDB's default options, no WAL.
@@ -81,6 +95,7 @@ impl RocksDbSettings {
             resources,
             config: RocksDbConfig::default(),
             wal: false,
+            point_delete_limit: DEFAULT_POINT_DELETE_LIMIT,
         }
     }
 
@@ -93,6 +108,12 @@ impl RocksDbSettings {
     /// Turns the WAL on or off.
     pub fn with_wal(mut self, wal: bool) -> Self {
         self.wal = wal;
+        self
+    }
+
+    /// Sets [`RocksDbSettings::point_delete_limit`].
+    pub fn with_point_delete_limit(mut self, limit: usize) -> Self {
+        self.point_delete_limit = limit;
         self
     }
 }
@@ -393,28 +414,36 @@ impl RocksDbBackend {
     }
 
     /// Adds one operation to a RocksDB batch; returns the user bytes it writes.
-    fn add_op(&self, batch: &mut ::rocksdb::WriteBatch, op: &WriteOp) -> Result<u64> {
+    ///
+    /// `written` collects the keys the batch puts or merges, when it has range deletes: a
+    /// range delete written as point deletes must remove those too, as a tombstone would.
+    fn add_op(
+        &self,
+        batch: &mut ::rocksdb::WriteBatch,
+        op: &WriteOp,
+        written: Option<&mut Vec<(StateId, Vec<u8>)>>,
+    ) -> Result<u64> {
         let scope = op.scope().as_scope();
         let cf = self.cf(scope.state)?;
         Ok(match op {
             WriteOp::Put {
                 user_key, value, ..
             } => {
-                batch.put_cf(
-                    cf,
-                    entry_key(&scope, user_key),
-                    self.encode_value(scope.state, value),
-                );
+                let key = entry_key(&scope, user_key);
+                batch.put_cf(cf, &key, self.encode_value(scope.state, value));
+                if let Some(written) = written {
+                    written.push((scope.state, key));
+                }
                 (user_key.len() + value.len()) as u64
             }
             WriteOp::Merge {
                 user_key, operand, ..
             } => {
-                batch.merge_cf(
-                    cf,
-                    entry_key(&scope, user_key),
-                    self.encode_value(scope.state, operand),
-                );
+                let key = entry_key(&scope, user_key);
+                batch.merge_cf(cf, &key, self.encode_value(scope.state, operand));
+                if let Some(written) = written {
+                    written.push((scope.state, key));
+                }
                 (user_key.len() + operand.len()) as u64
             }
             WriteOp::Delete { user_key, .. } => {
@@ -424,11 +453,56 @@ impl RocksDbBackend {
             WriteOp::DeleteRange { lower, upper, .. } => {
                 let range = UserKeyRange::from_half_open(lower.as_deref(), upper.as_deref());
                 if let Some((lo, Some(hi))) = scope_bounds(&scope_prefix(&scope), &range) {
-                    batch.delete_range_cf(cf, lo, hi);
+                    let written = written.map_or(&[][..], |w| w.as_slice());
+                    self.add_range_delete(batch, scope.state, lo, hi, written)?;
                 }
                 0
             }
         })
+    }
+
+    /// Adds the deletion of raw keys `[lo, hi)` of one state to a batch: point deletes of the
+    /// stored keys and of the batch's own earlier writes (`written`) in range when there are
+    /// at most [`RocksDbSettings::point_delete_limit`] stored keys, else one range tombstone.
+    fn add_range_delete(
+        &self,
+        batch: &mut ::rocksdb::WriteBatch,
+        state: StateId,
+        lo: Vec<u8>,
+        hi: Vec<u8>,
+        written: &[(StateId, Vec<u8>)],
+    ) -> Result<()> {
+        let cf = self.cf(state)?;
+        let limit = self.settings.point_delete_limit;
+        let mut stored = Vec::new();
+        if limit > 0 {
+            let mut ro = ReadOptions::default();
+            ro.set_iterate_lower_bound(lo.clone());
+            ro.set_iterate_upper_bound(hi.clone());
+            let mut iter = self.db().raw_iterator_cf_opt(cf, ro);
+            iter.seek_to_first();
+            while let Some(k) = iter.key() {
+                if stored.len() == limit {
+                    break;
+                }
+                stored.push(k.to_vec());
+                iter.next();
+            }
+            iter.status()
+                .map_err(|e| rocks_err("range delete scan", e))?;
+            if !iter.valid() {
+                let in_range = |k: &[u8]| lo.as_slice() <= k && k < hi.as_slice();
+                for key in &stored {
+                    batch.delete_cf(cf, key);
+                }
+                for (_, key) in written.iter().filter(|(s, k)| *s == state && in_range(k)) {
+                    batch.delete_cf(cf, key);
+                }
+                return Ok(());
+            }
+        }
+        batch.delete_range_cf(cf, lo, hi);
+        Ok(())
     }
 
     fn write_batch(&self, batch: ::rocksdb::WriteBatch) -> Result<()> {
@@ -697,19 +771,24 @@ impl StateWrite for RocksDbBackend {
         let Some((lower, Some(upper))) = scope_bounds(&scope_prefix(&scope), &range) else {
             return Ok(());
         };
-        self.db()
-            .delete_range_cf_opt(self.cf(scope.state)?, lower, upper, &self.write_opts)
-            .map_err(|e| rocks_err("delete_range", e))
+        let mut batch = ::rocksdb::WriteBatch::default();
+        self.add_range_delete(&mut batch, scope.state, lower, upper, &[])?;
+        self.write_batch(batch)
     }
 
     fn write(&mut self, batch: WriteBatch) -> Result<()> {
         for op in batch.ops() {
             self.check_kv(&op.scope().as_scope())?;
         }
+        let has_range_deletes = batch
+            .ops()
+            .iter()
+            .any(|op| matches!(op, WriteOp::DeleteRange { .. }));
+        let mut written = Vec::new();
         let mut rb = ::rocksdb::WriteBatch::default();
         let mut bytes = 0;
         for op in batch.ops() {
-            bytes += self.add_op(&mut rb, op)?;
+            bytes += self.add_op(&mut rb, op, has_range_deletes.then_some(&mut written))?;
         }
         self.write_batch(rb)?;
         self.user_bytes_written += bytes;

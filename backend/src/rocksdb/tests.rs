@@ -40,11 +40,14 @@ impl Env {
     }
 
     fn open(&self) -> RocksDbBackend {
-        RocksDbBackend::open(
-            self.config(),
-            RocksDbSettings::new(self.dir.path().join("local"), resources()),
-        )
-        .unwrap()
+        self.open_with(RocksDbSettings::new(
+            self.dir.path().join("local"),
+            resources(),
+        ))
+    }
+
+    fn open_with(&self, settings: RocksDbSettings) -> RocksDbBackend {
+        RocksDbBackend::open(self.config(), settings).unwrap()
     }
 }
 
@@ -73,6 +76,88 @@ fn noise(seed: u32) -> Vec<u8> {
 
 fn shared_files(storage: &LocalDirStorage) -> Vec<String> {
     storage.list("shared").unwrap()
+}
+
+/// Point deletes RocksDB holds in a state's active memtable.
+fn memtable_point_deletes(b: &RocksDbBackend, state: StateId) -> u64 {
+    b.db()
+        .property_int_value_cf(b.cf(state).unwrap(), "rocksdb.num-deletes-active-mem-table")
+        .unwrap()
+        .unwrap()
+}
+
+/// Range tombstones in a state's SST files.
+fn file_range_tombstones(b: &RocksDbBackend, state: StateId) -> String {
+    let props = b
+        .db()
+        .property_value_cf(b.cf(state).unwrap(), "rocksdb.aggregated-table-properties")
+        .unwrap()
+        .unwrap();
+    props
+        .split("; ")
+        .find(|p| p.starts_with("# range deletions"))
+        .unwrap_or_else(|| panic!("no range deletion count in {props}"))
+        .to_string()
+}
+
+fn user_keys(b: &RocksDbBackend, scope: Scope<'_>) -> Vec<Vec<u8>> {
+    let mut keys = Vec::new();
+    b.scan(
+        scope,
+        UserKeyRange::all(),
+        Direction::Forward,
+        &mut |k, _| {
+            keys.push(k.to_vec());
+            Ok(Visit::Continue)
+        },
+    )
+    .unwrap();
+    keys
+}
+
+#[test]
+fn small_range_deletes_become_point_deletes_large_ones_tombstones() {
+    let env = Env::new();
+    let settings =
+        RocksDbSettings::new(env.dir.path().join("local"), resources()).with_point_delete_limit(3);
+    let mut b = env.open_with(settings);
+    let s = b
+        .register_state(&StateDescriptor::new("rows", StateKind::Map))
+        .unwrap();
+    for i in 0..3u8 {
+        b.put(scope(s, b"few"), &[i], b"v").unwrap();
+    }
+    for i in 0..10u8 {
+        b.put(scope(s, b"many"), &[i], b"v").unwrap();
+    }
+
+    let mut batch = WriteBatch::new();
+    batch
+        .put(scope(s, b"few"), &[7], b"written before")
+        .delete_range(scope(s, b"few"), None, None)
+        .put(scope(s, b"few"), &[9], b"written after")
+        .delete_range(scope(s, b"many"), Some(&[2]), Some(&[8]));
+    b.write(batch).unwrap();
+
+    // Three stored keys plus the batch's own put: point deletes, no tombstone.
+    assert_eq!(user_keys(&b, scope(s, b"few")), vec![vec![9u8]]);
+    assert_eq!(memtable_point_deletes(&b, s), 4);
+    // Six stored keys are above the limit: one tombstone.
+    assert_eq!(
+        user_keys(&b, scope(s, b"many")),
+        vec![vec![0u8], vec![1], vec![8], vec![9]]
+    );
+
+    // The single-call form takes the same path.
+    let below_two = UserKeyRange::from_half_open(None, Some(&[2]));
+    b.delete_range(scope(s, b"many"), below_two).unwrap();
+    assert_eq!(memtable_point_deletes(&b, s), 6, "two keys: point deletes");
+    assert_eq!(user_keys(&b, scope(s, b"many")), vec![vec![8u8], vec![9]]);
+    // One tombstone in all, and the deletes hold in the files too.
+    b.db().flush_cf(b.cf(s).unwrap()).unwrap();
+    assert_eq!(file_range_tombstones(&b, s), "# range deletions=1");
+    assert_eq!(user_keys(&b, scope(s, b"few")), vec![vec![9u8]]);
+    assert_eq!(user_keys(&b, scope(s, b"many")), vec![vec![8u8], vec![9]]);
 }
 
 #[test]
