@@ -35,3 +35,29 @@ impl statekit_tests::BackendFactory for RocksDb {
 }
 
 statekit_tests::conformance_suite!(RocksDb);
+
+/// The same suite with small range deletes written as point deletes.
+mod point_deletes {
+    use super::*;
+    use statekit_backend::rocksdb::RocksDbConfig;
+
+    struct PointDeletes(RocksDb);
+
+    impl statekit_tests::BackendFactory for PointDeletes {
+        type Backend = RocksDbBackend;
+
+        fn new() -> Self {
+            PointDeletes(RocksDb::new())
+        }
+
+        fn open(&self, config: InstanceConfig) -> Result<RocksDbBackend> {
+            let mut rocksdb = RocksDbConfig::default();
+            rocksdb.backend.point_delete_limit = Some(64);
+            let settings =
+                RocksDbSettings::new(self.0.dir.path(), resources()).with_config(rocksdb);
+            RocksDbBackend::open(config, settings)
+        }
+    }
+
+    statekit_tests::conformance_suite!(PointDeletes);
+}

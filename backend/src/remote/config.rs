@@ -138,6 +138,17 @@ pub struct RemoteConfig {
     pub disk_cache: Size,
     /// How many object-store reads one `multi_get` or prefetch keeps in flight.
     pub max_concurrent_reads: usize,
+    /// Seconds a table replaced by compaction stays in the store before SlateDB's garbage
+    /// collector deletes it; tables a retained checkpoint needs stay regardless. SlateDB's
+    /// own default is a day, which at standard ad-click rates held three times the live state
+    /// on disk. Reads in this process finish within seconds, so the default is ten minutes;
+    /// raise it when other processes read the databases directly.
+    #[serde(default = "default_gc_min_age_secs")]
+    pub gc_min_age_secs: u64,
+}
+
+fn default_gc_min_age_secs() -> u64 {
+    600
 }
 
 fn zero_size() -> Size {
@@ -161,6 +172,7 @@ impl Default for RemoteConfig {
             disk_cache_dir: None,
             disk_cache: Size(0),
             max_concurrent_reads: 64,
+            gc_min_age_secs: default_gc_min_age_secs(),
         })
     }
 }

@@ -69,6 +69,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::ops::Bound;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -76,7 +77,10 @@ use object_store::path::Path;
 use object_store::ObjectStore;
 use serde::{Deserialize, Serialize};
 use slatedb::admin::Admin;
-use slatedb::config::{CheckpointOptions, CheckpointScope, ReadOptions, ScanOptions, Settings};
+use slatedb::config::{
+    CheckpointOptions, CheckpointScope, GarbageCollectorDirectoryOptions, GarbageCollectorOptions,
+    ReadOptions, ScanOptions, Settings,
+};
 use slatedb::db_cache::moka::{MokaCache, MokaCacheOptions};
 use slatedb::db_cache::{DbCache, SplitCache};
 use slatedb::{BloomFilterPolicy, CloneSourceSpec, Db, IterationOrder};
@@ -148,6 +152,9 @@ const PREFETCH_ENTRIES: usize = 4096;
 /// Bloom filter bits per key (whole keys and scope prefixes): about 1% false positives, as
 /// SlateDB's and RocksDB's defaults.
 const BLOOM_BITS_PER_KEY: u32 = 10;
+
+/// The longest pause between garbage collections of replaced tables.
+const GC_MAX_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Largest key or value SlateDB accepts.
 const MAX_ITEM_BYTES: usize = u32::MAX as usize - 64;
@@ -271,6 +278,16 @@ impl RemoteStore {
             max_unflushed_bytes: usize::try_from(self.config.max_unflushed.0).unwrap_or(usize::MAX),
             ..Settings::default()
         };
+        let min_age = Duration::from_secs(self.config.gc_min_age_secs);
+        settings.garbage_collector_options = Some(GarbageCollectorOptions {
+            compacted_options: Some(GarbageCollectorDirectoryOptions {
+                // Often enough that garbage lives not much longer than `min_age`.
+                interval: Some((min_age / 4).clamp(Duration::from_secs(1), GC_MAX_INTERVAL)),
+                min_age,
+                dry_run: false,
+            }),
+            ..GarbageCollectorOptions::default()
+        });
         if let Some(dir) = &self.config.disk_cache_dir {
             if self.config.disk_cache.0 > 0 {
                 settings.object_store_cache_options.root_folder = Some(dir.clone());

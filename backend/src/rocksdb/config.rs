@@ -12,13 +12,15 @@
 //! The memory model is not part of this data: block cache and write buffer manager come from
 //! the process-wide [`super::RocksDbResources`], and the backend sets
 //! `cache_index_and_filter_blocks`, `cache_index_and_filter_blocks_with_high_priority` and
-//! `pin_l0_filter_and_index_blocks_in_cache` to true before applying the config, so a config
-//! that sets them explicitly overrides them (and leaves the budget's guarantee).
+//! `pin_l0_filter_and_index_blocks_in_cache` to true and `unpartitioned_pinning` to `kAll`
+//! before applying the config, so a config that sets them explicitly overrides them (and
+//! leaves the budget's guarantee).
 
 use std::path::Path;
 
 use ::rocksdb::{
-    BlockBasedIndexType, BlockBasedOptions, DBCompactionStyle, DBCompressionType, LogLevel, Options,
+    BlockBasedIndexType, BlockBasedOptions, BlockBasedTablePinningTier, DBCompactionStyle,
+    DBCompressionType, LogLevel, Options,
 };
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +36,19 @@ pub struct RocksDbConfig {
     pub cf: CfOptions,
     /// `[TableOptions/BlockBasedTable "default"]`.
     pub table: TableOptions,
+    /// How statekit uses RocksDB (`[backend]`; not RocksDB options, so not in `OPTIONS`
+    /// files).
+    pub backend: BackendOptions,
+}
+
+/// How the statekit backend uses RocksDB.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackendOptions {
+    /// A bounded range delete that covers at most this many stored keys is written as point
+    /// deletes of those keys instead of a range tombstone; 0: always a tombstone. Default
+    /// [`super::DEFAULT_POINT_DELETE_LIMIT`], which says when each is cheaper.
+    pub point_delete_limit: Option<usize>,
 }
 
 /// DB-wide options (the `[DBOptions]` section).
@@ -136,6 +151,11 @@ pub struct TableOptions {
     pub pin_l0_filter_and_index_blocks_in_cache: Option<bool>,
     /// The top level of partitioned indexes and filters stays pinned.
     pub pin_top_level_index_and_filter: Option<bool>,
+    /// Which tables keep their whole (unpartitioned) index and filter blocks pinned in the
+    /// cache (`metadata_cache_options.unpartitioned_pinning`). `kAll` keeps RocksDB from
+    /// re-reading index blocks to estimate range tombstone sizes at every flush and
+    /// compaction; the pinned blocks count against the budget and grow with the state.
+    pub unpartitioned_pinning: Option<PinningTier>,
     /// Index structure.
     pub index_type: Option<IndexType>,
     /// Partition filters (with `kTwoLevelIndexSearch`).
@@ -217,6 +237,23 @@ pub enum IndexType {
     /// Partitioned index.
     #[serde(rename = "kTwoLevelIndexSearch")]
     TwoLevelIndexSearch,
+}
+
+/// Which tables' metadata blocks stay pinned in the block cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PinningTier {
+    /// As the older `pin_*` options say.
+    #[serde(rename = "kFallback")]
+    Fallback,
+    /// None.
+    #[serde(rename = "kNone")]
+    None,
+    /// Tables written by flush and similarly small, hot ones.
+    #[serde(rename = "kFlushedAndSimilar")]
+    FlushedAndSimilar,
+    /// All tables.
+    #[serde(rename = "kAll")]
+    All,
 }
 
 /// The named baselines.
@@ -309,6 +346,7 @@ impl RocksDbConfig {
                     bloom_filter_bits_per_key: Some(10.0),
                     ..TableOptions::default()
                 },
+                backend: BackendOptions::default(),
             },
             Preset::FlinkFlashSsdOptimized => RocksDbConfig {
                 db: flink_db(Some(4), Some(-1)),
@@ -572,6 +610,14 @@ impl RocksDbConfig {
         }
         if let Some(v) = t.pin_top_level_index_and_filter {
             table.set_pin_top_level_index_and_filter(v);
+        }
+        if let Some(v) = t.unpartitioned_pinning {
+            table.set_unpartitioned_pinning_tier(match v {
+                PinningTier::Fallback => BlockBasedTablePinningTier::Fallback,
+                PinningTier::None => BlockBasedTablePinningTier::None,
+                PinningTier::FlushedAndSimilar => BlockBasedTablePinningTier::FlushAndSimilar,
+                PinningTier::All => BlockBasedTablePinningTier::All,
+            });
         }
         if let Some(v) = t.index_type {
             table.set_index_type(match v {

@@ -25,6 +25,9 @@ const CF_SECTION: &str = "CFOptions";
 const TABLE_SECTION: &str = "TableOptions/BlockBasedTable";
 const FILTER_POLICY: &str = "filter_policy";
 const BLOOM_BITS: &str = "bloom_filter_bits_per_key";
+/// RocksDB nests the pinning tiers in one struct-valued option.
+const METADATA_CACHE: &str = "metadata_cache_options";
+const UNPARTITIONED_PINNING: &str = "unpartitioned_pinning";
 
 impl RocksDbConfig {
     /// Renders the configuration as an `OPTIONS` file.
@@ -95,6 +98,12 @@ fn write_section<T: Serialize>(out: &mut String, header: &str, section: &T) -> R
                 (_, Value::Null) => continue,
                 (BLOOM_BITS, v) => {
                     out.push_str(&format!("  {FILTER_POLICY}=bloomfilter:{v}:false\n"));
+                    continue;
+                }
+                (UNPARTITIONED_PINNING, Value::String(tier)) => {
+                    out.push_str(&format!(
+                        "  {METADATA_CACHE}={{{UNPARTITIONED_PINNING}={tier};}}\n"
+                    ));
                     continue;
                 }
                 (_, Value::String(s)) => s,
@@ -197,6 +206,21 @@ fn parse(text: &str, source: &str, lenient_cf: Option<&str>) -> Result<RocksDbCo
                     ))
                 }
             }
+        } else if current == Section::Table && key == METADATA_CACHE {
+            // `{top_level_index_pinning=kFallback;partition_pinning=...;unpartitioned_pinning=...;}`:
+            // statekit models the last.
+            let fields = value.trim_start_matches('{').trim_end_matches('}');
+            let tier = fields
+                .split(';')
+                .filter_map(|f| f.split_once('='))
+                .find(|(k, _)| k.trim() == UNPARTITIONED_PINNING);
+            match tier {
+                Some((_, tier)) => (
+                    UNPARTITIONED_PINNING.to_string(),
+                    Value::String(tier.trim().to_string()),
+                ),
+                None => continue,
+            }
         } else {
             (key.to_string(), guess_value(key, value))
         };
@@ -206,6 +230,7 @@ fn parse(text: &str, source: &str, lenient_cf: Option<&str>) -> Result<RocksDbCo
         db: build::<DbOptions>(&db, source, lenient_cf.is_some())?,
         cf: build::<CfOptions>(&cf, source, lenient_cf.is_some())?,
         table: build::<TableOptions>(&table, source, lenient_cf.is_some())?,
+        backend: Default::default(),
     };
     config.validate().map_err(|e| e.context(source))?;
     Ok(config)
@@ -306,12 +331,33 @@ mod tests {
     }
 
     #[test]
+    fn pinning_tier_round_trips_as_rocksdb_nests_it() {
+        let mut config = RocksDbConfig::default();
+        config.table.unpartitioned_pinning = Some(super::super::config::PinningTier::All);
+        let text = config.to_options_string().unwrap();
+        assert!(
+            text.contains("metadata_cache_options={unpartitioned_pinning=kAll;}"),
+            "{text}"
+        );
+        let back = RocksDbConfig::from_options_str(&text, "OPTIONS").unwrap();
+        assert_eq!(back, config);
+        // As RocksDB writes it.
+        let written = text.replace(
+            "{unpartitioned_pinning=kAll;}",
+            "{top_level_index_pinning=kFallback;partition_pinning=kFallback;unpartitioned_pinning=kAll;}",
+        );
+        let back = RocksDbConfig::from_options_str(&written, "OPTIONS").unwrap();
+        assert_eq!(back, config);
+    }
+
+    #[test]
     fn rocksdb_itself_accepts_the_file() {
         let dir = tempfile::tempdir().unwrap();
         for (i, preset) in Preset::all().into_iter().enumerate() {
             let mut config = RocksDbConfig::preset(preset);
             config.db.use_direct_reads = Some(false);
             config.table.index_type = Some(super::super::config::IndexType::BinarySearch);
+            config.table.unpartitioned_pinning = Some(super::super::config::PinningTier::All);
             let path = dir.path().join(format!("OPTIONS-{:06}", i + 1));
             config.write_options_file(&path).unwrap();
             let (opts, cfs) = ::rocksdb::Options::load_latest(

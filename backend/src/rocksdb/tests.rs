@@ -118,8 +118,10 @@ fn user_keys(b: &RocksDbBackend, scope: Scope<'_>) -> Vec<Vec<u8>> {
 #[test]
 fn small_range_deletes_become_point_deletes_large_ones_tombstones() {
     let env = Env::new();
+    let mut config = RocksDbConfig::default();
+    config.backend.point_delete_limit = Some(3);
     let settings =
-        RocksDbSettings::new(env.dir.path().join("local"), resources()).with_point_delete_limit(3);
+        RocksDbSettings::new(env.dir.path().join("local"), resources()).with_config(config);
     let mut b = env.open_with(settings);
     let s = b
         .register_state(&StateDescriptor::new("rows", StateKind::Map))
