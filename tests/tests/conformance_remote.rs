@@ -107,11 +107,11 @@ fn stats_count_uploads_and_prefix_filters_skip_empty_scopes() -> Result<()> {
     Ok(())
 }
 
-/// With a short `gc_min_age_secs`, SlateDB's garbage collector deletes tables that
+/// With `replaced_tables_kept_secs` = 1, SlateDB's garbage collector deletes tables that
 /// compaction replaced and no retained checkpoint needs, and nothing else: a clone restored
-/// before the collection, and a fresh restore of the oldest retained checkpoint after it, both
-/// read their exact state from the files (through new connections, so no cached block hides
-/// a deleted table).
+/// before the collection, and fresh restores of retained checkpoints after it, all read their
+/// exact state from the files (through new connections, so no cached block hides a deleted
+/// table).
 #[test]
 fn garbage_collection_keeps_what_checkpoints_and_clones_need() -> Result<()> {
     use statekit_backend::{
@@ -123,7 +123,7 @@ fn garbage_collection_keeps_what_checkpoints_and_clones_need() -> Result<()> {
         block_cache: Size(8 << 20),
         memtable: Size(1 << 20),
         max_unflushed: Size(4 << 20),
-        gc_min_age_secs: 0,
+        replaced_tables_kept_secs: 1,
         ..RemoteConfig::local(dir.path())
     };
     let connect = || -> Result<(RemoteStore, InstanceConfig)> {
@@ -149,33 +149,53 @@ fn garbage_collection_keeps_what_checkpoints_and_clones_need() -> Result<()> {
         }
         Ok(true)
     };
+    // The compacted-table files in the store (not the WAL's), by name.
+    let tables = || -> std::collections::BTreeSet<std::path::PathBuf> {
+        fn walk(dir: &std::path::Path, out: &mut std::collections::BTreeSet<std::path::PathBuf>) {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else if path.extension().is_some_and(|e| e == "sst")
+                    && path.parent().is_some_and(|p| p.ends_with("compacted"))
+                {
+                    out.insert(path);
+                }
+            }
+        }
+        let mut out = std::collections::BTreeSet::new();
+        walk(dir.path(), &mut out);
+        out
+    };
 
     let (store, instance) = connect()?;
     let mut b = RemoteBackend::open_in(instance, &store)?;
     let state = b.register_state(&descriptor)?;
-    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
-        let waited = std::time::Instant::now();
-        while !done() {
-            assert!(
-                waited.elapsed() < std::time::Duration::from_secs(120),
-                "{what} did not happen in 120 s"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(200));
-        }
-    };
     let mut handles = Vec::new();
+    let mut first_round_tables = None;
     for round in 1..=8u8 {
         for i in 0..KEYS {
             b.put(scope(state, i), &key(i), &[round; 600])?;
         }
         handles.push(b.checkpoint(u64::from(round))?);
+        if round == 1 {
+            first_round_tables = Some(tables());
+        }
         if round == 4 {
-            // The L0 tables of rounds 1-4 get merged into a sorted run.
-            wait_for("a compaction", &|| {
-                b.engine_metric("slatedb.compactor.bytes_compacted", None) > 0
-            });
+            // The L0 tables of rounds 1-4 get merged into a sorted run; the gauge moves
+            // once the result is in the manifest.
+            let waited = std::time::Instant::now();
+            while b.engine_metric("slatedb.compactor.last_compaction_timestamp_sec", None) == 0 {
+                assert!(
+                    waited.elapsed() < std::time::Duration::from_secs(60),
+                    "no compaction within 60 s"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
         }
     }
+    let first_round_tables = first_round_tables.expect("round 1 ran");
+    assert!(!first_round_tables.is_empty(), "round 1 wrote no table");
     // Checkpoints 6-8 are retained (3 by default), 1-5 retired: the L0 tables of rounds 1-4,
     // compacted and needed by no retained checkpoint, are garbage.
     let (clone_store, clone_instance) = connect()?;
@@ -183,10 +203,12 @@ fn garbage_collection_keeps_what_checkpoints_and_clones_need() -> Result<()> {
     early_clone.restore(&handles[5..6])?;
     let early_state = early_clone.register_state(&descriptor)?;
 
-    let deleted = |b: &RemoteBackend| {
-        b.engine_metric("slatedb.gc.deleted_count", Some(("resource", "compacted")))
-    };
-    wait_for("a garbage collection", &|| deleted(&b) > 0);
+    // Past the compactor's checkpoint lifetime and the tables' minimum age.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    b.collect_garbage()?;
+    let left = tables();
+    let kept: Vec<_> = first_round_tables.intersection(&left).collect();
+    assert!(kept.is_empty(), "replaced tables not deleted: {kept:?}");
 
     assert!(holds(&b, state, 8)?, "the live instance lost data");
     // Restored before the collection, read (from a cold cache) after it.

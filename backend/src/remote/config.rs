@@ -138,17 +138,18 @@ pub struct RemoteConfig {
     pub disk_cache: Size,
     /// How many object-store reads one `multi_get` or prefetch keeps in flight.
     pub max_concurrent_reads: usize,
-    /// Seconds a table replaced by compaction stays in the store before SlateDB's garbage
-    /// collector deletes it; tables a retained checkpoint needs stay regardless. SlateDB's
-    /// own default is a day, which at standard ad-click rates held three times the live state
-    /// on disk. Reads in this process finish within seconds, so the default is ten minutes;
-    /// raise it when other processes read the databases directly.
-    #[serde(default = "default_gc_min_age_secs")]
-    pub gc_min_age_secs: u64,
+    /// Seconds a table that compaction replaced stays in the store, for reads that started
+    /// before the compaction; then SlateDB's garbage collector deletes it. Tables a retained
+    /// checkpoint needs stay regardless. SlateDB keeps them 15 minutes (its compactor's
+    /// checkpoint lifetime), which at standard ad-click rates held five times the live state
+    /// in the store; reads in this process finish within seconds. Raise it when other
+    /// processes read the databases directly.
+    #[serde(default = "default_replaced_tables_kept_secs")]
+    pub replaced_tables_kept_secs: u64,
 }
 
-fn default_gc_min_age_secs() -> u64 {
-    600
+fn default_replaced_tables_kept_secs() -> u64 {
+    60
 }
 
 fn zero_size() -> Size {
@@ -172,7 +173,7 @@ impl Default for RemoteConfig {
             disk_cache_dir: None,
             disk_cache: Size(0),
             max_concurrent_reads: 64,
-            gc_min_age_secs: default_gc_min_age_secs(),
+            replaced_tables_kept_secs: default_replaced_tables_kept_secs(),
         })
     }
 }

@@ -41,7 +41,8 @@
 //! Each opened or restored instance is its own SlateDB database under
 //! `<url>/instances/<uuid>`. A database stays in the store while checkpoints reference it;
 //! retention deletes the statekit manifest and the SlateDB checkpoint, and SlateDB's garbage
-//! collector removes tables no checkpoint needs any more.
+//! collector removes tables no checkpoint needs any more, once
+//! [`RemoteConfig::replaced_tables_kept_secs`] have passed since compaction replaced them.
 //!
 //! # Threads
 //! The trait is synchronous; every call blocks on a process-wide current-thread tokio
@@ -78,8 +79,8 @@ use object_store::ObjectStore;
 use serde::{Deserialize, Serialize};
 use slatedb::admin::Admin;
 use slatedb::config::{
-    CheckpointOptions, CheckpointScope, GarbageCollectorDirectoryOptions, GarbageCollectorOptions,
-    ReadOptions, ScanOptions, Settings,
+    CheckpointOptions, CheckpointScope, CompactorOptions, GarbageCollectorDirectoryOptions,
+    GarbageCollectorOptions, ReadOptions, ScanOptions, Settings,
 };
 use slatedb::db_cache::moka::{MokaCache, MokaCacheOptions};
 use slatedb::db_cache::{DbCache, SplitCache};
@@ -168,6 +169,7 @@ pub struct RemoteStore {
     describe: String,
     cache: Arc<dyn DbCache>,
     config: RemoteConfig,
+    scheme: Scheme,
 }
 
 impl fmt::Debug for RemoteStore {
@@ -202,6 +204,7 @@ impl RemoteStore {
         root: Path,
     ) -> Result<Self> {
         config.validate()?;
+        let (_, scheme) = config.parsed_url()?;
         let (data_bytes, meta_bytes) = config.cache_split();
         let moka = |max_capacity| -> Arc<dyn DbCache> {
             Arc::new(MokaCache::new_with_opts(MokaCacheOptions {
@@ -220,6 +223,7 @@ impl RemoteStore {
             describe: config.describe(),
             cache: Arc::new(cache),
             config: config.clone(),
+            scheme,
         })
     }
 
@@ -264,6 +268,24 @@ impl RemoteStore {
         Admin::builder(path.clone(), Arc::clone(&self.store)).build()
     }
 
+    /// What SlateDB's garbage collector deletes, and how often it looks.
+    fn gc_options(&self) -> GarbageCollectorOptions {
+        let kept = Duration::from_secs(self.config.replaced_tables_kept_secs);
+        GarbageCollectorOptions {
+            compacted_options: Some(GarbageCollectorDirectoryOptions {
+                // Often enough that garbage lives not much longer than `kept`.
+                interval: Some((kept / 4).clamp(Duration::from_secs(1), GC_MAX_INTERVAL)),
+                min_age: kept,
+                dry_run: false,
+            }),
+            // Boundary files need conditional overwrites, which a local directory lacks; without
+            // them SlateDB never deletes old manifests there. They guard against a suspended
+            // second writer, and each database here has a single writer.
+            boundary_files_enabled: self.scheme != Scheme::File,
+            ..GarbageCollectorOptions::default()
+        }
+    }
+
     /// Opens (creating if new) the database at `path`; call on the background runtime, which
     /// its compaction, uploads and garbage collection then run on.
     async fn open_db(
@@ -278,16 +300,13 @@ impl RemoteStore {
             max_unflushed_bytes: usize::try_from(self.config.max_unflushed.0).unwrap_or(usize::MAX),
             ..Settings::default()
         };
-        let min_age = Duration::from_secs(self.config.gc_min_age_secs);
-        settings.garbage_collector_options = Some(GarbageCollectorOptions {
-            compacted_options: Some(GarbageCollectorDirectoryOptions {
-                // Often enough that garbage lives not much longer than `min_age`.
-                interval: Some((min_age / 4).clamp(Duration::from_secs(1), GC_MAX_INTERVAL)),
-                min_age,
-                dry_run: false,
-            }),
-            ..GarbageCollectorOptions::default()
+        let kept = Duration::from_secs(self.config.replaced_tables_kept_secs);
+        // The compactor pins its inputs with a checkpoint of this lifetime.
+        settings.compactor_options = Some(CompactorOptions {
+            checkpoint_lifetime: kept,
+            ..CompactorOptions::default()
         });
+        settings.garbage_collector_options = Some(self.gc_options());
         if let Some(dir) = &self.config.disk_cache_dir {
             if self.config.disk_cache.0 > 0 {
                 settings.object_store_cache_options.root_folder = Some(dir.clone());
@@ -489,6 +508,18 @@ impl RemoteBackend {
     /// `("kind", "prefix")`: diagnostics beyond [`StateBackend::stats`].
     pub fn engine_metric(&self, name: &str, label: Option<(&str, &str)>) -> u64 {
         metric_sum(&self.metrics.snapshot(), name, label)
+    }
+
+    /// Runs SlateDB's garbage collection of this instance's database once, now: expired
+    /// checkpoints, then tables and manifests nothing needs any more (it also runs in the
+    /// background, every [`RemoteConfig::replaced_tables_kept_secs`] / 4, at most a minute).
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    pub fn collect_garbage(&self) -> Result<()> {
+        let path = self.store.path_of(&self.db_rel);
+        runtime::block_on(self.store.admin(&path).run_gc_once(self.store.gc_options()))?
+            .map_err(|e| slate_error(format!("collecting garbage in {}", self.what()), e))
     }
 
     fn what(&self) -> String {
