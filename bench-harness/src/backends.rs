@@ -258,15 +258,33 @@ pub fn rocksdb_config(
     Ok(RocksDbConfig::preset(preset))
 }
 
+/// Whether the backend of `spec`, opened with `options`, reads and compacts with direct I/O
+/// (bypassing the OS page cache): a configuration may turn off what `options` ask for.
+///
+/// # Errors
+/// As [`open_backend`], for a bad configuration.
+pub fn bypasses_page_cache(spec: &BackendSpec, options: &OpenOptions<'_>) -> Result<bool> {
+    match spec.kind {
+        #[cfg(feature = "rocksdb")]
+        BackendKind::Rocksdb => {
+            let config = effective_rocksdb_config(spec, options)?;
+            Ok(config.db.use_direct_reads == Some(true))
+        }
+        _ => Ok(false),
+    }
+}
+
+/// The RocksDB options a run uses: the spec's configuration, with direct I/O where
+/// `options` ask for it and the configuration does not say otherwise.
 #[cfg(feature = "rocksdb")]
-fn open_rocksdb(spec: &BackendSpec, options: OpenOptions<'_>) -> Result<Box<dyn StateBackend>> {
-    use statekit_backend::rocksdb::{
-        MemoryBudget, RocksDbBackend, RocksDbConfig, RocksDbResources, RocksDbSettings,
-    };
+fn effective_rocksdb_config(
+    spec: &BackendSpec,
+    options: &OpenOptions<'_>,
+) -> Result<statekit_backend::rocksdb::RocksDbConfig> {
     let budget = options.memory_budget.unwrap_or(DEFAULT_ROCKSDB_BUDGET);
     let mut config = match &spec.config {
         Some(value) => rocksdb_config(value, budget)?,
-        None => RocksDbConfig::default(),
+        None => statekit_backend::rocksdb::RocksDbConfig::default(),
     };
     if options.direct_io {
         // A real memory budget: the page cache must not hold the state behind the budget's
@@ -277,6 +295,16 @@ fn open_rocksdb(spec: &BackendSpec, options: OpenOptions<'_>) -> Result<Box<dyn 
             .use_direct_io_for_flush_and_compaction
             .get_or_insert(true);
     }
+    Ok(config)
+}
+
+#[cfg(feature = "rocksdb")]
+fn open_rocksdb(spec: &BackendSpec, options: OpenOptions<'_>) -> Result<Box<dyn StateBackend>> {
+    use statekit_backend::rocksdb::{
+        MemoryBudget, RocksDbBackend, RocksDbResources, RocksDbSettings,
+    };
+    let budget = options.memory_budget.unwrap_or(DEFAULT_ROCKSDB_BUDGET);
+    let config = effective_rocksdb_config(spec, &options)?;
     std::fs::create_dir_all(options.work_dir)
         .map_err(|e| Error::io(options.work_dir.display(), e))?;
     let resources = RocksDbResources::new(MemoryBudget::new(budget))?;

@@ -79,6 +79,28 @@ fn status(run: &RunResult) -> String {
     }
 }
 
+/// Which runs (label, direct I/O) kept the OS page cache out of the memory budget.
+fn page_cache_use(runs: &[(&str, bool)]) -> String {
+    let labels = |direct: bool| {
+        runs.iter()
+            .filter(|(_, d)| *d == direct)
+            .map(|(label, _)| *label)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match (labels(true), labels(false)) {
+        (direct, _) if direct.is_empty() => {
+            "no run used direct I/O, so the OS page cache may hold state beyond the budget"
+                .to_string()
+        }
+        (direct, cached) if cached.is_empty() => format!("direct I/O (no page cache) for {direct}"),
+        (direct, cached) => format!(
+            "direct I/O (no page cache) for {direct}; not for {cached} (files they read, such as \
+             a remote `file://` store's, go through the OS page cache)"
+        ),
+    }
+}
+
 /// Renders `report.md`.
 pub fn render_markdown(results: &Results) -> String {
     let mut md = String::new();
@@ -93,18 +115,12 @@ pub fn render_markdown(results: &Results) -> String {
             let _ = writeln!(md, "\n{}", w.description.trim());
         }
         if let Some(b) = w.memory_budget {
-            let direct: Vec<&str> = results
+            let runs: Vec<(&str, bool)> = results
                 .runs
                 .iter()
-                .filter(|r| r.direct_io)
-                .map(|r| r.label.as_str())
+                .map(|r| (r.label.as_str(), r.direct_io))
                 .collect();
-            let how = if direct.is_empty() {
-                "no run used direct I/O, so the OS page cache may hold state beyond the budget"
-                    .to_string()
-            } else {
-                format!("direct I/O (no page cache) for {}", direct.join(", "))
-            };
+            let how = page_cache_use(&runs);
             let _ = writeln!(md, "\nMemory budget: {}; {how}.", format_size(b));
         }
     }
@@ -615,4 +631,23 @@ pub fn write_reports(results: &Results, dir: &Path) -> Result<()> {
     std::fs::write(&md, render_markdown(results)).map_err(|e| Error::io(md.display(), e))?;
     let html = dir.join("report.html");
     std::fs::write(&html, render_html(results)).map_err(|e| Error::io(html.display(), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_cache_sentence_names_runs_with_and_without_direct_io() {
+        assert_eq!(
+            page_cache_use(&[("rocksdb", true)]),
+            "direct I/O (no page cache) for rocksdb"
+        );
+        let mixed = page_cache_use(&[("remote", false), ("rocksdb", true), ("rocksdb/b", false)]);
+        assert!(
+            mixed.starts_with("direct I/O (no page cache) for rocksdb; not for remote, rocksdb/b"),
+            "{mixed}"
+        );
+        assert!(page_cache_use(&[("memory", false)]).starts_with("no run used direct I/O"));
+    }
 }

@@ -10,7 +10,7 @@ use statekit_backend::{
     Checkpointing, Error, InstanceConfig, LocalDirStorage, Result, StateBackend,
 };
 
-use crate::backends::{open_backend, BackendSpec, OpenOptions};
+use crate::backends::{bypasses_page_cache, open_backend, BackendSpec, OpenOptions};
 use crate::event::{Event, EventFileReader};
 use crate::metrics::{current_rss, dir_size, Metered, ResourceSampler};
 use crate::profile::Profile;
@@ -218,16 +218,14 @@ fn bench_one(
 ) -> Result<()> {
     let profile = &options.profile;
     let checkpoint_dir = work_dir.join("checkpoints");
-    let inner = open_backend(
-        spec,
-        OpenOptions {
-            instance: instance(profile.max_parallelism, &checkpoint_dir)?,
-            work_dir: &work_dir.join("db"),
-            memory_budget: budget,
-            direct_io: budget.is_some(),
-        },
-    )?;
-    run.direct_io = budget.is_some() && spec.kind == crate::backends::BackendKind::Rocksdb;
+    let open_options = OpenOptions {
+        instance: instance(profile.max_parallelism, &checkpoint_dir)?,
+        work_dir: &work_dir.join("db"),
+        memory_budget: budget,
+        direct_io: budget.is_some(),
+    };
+    run.direct_io = bypasses_page_cache(spec, &open_options)?;
+    let inner = open_backend(spec, open_options)?;
     let mut backend: Metered<dyn StateBackend> = Metered::new(inner);
     let collect = scale.self_check;
     let mut operator = profile.operator(&mut backend, collect)?;
