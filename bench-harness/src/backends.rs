@@ -358,4 +358,29 @@ mod tests {
         };
         assert!(open_backend(&spec, opts()).is_err());
     }
+
+    #[cfg(feature = "rocksdb")]
+    #[test]
+    fn direct_io_is_what_the_configuration_leaves_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let buffered = dir.path().join("buffered.toml");
+        std::fs::write(&buffered, "[db]\nuse_direct_reads = false\n").unwrap();
+        let opts = |direct_io| OpenOptions {
+            instance: InstanceConfig::single(16).unwrap(),
+            work_dir: dir.path(),
+            memory_budget: Some(64 << 20),
+            direct_io,
+        };
+        let spec = |kind, config: Option<&std::path::Path>| BackendSpec {
+            kind,
+            config: config.map(|p| p.display().to_string()),
+        };
+        assert!(bypasses_page_cache(&spec(BackendKind::Rocksdb, None), &opts(true)).unwrap());
+        assert!(!bypasses_page_cache(&spec(BackendKind::Rocksdb, None), &opts(false)).unwrap());
+        assert!(
+            !bypasses_page_cache(&spec(BackendKind::Rocksdb, Some(&buffered)), &opts(true))
+                .unwrap()
+        );
+        assert!(!bypasses_page_cache(&spec(BackendKind::Remote, None), &opts(true)).unwrap());
+    }
 }

@@ -268,9 +268,13 @@ impl RemoteStore {
         Admin::builder(path.clone(), Arc::clone(&self.store)).build()
     }
 
+    fn replaced_tables_kept(&self) -> Duration {
+        Duration::from_secs(self.config.replaced_tables_kept_secs)
+    }
+
     /// What SlateDB's garbage collector deletes, and how often it looks.
     fn gc_options(&self) -> GarbageCollectorOptions {
-        let kept = Duration::from_secs(self.config.replaced_tables_kept_secs);
+        let kept = self.replaced_tables_kept();
         GarbageCollectorOptions {
             compacted_options: Some(GarbageCollectorDirectoryOptions {
                 // Often enough that garbage lives not much longer than `kept`.
@@ -300,10 +304,9 @@ impl RemoteStore {
             max_unflushed_bytes: usize::try_from(self.config.max_unflushed.0).unwrap_or(usize::MAX),
             ..Settings::default()
         };
-        let kept = Duration::from_secs(self.config.replaced_tables_kept_secs);
         // The compactor pins its inputs with a checkpoint of this lifetime.
         settings.compactor_options = Some(CompactorOptions {
-            checkpoint_lifetime: kept,
+            checkpoint_lifetime: self.replaced_tables_kept(),
             ..CompactorOptions::default()
         });
         settings.garbage_collector_options = Some(self.gc_options());

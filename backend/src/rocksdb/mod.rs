@@ -456,6 +456,14 @@ impl RocksDbBackend {
         })
     }
 
+    fn point_delete_limit(&self) -> usize {
+        self.settings
+            .config
+            .backend
+            .point_delete_limit
+            .unwrap_or(DEFAULT_POINT_DELETE_LIMIT)
+    }
+
     /// Adds the deletion of raw keys `[lo, hi)` of one state to a batch: point deletes of the
     /// stored keys and of the batch's own earlier writes (`written`) in range when there are
     /// at most [`BackendOptions::point_delete_limit`] stored keys, else one range tombstone.
@@ -468,12 +476,7 @@ impl RocksDbBackend {
         written: &[(StateId, Vec<u8>)],
     ) -> Result<()> {
         let cf = self.cf(state)?;
-        let limit = self
-            .settings
-            .config
-            .backend
-            .point_delete_limit
-            .unwrap_or(DEFAULT_POINT_DELETE_LIMIT);
+        let limit = self.point_delete_limit();
         let mut stored = Vec::new();
         if limit > 0 {
             let mut ro = ReadOptions::default();
@@ -780,15 +783,17 @@ impl StateWrite for RocksDbBackend {
         for op in batch.ops() {
             self.check_kv(&op.scope().as_scope())?;
         }
-        let has_range_deletes = batch
-            .ops()
-            .iter()
-            .any(|op| matches!(op, WriteOp::DeleteRange { .. }));
+        // Only range deletes written as point deletes need the batch's own keys.
+        let track_writes = self.point_delete_limit() > 0
+            && batch
+                .ops()
+                .iter()
+                .any(|op| matches!(op, WriteOp::DeleteRange { .. }));
         let mut written = Vec::new();
         let mut rb = ::rocksdb::WriteBatch::default();
         let mut bytes = 0;
         for op in batch.ops() {
-            bytes += self.add_op(&mut rb, op, has_range_deletes.then_some(&mut written))?;
+            bytes += self.add_op(&mut rb, op, track_writes.then_some(&mut written))?;
         }
         self.write_batch(rb)?;
         self.user_bytes_written += bytes;
