@@ -410,8 +410,9 @@ impl RocksDbBackend {
 
     /// Adds one operation to a RocksDB batch; returns the user bytes it writes.
     ///
-    /// `written` collects the keys the batch puts or merges, when it has range deletes: a
-    /// range delete written as point deletes must remove those too, as a tombstone would.
+    /// `written` collects the keys the batch puts or merges when its range deletes may be
+    /// written as point deletes: those must remove the batch's own earlier writes too, as a
+    /// tombstone would.
     fn add_op(
         &self,
         batch: &mut ::rocksdb::WriteBatch,
