@@ -7,6 +7,7 @@
 //! backend's real engine) and a [`ManualClock`](statekit_backend::clock::ManualClock) for TTL.
 
 pub mod conformance;
+pub mod fixtures;
 pub mod model;
 
 use std::sync::Arc;

@@ -1,0 +1,383 @@
+//! Writing a trace: the header, one encoded record per operation, the checksummed footer.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use statekit_backend::codec::{get_varint, put_varint};
+use statekit_backend::{
+    Error, KeyGroupRange, Result, Scope, ScopeBuf, StateId, Timer, UserKeyRange, WriteOp,
+};
+
+use super::{kind_code, zigzag, TraceOp, FLAG_SIZES_ONLY, MAGIC, SAME_SCOPE, TAG_FOOTER, TRACE_VERSION};
+
+/// Writes a trace file.
+pub struct TraceWriter {
+    path: PathBuf,
+    out: BufWriter<File>,
+    crc: u32,
+    buf: Vec<u8>,
+    last_scope: Option<ScopeBuf>,
+    last_micros: u64,
+    records: u64,
+    sizes_only: bool,
+    start: Instant,
+    counts: BTreeMap<String, u64>,
+}
+
+impl TraceWriter {
+    /// Creates `path` and writes the header.
+    ///
+    /// # Errors
+    /// I/O errors naming the path.
+    pub fn create(
+        path: &Path,
+        sizes_only: bool,
+        max_parallelism: u16,
+        key_groups: KeyGroupRange,
+    ) -> Result<Self> {
+        let file = File::create(path).map_err(|e| Error::io(path.display(), e))?;
+        let mut w = TraceWriter {
+            path: path.to_path_buf(),
+            out: BufWriter::with_capacity(1 << 20, file),
+            crc: 0,
+            buf: Vec::with_capacity(256),
+            last_scope: None,
+            last_micros: 0,
+            records: 0,
+            sizes_only,
+            start: Instant::now(),
+            counts: BTreeMap::new(),
+        };
+        let mut header = MAGIC.to_vec();
+        header.push(TRACE_VERSION);
+        header.push(if sizes_only { FLAG_SIZES_ONLY } else { 0 });
+        header.extend_from_slice(&max_parallelism.to_le_bytes());
+        header.extend_from_slice(&key_groups.start.to_le_bytes());
+        header.extend_from_slice(&key_groups.end.to_le_bytes());
+        w.emit_raw(&header)?;
+        Ok(w)
+    }
+
+    fn emit_raw(&mut self, bytes: &[u8]) -> Result<()> {
+        self.crc = crc32c::crc32c_append(self.crc, bytes);
+        self.out
+            .write_all(bytes)
+            .map_err(|e| Error::io(self.path.display(), e))
+    }
+
+    fn bytes(buf: &mut Vec<u8>, b: &[u8]) {
+        put_varint(buf, b.len() as u64);
+        buf.extend_from_slice(b);
+    }
+
+    fn value(&mut self, v: &[u8]) {
+        if self.sizes_only {
+            put_varint(&mut self.buf, v.len() as u64);
+        } else {
+            Self::bytes(&mut self.buf, v);
+        }
+    }
+
+    fn bound(buf: &mut Vec<u8>, b: Bound<&[u8]>) {
+        match b {
+            Bound::Unbounded => buf.push(0),
+            Bound::Included(k) => {
+                buf.push(1);
+                Self::bytes(buf, k);
+            }
+            Bound::Excluded(k) => {
+                buf.push(2);
+                Self::bytes(buf, k);
+            }
+        }
+    }
+
+    fn scope_fields(buf: &mut Vec<u8>, s: &Scope<'_>) {
+        put_varint(buf, s.state.index() as u64);
+        put_varint(buf, u64::from(s.key_group));
+        Self::bytes(buf, s.key);
+        Self::bytes(buf, s.namespace);
+    }
+
+    /// Starts a record with a scope (compressed when equal to the previous one).
+    fn begin_scoped(&mut self, tag: u8, scope: &Scope<'_>) {
+        let same = self
+            .last_scope
+            .as_ref()
+            .is_some_and(|l| l.as_scope() == *scope);
+        self.begin(if same { tag | SAME_SCOPE } else { tag });
+        if !same {
+            Self::scope_fields(&mut self.buf, scope);
+            self.last_scope = Some(scope.to_owned());
+        }
+    }
+
+    fn begin(&mut self, tag: u8) {
+        self.buf.clear();
+        self.buf.push(tag);
+        let now = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        put_varint(&mut self.buf, now.saturating_sub(self.last_micros));
+        self.last_micros = now.max(self.last_micros);
+    }
+
+    fn end(&mut self, name: &str) -> Result<()> {
+        let buf = std::mem::take(&mut self.buf);
+        let out = self.emit_raw(&buf);
+        self.buf = buf;
+        self.records += 1;
+        *self.counts.entry(name.to_string()).or_default() += 1;
+        out
+    }
+
+    fn write_op_fields(&mut self, op: &WriteOp) {
+        match op {
+            WriteOp::Put {
+                scope,
+                user_key,
+                value,
+            }
+            | WriteOp::Merge {
+                scope,
+                user_key,
+                operand: value,
+            } => {
+                Self::scope_fields(&mut self.buf, &scope.as_scope());
+                Self::bytes(&mut self.buf, user_key);
+                self.value(value);
+            }
+            WriteOp::Delete { scope, user_key } => {
+                Self::scope_fields(&mut self.buf, &scope.as_scope());
+                Self::bytes(&mut self.buf, user_key);
+            }
+            WriteOp::DeleteRange {
+                scope,
+                lower,
+                upper,
+            } => {
+                Self::scope_fields(&mut self.buf, &scope.as_scope());
+                let range = UserKeyRange::from_half_open(lower.as_deref(), upper.as_deref());
+                Self::bound(&mut self.buf, range.lower);
+                Self::bound(&mut self.buf, range.upper);
+            }
+        }
+    }
+
+    fn timer(&mut self, tag: u8, name: &str, queue: StateId, t: &Timer) -> Result<()> {
+        self.begin(tag);
+        put_varint(&mut self.buf, queue.index() as u64);
+        put_varint(&mut self.buf, zigzag(t.timestamp));
+        put_varint(&mut self.buf, u64::from(t.key_group));
+        Self::bytes(&mut self.buf, &t.key);
+        Self::bytes(&mut self.buf, &t.namespace);
+        self.end(name)
+    }
+
+    /// Appends one record (`micros` of `record` is ignored: the writer's clock is used).
+    ///
+    /// # Errors
+    /// I/O errors naming the path.
+    pub fn record(&mut self, op: &TraceOp) -> Result<()> {
+        self.record_op(op, None)
+    }
+
+    /// Appends a record with an explicit time (importers).
+    ///
+    /// # Errors
+    /// I/O errors naming the path.
+    pub fn record_at(&mut self, op: &TraceOp, micros: u64) -> Result<()> {
+        self.record_op(op, Some(micros))
+    }
+
+    fn record_op(&mut self, op: &TraceOp, micros: Option<u64>) -> Result<()> {
+        let name = op
+            .kind()
+            .map_or("register_state", crate::metrics::OpKind::name);
+        match op {
+            TraceOp::RegisterState(d) => {
+                self.begin(1);
+                Self::bytes(&mut self.buf, d.name.as_bytes());
+                put_varint(&mut self.buf, kind_code(d.kind));
+                put_varint(
+                    &mut self.buf,
+                    d.ttl.map_or(0, |t| t.millis.saturating_add(1)),
+                );
+            }
+            TraceOp::Get {
+                scope,
+                user_key,
+                found,
+            } => {
+                self.begin_scoped(2, &scope.as_scope());
+                Self::bytes(&mut self.buf, user_key);
+                put_varint(
+                    &mut self.buf,
+                    match found {
+                        None => 0,
+                        Some(None) => 1,
+                        Some(Some(len)) => len.saturating_add(2),
+                    },
+                );
+            }
+            TraceOp::MultiGet { requests, hits } => {
+                self.begin(3);
+                put_varint(&mut self.buf, requests.len() as u64);
+                for (s, k) in requests {
+                    Self::scope_fields(&mut self.buf, &s.as_scope());
+                    Self::bytes(&mut self.buf, k);
+                }
+                put_varint(&mut self.buf, hits.map_or(0, |h| h + 1));
+            }
+            TraceOp::Prefetch { scopes } => {
+                self.begin(4);
+                put_varint(&mut self.buf, scopes.len() as u64);
+                for s in scopes {
+                    Self::scope_fields(&mut self.buf, &s.as_scope());
+                }
+            }
+            TraceOp::Scan {
+                scope,
+                lower,
+                upper,
+                reverse,
+                visited,
+            } => {
+                self.begin_scoped(5, &scope.as_scope());
+                Self::bound(&mut self.buf, lower.as_ref().map(Vec::as_slice));
+                Self::bound(&mut self.buf, upper.as_ref().map(Vec::as_slice));
+                self.buf.push(u8::from(*reverse));
+                put_varint(&mut self.buf, visited.map_or(0, |v| v + 1));
+            }
+            TraceOp::ScanState {
+                state,
+                key_groups,
+                visited,
+            } => {
+                self.begin(6);
+                put_varint(&mut self.buf, state.index() as u64);
+                put_varint(&mut self.buf, u64::from(key_groups.start));
+                put_varint(&mut self.buf, u64::from(key_groups.end));
+                put_varint(&mut self.buf, *visited);
+            }
+            TraceOp::Write(w) => {
+                let (tag, scope) = match w {
+                    WriteOp::Put { scope, .. } => (7, scope),
+                    WriteOp::Merge { scope, .. } => (8, scope),
+                    WriteOp::Delete { scope, .. } => (9, scope),
+                    WriteOp::DeleteRange { scope, .. } => (10, scope),
+                };
+                self.begin_scoped(tag, &scope.as_scope());
+                match w {
+                    WriteOp::Put {
+                        user_key, value, ..
+                    }
+                    | WriteOp::Merge {
+                        user_key,
+                        operand: value,
+                        ..
+                    } => {
+                        Self::bytes(&mut self.buf, user_key);
+                        self.value(value);
+                    }
+                    WriteOp::Delete { user_key, .. } => Self::bytes(&mut self.buf, user_key),
+                    WriteOp::DeleteRange { lower, upper, .. } => {
+                        let range =
+                            UserKeyRange::from_half_open(lower.as_deref(), upper.as_deref());
+                        Self::bound(&mut self.buf, range.lower);
+                        Self::bound(&mut self.buf, range.upper);
+                    }
+                }
+            }
+            TraceOp::WriteBatch(ops) => {
+                self.begin(11);
+                put_varint(&mut self.buf, ops.len() as u64);
+                for op in ops {
+                    self.buf.push(match op {
+                        WriteOp::Put { .. } => 7,
+                        WriteOp::Merge { .. } => 8,
+                        WriteOp::Delete { .. } => 9,
+                        WriteOp::DeleteRange { .. } => 10,
+                    });
+                    self.write_op_fields(op);
+                }
+            }
+            TraceOp::RegisterTimer { queue, timer } => return self.timer(12, name, *queue, timer),
+            TraceOp::DeleteTimer { queue, timer } => return self.timer(13, name, *queue, timer),
+            TraceOp::PopTimers {
+                queue,
+                watermark,
+                limit,
+                popped,
+            } => {
+                self.begin(14);
+                put_varint(&mut self.buf, queue.index() as u64);
+                put_varint(&mut self.buf, zigzag(*watermark));
+                put_varint(&mut self.buf, *limit);
+                put_varint(&mut self.buf, *popped);
+            }
+            TraceOp::NextTimer { queue } => {
+                self.begin(15);
+                put_varint(&mut self.buf, queue.index() as u64);
+            }
+            TraceOp::ScanTimers { queue, key_groups } => {
+                self.begin(16);
+                put_varint(&mut self.buf, queue.index() as u64);
+                put_varint(&mut self.buf, u64::from(key_groups.start));
+                put_varint(&mut self.buf, u64::from(key_groups.end));
+            }
+            TraceOp::Checkpoint { id } => {
+                self.begin(17);
+                put_varint(&mut self.buf, *id);
+            }
+            TraceOp::Restore { handles } => {
+                self.begin(18);
+                put_varint(&mut self.buf, *handles);
+            }
+        }
+        if let Some(m) = micros {
+            // Importers give absolute times: rewrite the delta written by `begin`.
+            let tag = self.buf[0];
+            let mut rest = self.buf.split_off(1);
+            let mut r = &rest[..];
+            let _ = get_varint(&mut r);
+            let tail = r.to_vec();
+            rest.clear();
+            self.buf.truncate(0);
+            self.buf.push(tag);
+            put_varint(&mut self.buf, m.saturating_sub(self.last_micros));
+            self.last_micros = m.max(self.last_micros);
+            self.buf.extend_from_slice(&tail);
+        }
+        self.end(name)
+    }
+
+    /// Records per operation name so far.
+    pub fn counts(&self) -> &BTreeMap<String, u64> {
+        &self.counts
+    }
+
+    /// Writes the footer and flushes; returns the number of records.
+    ///
+    /// # Errors
+    /// I/O errors naming the path (a full disk is `ResourceExhausted`).
+    pub fn finish(mut self) -> Result<u64> {
+        let mut footer = vec![TAG_FOOTER];
+        put_varint(&mut footer, self.records);
+        self.emit_raw(&footer)?;
+        let crc = self.crc.to_le_bytes();
+        self.out
+            .write_all(&crc)
+            .map_err(|e| Error::io(self.path.display(), e))?;
+        self.out
+            .flush()
+            .map_err(|e| Error::io(self.path.display(), e))?;
+        self.out
+            .get_ref()
+            .sync_all()
+            .map_err(|e| Error::io(self.path.display(), e))?;
+        Ok(self.records)
+    }
+}
