@@ -13,9 +13,8 @@ use statekit_backend::{
 use super::{TraceOp, TraceWriter};
 
 /// A backend wrapper that records every operation to a [`TraceWriter`]. The writer is shared
-/// so the caller can finish it after the run; the first write error is kept and reported by
-/// [`RecordingBackend::take_error`] (and fails the operation), so a full disk ends the run
-/// with a clear error instead of a silently short trace.
+/// so the caller can finish it after the run. A failed trace write fails the operation being
+/// recorded, so a full disk ends the run with a clear error instead of a silently short trace.
 pub struct RecordingBackend<B: StateBackend + ?Sized> {
     inner: Box<B>,
     writer: Arc<Mutex<Option<TraceWriter>>>,
