@@ -8,6 +8,10 @@
 //! - `rocksdb::RocksDbBackend` (feature `rocksdb`): embedded RocksDB, incremental
 //!   checkpoints, a process-wide memory budget.
 //!
+//! Configuration files people write (the backends', the harness's profiles) are read through
+//! [`config_file`]: omitted fields take their defaults, and errors name file, line, column
+//! and field. [`Size`] is the one parser of sizes such as `"256 MiB"`.
+//!
 //! The raw trait speaks bytes; [`typed`] puts value, list, map, reducing and aggregating state
 //! with serde values and order-preserving keys on top of it.
 //!
@@ -30,6 +34,7 @@ pub mod backend;
 pub mod checkpoint;
 pub mod clock;
 pub mod codec;
+pub mod config_file;
 pub mod error;
 pub mod instance;
 pub mod keygroup;
@@ -38,6 +43,7 @@ pub mod memory;
 pub mod remote;
 #[cfg(feature = "rocksdb")]
 pub mod rocksdb;
+pub mod size;
 pub mod typed;
 
 pub use backend::{
@@ -49,3 +55,4 @@ pub use checkpoint::{CheckpointHandle, CheckpointStorage, LocalDirStorage};
 pub use error::{Error, ErrorKind, Result};
 pub use instance::InstanceConfig;
 pub use keygroup::{key_group_of, KeyGroup, KeyGroupRange};
+pub use size::Size;

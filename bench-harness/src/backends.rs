@@ -174,7 +174,7 @@ pub fn remote_config(
 ) -> Result<statekit_backend::remote::RemoteConfig> {
     use statekit_backend::remote::{RemoteConfig, Size};
     let mut config = match value {
-        Some(v) if Path::new(v).is_file() => RemoteConfig::from_file(Path::new(v))?,
+        Some(v) if Path::new(v).is_file() => RemoteConfig::load(Path::new(v))?,
         Some(v) => {
             return Err(Error::invalid(format!(
                 "remote backend configuration '{v}' is not a file: the remote backend takes a \
@@ -233,7 +233,7 @@ pub fn rocksdb_config(
         return if value.ends_with(".ini") || name.starts_with("OPTIONS") {
             RocksDbConfig::read_options_file(path)
         } else {
-            RocksDbConfig::from_toml(path)
+            RocksDbConfig::load(path)
         };
     }
     let preset = match value.replace('_', "-").as_str() {

@@ -9,7 +9,6 @@
 
 use std::fmt;
 use std::path::{Path as FsPath, PathBuf};
-use std::str::FromStr;
 use std::sync::Arc;
 
 use object_store::path::Path;
@@ -17,151 +16,67 @@ use object_store::ObjectStore;
 use serde::{Deserialize, Serialize};
 
 use super::local_files::LocalFiles;
+use crate::config_file::{self, FieldError};
 use crate::error::{Error, ErrorKind, Result};
+pub use crate::size::Size;
 
-/// The embedded default configuration (a local directory).
+/// The example configuration (`backend/src/remote/default.toml`): every field commented out
+/// at its default, so it parses to [`RemoteConfig::default`].
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
 
-/// A size in bytes, written in TOML as an integer or a string with a unit ("256 MiB", "1 GiB",
-/// "64 KB").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "SizeRepr", into = "String")]
-pub struct Size(pub u64);
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum SizeRepr {
-    Int(u64),
-    Text(String),
-}
-
-impl TryFrom<SizeRepr> for Size {
-    type Error = String;
-    fn try_from(repr: SizeRepr) -> std::result::Result<Self, String> {
-        match repr {
-            SizeRepr::Int(n) => Ok(Size(n)),
-            SizeRepr::Text(s) => s.parse(),
-        }
-    }
-}
-
-impl FromStr for Size {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        let t = s.trim();
-        let split = t
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(t.len());
-        let (num, unit) = t.split_at(split);
-        let num: f64 = num
-            .parse()
-            .map_err(|_| format!("'{s}' is not a size (expected for example \"256 MiB\")"))?;
-        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-            "" | "b" => 1,
-            "kb" => 1_000,
-            "kib" | "k" => 1 << 10,
-            "mb" => 1_000_000,
-            "mib" | "m" => 1 << 20,
-            "gb" => 1_000_000_000,
-            "gib" | "g" => 1 << 30,
-            "tb" => 1_000_000_000_000,
-            "tib" | "t" => 1 << 40,
-            other => return Err(format!("'{s}': unknown size unit '{other}'")),
-        };
-        let bytes = num * mult as f64;
-        if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
-            return Err(format!("'{s}' is out of range"));
-        }
-        Ok(Size(bytes as u64))
-    }
-}
-
-impl fmt::Display for Size {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let units = [
-            (1u64 << 40, "TiB"),
-            (1 << 30, "GiB"),
-            (1 << 20, "MiB"),
-            (1 << 10, "KiB"),
-        ];
-        for (mult, unit) in units {
-            if self.0 >= mult && self.0 % mult == 0 {
-                return write!(f, "{} {unit}", self.0 / mult);
-            }
-        }
-        write!(f, "{} B", self.0)
-    }
-}
-
-impl From<Size> for String {
-    fn from(s: Size) -> String {
-        s.to_string()
-    }
-}
-
-/// Configuration of the remote backend (`[remote]` in a statekit TOML file, or a file of its
-/// own). Holds no secret: see the module docs.
+/// Configuration of the remote backend, a TOML file of its own (`--config remote=FILE`).
+/// Every field may be left out and then takes the default its doc names
+/// ([`RemoteConfig::default`]); an unknown field is an error. Holds no secret: see the module
+/// docs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct RemoteConfig {
     /// Where state lives: `file:///abs/dir`, `s3://bucket/prefix`, `gs://bucket/prefix`,
     /// `az://container/prefix`, or `memory:///` (a process-local store, for tests).
+    /// Default `file:///tmp/statekit-remote`, a local directory: no server needed.
     pub url: String,
     /// A custom endpoint for S3-compatible servers (MinIO, moto, Ceph), e.g.
-    /// `http://127.0.0.1:9000`.
-    #[serde(default)]
+    /// `http://127.0.0.1:9000`. Default none: the provider's own.
     pub endpoint: Option<String>,
-    /// The region (S3); defaults to the environment's `AWS_REGION`, else `us-east-1`.
-    #[serde(default)]
+    /// The region (S3). Default none: the environment's `AWS_REGION`, else `us-east-1`.
     pub region: Option<String>,
     /// Allow plain-HTTP endpoints (only sensible on loopback or inside a trusted network).
-    #[serde(default)]
+    /// Default false.
     pub allow_http: bool,
     /// In-memory cache of SST blocks, indexes and filters, shared by every instance opened
-    /// through one [`RemoteStore`].
+    /// through one [`RemoteStore`](super::RemoteStore). Default 256 MiB.
     pub block_cache: Size,
     /// The part of `block_cache` reserved for table indexes, Bloom filters and table stats
-    /// (the rest holds data blocks); default a fifth. Data blocks would otherwise evict
-    /// indexes, and every miss re-reads and re-verifies a whole index, as RocksDB's
-    /// high-priority pool for index and filter blocks avoids.
-    #[serde(default)]
+    /// (the rest holds data blocks). Default none: a fifth of `block_cache`. Data blocks
+    /// would otherwise evict indexes, and every miss re-reads and re-verifies a whole index,
+    /// as RocksDB's high-priority pool for index and filter blocks avoids.
     pub meta_cache: Option<Size>,
-    /// Size of a memtable before it is written to object storage as an L0 table.
+    /// Size of a memtable before it is written to object storage as an L0 table. Default
+    /// 64 MiB; at least 1 MiB.
     pub memtable: Size,
     /// Unflushed bytes (active plus frozen memtables) beyond which writes wait for uploads.
+    /// Default 256 MiB; at least `memtable`.
     pub max_unflushed: Size,
-    /// Local directory of the optional on-disk cache of object-store data.
-    #[serde(default)]
+    /// Local directory of the optional on-disk cache of object-store data. Default none.
     pub disk_cache_dir: Option<PathBuf>,
-    /// Budget of the on-disk cache; 0 disables it.
-    #[serde(default = "zero_size")]
+    /// Budget of the on-disk cache; 0 disables it. Default 0.
     pub disk_cache: Size,
-    /// How many object-store reads one `multi_get` or prefetch keeps in flight.
+    /// How many object-store reads one `multi_get` or prefetch keeps in flight. Default 64;
+    /// 1 to 4096.
     pub max_concurrent_reads: usize,
     /// Seconds a table that compaction replaced stays in the store, for reads that started
     /// before the compaction; then SlateDB's garbage collector deletes it. Tables a retained
-    /// checkpoint needs stay regardless. SlateDB keeps them 15 minutes (its compactor's
-    /// checkpoint lifetime), which at standard ad-click rates held five times the live state
-    /// in the store; reads in this process finish within seconds. Raise it when other
-    /// processes read the databases directly.
-    #[serde(default = "default_replaced_tables_kept_secs")]
+    /// checkpoint needs stay regardless. Default 60. SlateDB keeps them 15 minutes (its
+    /// compactor's checkpoint lifetime), which at standard ad-click rates held five times the
+    /// live state in the store; reads in this process finish within seconds. Raise it when
+    /// other processes read the databases directly.
     pub replaced_tables_kept_secs: u64,
 }
 
-fn default_replaced_tables_kept_secs() -> u64 {
-    60
-}
-
-fn zero_size() -> Size {
-    Size(0)
-}
-
 impl Default for RemoteConfig {
-    /// The embedded default ([`DEFAULT_TOML`]): a local directory, no server needed.
+    /// The defaults every omitted field takes; `default.toml` shows them as comments.
     fn default() -> Self {
-        // The embedded file is checked by a unit test, so it always parses; the fallback
-        // keeps this infallible without a panic path.
-        RemoteConfig::from_toml_str(DEFAULT_TOML).unwrap_or(RemoteConfig {
+        RemoteConfig {
             url: "file:///tmp/statekit-remote".into(),
             endpoint: None,
             region: None,
@@ -173,8 +88,8 @@ impl Default for RemoteConfig {
             disk_cache_dir: None,
             disk_cache: Size(0),
             max_concurrent_reads: 64,
-            replaced_tables_kept_secs: default_replaced_tables_kept_secs(),
-        })
+            replaced_tables_kept_secs: 60,
+        }
     }
 }
 
@@ -194,24 +109,23 @@ pub enum Scheme {
 }
 
 impl RemoteConfig {
-    /// Parses and validates a TOML document.
+    /// Parses and validates `text`, the contents of the TOML file `path` (named in errors).
     ///
     /// # Errors
-    /// `InvalidArgument` naming the bad field.
-    pub fn from_toml_str(text: &str) -> Result<Self> {
-        let config: RemoteConfig = toml::from_str(text)
-            .map_err(|e| Error::invalid(format!("remote backend configuration: {e}")))?;
-        config.validate()?;
+    /// `InvalidArgument` naming the file, line, column and field of a syntax error, an unknown
+    /// field, a value of the wrong type or a value out of range.
+    pub fn parse(path: &FsPath, text: &str) -> Result<Self> {
+        let config: RemoteConfig = config_file::parse(path, text)?;
+        config.check().map_err(|e| e.at(path, text))?;
         Ok(config)
     }
 
-    /// Reads and validates a TOML file.
+    /// Reads and validates the TOML file at `path`.
     ///
     /// # Errors
-    /// An I/O error naming the file, or `InvalidArgument` naming file and field.
-    pub fn from_file(path: &FsPath) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path.display(), e))?;
-        Self::from_toml_str(&text).map_err(|e| e.context(path.display()))
+    /// An I/O error naming the file, or as [`RemoteConfig::parse`].
+    pub fn load(path: &FsPath) -> Result<Self> {
+        Self::parse(path, &config_file::read(path)?)
     }
 
     /// The default configuration with state under the local directory `dir`.
@@ -227,12 +141,17 @@ impl RemoteConfig {
     /// # Errors
     /// `InvalidArgument` for a malformed URL or an unsupported scheme.
     pub fn parsed_url(&self) -> Result<(url::Url, Scheme)> {
-        let url = url::Url::parse(&self.url)
-            .map_err(|e| Error::invalid(format!("remote.url '{}': {e}", self.url)))?;
+        self.url_and_scheme().map_err(Error::from)
+    }
+
+    fn url_and_scheme(&self) -> std::result::Result<(url::Url, Scheme), FieldError> {
+        let bad = |message: String| FieldError::new("url", message);
+        let url = url::Url::parse(&self.url).map_err(|e| bad(format!("'{}': {e}", self.url)))?;
         if !url.username().is_empty() || url.password().is_some() {
-            return Err(Error::invalid(
-                "remote.url must not carry credentials; set them in the environment \
-                 (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ...)",
+            return Err(bad(
+                "must not carry credentials; set them in the environment \
+                 (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ...)"
+                    .into(),
             ));
         }
         let scheme = match url.scheme() {
@@ -242,9 +161,8 @@ impl RemoteConfig {
             "az" | "abfs" | "abfss" => Scheme::Azure,
             "memory" => Scheme::Memory,
             other => {
-                return Err(Error::invalid(format!(
-                    "remote.url '{}': unsupported scheme '{other}' (use file, s3, gs, az or \
-                     memory)",
+                return Err(bad(format!(
+                    "'{}': unsupported scheme '{other}' (use file, s3, gs, az or memory)",
                     self.url
                 )))
             }
@@ -252,8 +170,11 @@ impl RemoteConfig {
         if matches!(scheme, Scheme::S3 | Scheme::Gcs | Scheme::Azure)
             && url.host_str().is_none_or(str::is_empty)
         {
-            return Err(Error::invalid(format!(
-                "remote.url '{}' names no bucket or container",
+            return Err(bad(format!("'{}' names no bucket or container", self.url)));
+        }
+        if scheme == Scheme::File && url.to_file_path().is_err() {
+            return Err(bad(format!(
+                "'{}' is not an absolute file path (write file:///abs/dir)",
                 self.url
             )));
         }
@@ -265,63 +186,68 @@ impl RemoteConfig {
     /// # Errors
     /// `InvalidArgument` naming the field and the accepted values.
     pub fn validate(&self) -> Result<()> {
-        let (url, scheme) = self.parsed_url()?;
-        if scheme == Scheme::File && url.to_file_path().is_err() {
-            return Err(Error::invalid(format!(
-                "remote.url '{}' is not an absolute file path (write file:///abs/dir)",
-                self.url
-            )));
-        }
+        self.check()
+            .map_err(|e| Error::from(e).context("remote backend configuration"))
+    }
+
+    /// What [`RemoteConfig::validate`] checks, with the field each error concerns, so a file
+    /// reader can point at its line.
+    fn check(&self) -> std::result::Result<(), FieldError> {
+        let (_, scheme) = self.url_and_scheme()?;
         if let Some(endpoint) = &self.endpoint {
-            let parsed = url::Url::parse(endpoint)
-                .map_err(|e| Error::invalid(format!("remote.endpoint '{endpoint}': {e}")))?;
+            let bad = |message: String| FieldError::new("endpoint", message);
+            let parsed =
+                url::Url::parse(endpoint).map_err(|e| bad(format!("'{endpoint}': {e}")))?;
             if scheme != Scheme::S3 && scheme != Scheme::Azure {
-                return Err(Error::invalid(format!(
-                    "remote.endpoint is only used with s3:// or az:// URLs, not '{}'",
+                return Err(bad(format!(
+                    "is only used with s3:// or az:// URLs, not '{}'",
                     self.url
                 )));
             }
             if parsed.scheme() == "http" && !self.allow_http {
-                return Err(Error::invalid(format!(
-                    "remote.endpoint '{endpoint}' is plain HTTP; set remote.allow_http = true \
-                     to allow it"
+                return Err(bad(format!(
+                    "'{endpoint}' is plain HTTP; set allow_http = true to allow it"
                 )));
             }
             if !parsed.username().is_empty() || parsed.password().is_some() {
-                return Err(Error::invalid("remote.endpoint must not carry credentials"));
+                return Err(bad("must not carry credentials".into()));
             }
         }
         if let Some(meta) = self.meta_cache {
             if meta >= self.block_cache {
-                return Err(Error::invalid(format!(
-                    "remote.meta_cache = {meta} must be below remote.block_cache = {}",
-                    self.block_cache
-                )));
+                return Err(FieldError::new(
+                    "meta_cache",
+                    format!("{meta} must be below block_cache = {}", self.block_cache),
+                ));
             }
         }
         const MIB: u64 = 1 << 20;
         if self.memtable.0 < MIB {
-            return Err(Error::invalid(format!(
-                "remote.memtable = {} is below the minimum of 1 MiB",
-                self.memtable
-            )));
+            return Err(FieldError::new(
+                "memtable",
+                format!("{} is below the minimum of 1 MiB", self.memtable),
+            ));
         }
         if self.max_unflushed < self.memtable {
-            return Err(Error::invalid(format!(
-                "remote.max_unflushed = {} must be at least remote.memtable = {}",
-                self.max_unflushed, self.memtable
-            )));
+            return Err(FieldError::new(
+                "max_unflushed",
+                format!(
+                    "{} must be at least memtable = {}",
+                    self.max_unflushed, self.memtable
+                ),
+            ));
         }
         if self.disk_cache.0 > 0 && self.disk_cache_dir.is_none() {
-            return Err(Error::invalid(
-                "remote.disk_cache is set but remote.disk_cache_dir is not",
+            return Err(FieldError::new(
+                "disk_cache",
+                "is set but disk_cache_dir is not",
             ));
         }
         if self.max_concurrent_reads == 0 || self.max_concurrent_reads > 4096 {
-            return Err(Error::invalid(format!(
-                "remote.max_concurrent_reads = {} is outside 1..=4096",
-                self.max_concurrent_reads
-            )));
+            return Err(FieldError::new(
+                "max_concurrent_reads",
+                format!("{} is outside 1..=4096", self.max_concurrent_reads),
+            ));
         }
         Ok(())
     }
@@ -417,12 +343,68 @@ pub(crate) fn store_error(what: impl fmt::Display, e: object_store::Error) -> Er
 mod tests {
     use super::*;
 
+    fn parse(text: &str) -> Result<RemoteConfig> {
+        RemoteConfig::parse(FsPath::new("store.toml"), text)
+    }
+
+    /// Fields whose default is none: the example shows them with a sample value.
+    const NO_DEFAULT: [&str; 4] = ["endpoint", "region", "meta_cache", "disk_cache_dir"];
+
+    /// The example with every `# field = value` line of a field with a default uncommented.
+    fn uncommented(example: &str) -> String {
+        example
+            .lines()
+            .map(|line| match line.strip_prefix("# ") {
+                Some(rest)
+                    if rest
+                        .split_once(" = ")
+                        .is_some_and(|(k, _)| is_key(k) && !NO_DEFAULT.contains(&k)) =>
+                {
+                    rest
+                }
+                _ => line,
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn is_key(word: &str) -> bool {
+        !word.is_empty() && word.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+    }
+
     #[test]
-    fn embedded_default_parses_and_is_local() {
-        let c = RemoteConfig::from_toml_str(DEFAULT_TOML).unwrap();
-        assert_eq!(c.parsed_url().unwrap().1, Scheme::File);
-        assert_eq!(c, RemoteConfig::default());
-        assert_eq!(c.block_cache, Size(256 << 20));
+    fn the_example_shows_every_default() {
+        assert_eq!(parse(DEFAULT_TOML).unwrap(), RemoteConfig::default());
+        let text = uncommented(DEFAULT_TOML);
+        assert_eq!(parse(&text).unwrap(), RemoteConfig::default(), "{text}");
+        // Every field with a default is written; the others are shown with a sample.
+        let defaults = toml::to_string(&RemoteConfig::default()).unwrap();
+        for line in defaults.lines().chain(NO_DEFAULT) {
+            let field = line.split(" = ").next().unwrap_or_default();
+            assert!(
+                DEFAULT_TOML.contains(&format!("\n# {field} = ")),
+                "default.toml does not show {field}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_minimal_s3_file_takes_defaults_for_the_rest() {
+        let c = parse(
+            "url = \"s3://bucket/state\"\nendpoint = \"http://127.0.0.1:9000\"\n\
+             region = \"us-east-1\"\nallow_http = true\nblock_cache = \"64 MiB\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.parsed_url().unwrap().1, Scheme::S3);
+        assert_eq!(c.block_cache, Size(64 << 20));
+        assert_eq!(c.memtable, RemoteConfig::default().memtable);
+        assert_eq!(c.max_concurrent_reads, 64);
+        assert_eq!(parse("").unwrap(), RemoteConfig::default());
+    }
+
+    #[test]
+    fn the_cache_split_reserves_a_fifth_for_metadata() {
+        let c = RemoteConfig::default();
         assert_eq!(
             c.cache_split(),
             ((256 << 20) - (256 << 20) / 5, (256 << 20) / 5)
@@ -437,47 +419,47 @@ mod tests {
             ..c
         };
         let e = too_big.validate().unwrap_err();
-        assert!(e.to_string().contains("remote.meta_cache"), "{e}");
+        assert!(e.to_string().contains("field `meta_cache`"), "{e}");
     }
 
     #[test]
-    fn sizes_parse_with_units() {
-        assert_eq!("1 GiB".parse::<Size>().unwrap(), Size(1 << 30));
-        assert_eq!("64KB".parse::<Size>().unwrap(), Size(64_000));
-        assert_eq!("1.5 MiB".parse::<Size>().unwrap(), Size(3 << 19));
-        assert!("12 parsecs".parse::<Size>().is_err());
-        assert_eq!(Size(3 << 30).to_string(), "3 GiB");
-    }
-
-    #[test]
-    fn bad_configurations_name_the_field() {
-        let base = DEFAULT_TOML.replace("file:///tmp/statekit-remote", "s3://bucket/state");
-        let c = RemoteConfig::from_toml_str(&base).unwrap();
-        assert_eq!(c.parsed_url().unwrap().1, Scheme::S3);
-
-        let secret = base.replace("s3://bucket", "s3://AKIA:hunter2@bucket");
-        let e = RemoteConfig::from_toml_str(&secret).unwrap_err();
-        assert!(e.to_string().contains("must not carry credentials"), "{e}");
-        assert!(!e.to_string().contains("hunter2"), "{e}");
-
-        let http = format!("{base}endpoint = \"http://127.0.0.1:9000\"\n");
-        let e = RemoteConfig::from_toml_str(&http).unwrap_err();
-        assert!(e.to_string().contains("allow_http"), "{e}");
-
-        let typo = format!("{base}blok_cache = \"1 GiB\"\n");
-        let e = RemoteConfig::from_toml_str(&typo).unwrap_err();
-        assert!(e.to_string().contains("blok_cache"), "{e}");
-
-        let small = base.replace("memtable = \"64 MiB\"", "memtable = \"4 KiB\"");
-        let e = RemoteConfig::from_toml_str(&small).unwrap_err();
-        assert!(e.to_string().contains("remote.memtable"), "{e}");
-
-        let scheme = base.replace("s3://", "ftp://");
-        let e = RemoteConfig::from_toml_str(&scheme).unwrap_err();
-        assert!(e.to_string().contains("unsupported scheme"), "{e}");
-
-        let relative =
-            DEFAULT_TOML.replace("file:///tmp/statekit-remote", "file://fileserver/share");
-        assert!(RemoteConfig::from_toml_str(&relative).is_err());
+    fn bad_configurations_name_file_line_and_field() {
+        let base = "url = \"s3://bucket/state\"\n";
+        let check = |text: &str, wanted: &[&str]| {
+            let e = parse(text).unwrap_err().to_string();
+            for w in wanted {
+                assert!(e.contains(w), "{e} lacks {w}");
+            }
+            e
+        };
+        let e = check(
+            "url = \"s3://AKIA:hunter2@bucket\"\n",
+            &["store.toml:1:7: field `url`", "must not carry credentials"],
+        );
+        assert!(!e.contains("hunter2"), "{e}");
+        check(
+            &format!("{base}endpoint = \"http://127.0.0.1:9000\"\n"),
+            &["store.toml:2:12: field `endpoint`", "allow_http"],
+        );
+        check(
+            &format!("{base}blok_cache = \"1 GiB\"\n"),
+            &["store.toml:2:1: field `blok_cache`", "unknown field"],
+        );
+        check(
+            &format!("{base}memtable = \"4 KiB\"\n"),
+            &["store.toml:2:12: field `memtable`", "minimum of 1 MiB"],
+        );
+        check(
+            &format!("{base}memtable = \"4 furlongs\"\n"),
+            &["store.toml:2:12: field `memtable`", "not a size"],
+        );
+        check(
+            "url = \"ftp://host/x\"\n",
+            &["field `url`", "unsupported scheme"],
+        );
+        check(
+            "url = \"file://fileserver/share\"\n",
+            &["field `url`", "absolute file path"],
+        );
     }
 }

@@ -3,9 +3,11 @@
 //! [`RocksDbConfig`] holds the DB options, the column-family options (applied to every
 //! state's column family) and the block-based table options, each field named exactly as in
 //! a RocksDB `OPTIONS` file, each `None` meaning "RocksDB's default". It is what a tuner
-//! produces and what a person edits: it reads from TOML ([`RocksDbConfig::from_toml`]), reads
-//! from and writes to the `OPTIONS` INI format ([`super::options_file`]), and the backend
-//! applies it to `rocksdb::Options` ([`RocksDbConfig::apply_db`], [`RocksDbConfig::apply_cf`]).
+//! produces and what a person edits: it reads from TOML ([`RocksDbConfig::load`]; an option
+//! left out keeps its default, and `default.toml` beside this file lists every option at the
+//! value a statekit backend then runs with), reads from and writes to the `OPTIONS` INI
+//! format ([`super::options_file`]), and the backend applies it to `rocksdb::Options`
+//! ([`RocksDbConfig::apply_db`], [`RocksDbConfig::apply_cf`]).
 //!
 //! Named presets ([`Preset`]) are the baselines a tuner must beat.
 //!
@@ -24,6 +26,7 @@ use ::rocksdb::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::config_file::{self, FieldError};
 use crate::error::{Error, Result};
 
 /// RocksDB options for a backend instance.
@@ -384,33 +387,24 @@ impl RocksDbConfig {
         }
     }
 
-    /// Parses a TOML document; `source` names it in errors.
+    /// Parses and validates `text`, the contents of the TOML file `path` (named in errors).
+    /// Every omitted option keeps its default (`default.toml` beside this file lists them).
     ///
     /// # Errors
-    /// `InvalidArgument` naming the source, line, column and key of an unknown key or an
-    /// invalid value.
-    pub fn from_toml_str(text: &str, source: &str) -> Result<Self> {
-        let config: RocksDbConfig = toml::from_str(text).map_err(|e| {
-            let at = e
-                .span()
-                .map(|span| {
-                    let line = text[..span.start].matches('\n').count() + 1;
-                    format!("line {line}: ")
-                })
-                .unwrap_or_default();
-            Error::invalid(format!("{source}: {at}{}", e.message()))
-        })?;
-        config.validate().map_err(|e| e.context(source))?;
+    /// `InvalidArgument` naming the file, line, column and field of a syntax error, an
+    /// unknown key, a value of the wrong type or a value out of range.
+    pub fn parse(path: &Path, text: &str) -> Result<Self> {
+        let config: RocksDbConfig = config_file::parse(path, text)?;
+        config.check().map_err(|e| e.at(path, text))?;
         Ok(config)
     }
 
-    /// Reads a TOML file.
+    /// Reads and validates the TOML file at `path`.
     ///
     /// # Errors
-    /// As [`RocksDbConfig::from_toml_str`], or an I/O error naming the file.
-    pub fn from_toml(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path.display(), e))?;
-        Self::from_toml_str(&text, &path.display().to_string())
+    /// As [`RocksDbConfig::parse`], or an I/O error naming the file.
+    pub fn load(path: &Path) -> Result<Self> {
+        Self::parse(path, &config_file::read(path)?)
     }
 
     /// Renders the configuration as TOML.
@@ -427,8 +421,13 @@ impl RocksDbConfig {
     /// # Errors
     /// `InvalidArgument` naming the key.
     pub fn validate(&self) -> Result<()> {
+        self.check().map_err(Error::from)
+    }
+
+    /// What [`RocksDbConfig::validate`] checks, with the field each error concerns.
+    fn check(&self) -> std::result::Result<(), FieldError> {
         let positive = |name: &str, v: Option<u64>| match v {
-            Some(0) => Err(Error::invalid(format!("{name} must be greater than 0"))),
+            Some(0) => Err(FieldError::new(name, "must be greater than 0")),
             _ => Ok(()),
         };
         positive("cf.write_buffer_size", self.cf.write_buffer_size)?;
@@ -439,26 +438,32 @@ impl RocksDbConfig {
         )?;
         positive("table.block_size", self.table.block_size)?;
         if matches!(self.cf.max_write_buffer_number, Some(n) if n < 2) {
-            return Err(Error::invalid(
-                "cf.max_write_buffer_number must be at least 2",
+            return Err(FieldError::new(
+                "cf.max_write_buffer_number",
+                "must be at least 2",
             ));
         }
         if matches!(self.cf.num_levels, Some(n) if !(1..=64).contains(&n)) {
-            return Err(Error::invalid("cf.num_levels must be in 1..=64"));
+            return Err(FieldError::new("cf.num_levels", "must be in 1..=64"));
         }
         if matches!(self.cf.max_bytes_for_level_multiplier, Some(m) if !(m > 0.0 && m.is_finite()))
         {
-            return Err(Error::invalid(
-                "cf.max_bytes_for_level_multiplier must be positive",
+            return Err(FieldError::new(
+                "cf.max_bytes_for_level_multiplier",
+                "must be positive",
             ));
         }
         if matches!(self.table.bloom_filter_bits_per_key, Some(b) if !(0.0..=100.0).contains(&b)) {
-            return Err(Error::invalid(
-                "table.bloom_filter_bits_per_key must be in 0..=100",
+            return Err(FieldError::new(
+                "table.bloom_filter_bits_per_key",
+                "must be in 0..=100",
             ));
         }
         if matches!(self.db.max_background_jobs, Some(n) if n < 1) {
-            return Err(Error::invalid("db.max_background_jobs must be at least 1"));
+            return Err(FieldError::new(
+                "db.max_background_jobs",
+                "must be at least 1",
+            ));
         }
         Ok(())
     }
@@ -663,36 +668,57 @@ impl From<Compression> for DBCompressionType {
 mod tests {
     use super::*;
 
+    fn parse(text: &str, file: &str) -> Result<RocksDbConfig> {
+        RocksDbConfig::parse(Path::new(file), text)
+    }
+
     #[test]
-    fn toml_round_trip_and_errors_name_line_and_key() {
+    fn toml_round_trip_and_errors_name_file_line_and_key() {
         for preset in Preset::all() {
             let config = RocksDbConfig::preset(preset);
             let text = config.to_toml().unwrap();
-            assert_eq!(
-                RocksDbConfig::from_toml_str(&text, "t.toml").unwrap(),
-                config,
-                "{text}"
-            );
+            assert_eq!(parse(&text, "t.toml").unwrap(), config, "{text}");
         }
-        let err = RocksDbConfig::from_toml_str(
+        let msg = parse(
             "[cf]\nwrite_buffer_size = 1\n\nwrite_bufer = 3\n",
             "job.toml",
         )
-        .unwrap_err();
-        let msg = err.to_string();
+        .unwrap_err()
+        .to_string();
         assert!(
-            msg.contains("job.toml") && msg.contains("line 4") && msg.contains("write_bufer"),
+            msg.contains("job.toml:4:1: field `cf.write_bufer`"),
             "{msg}"
         );
-        let err =
-            RocksDbConfig::from_toml_str("[cf]\ncompression = \"kFoo\"\n", "j.toml").unwrap_err();
+        let msg = parse("[cf]\ncompression = \"kFoo\"\n", "j.toml")
+            .unwrap_err()
+            .to_string();
         assert!(
-            err.to_string().contains("line 2") && err.to_string().contains("kFoo"),
-            "{err}"
+            msg.contains("j.toml:2:15: field `cf.compression`") && msg.contains("kFoo"),
+            "{msg}"
         );
-        let err =
-            RocksDbConfig::from_toml_str("[cf]\nwrite_buffer_size = 0\n", "j.toml").unwrap_err();
-        assert!(err.to_string().contains("write_buffer_size"), "{err}");
+        let msg = parse("[cf]\nwrite_buffer_size = 0\n", "j.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("j.toml:2:21: field `cf.write_buffer_size`: must be greater than 0"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_minimal_file_keeps_every_other_default() {
+        assert_eq!(parse("", "empty.toml").unwrap(), RocksDbConfig::default());
+        let c = parse("[cf]\nwrite_buffer_size = 33554432\n", "m.toml").unwrap();
+        assert_eq!(
+            c,
+            RocksDbConfig {
+                cf: CfOptions {
+                    write_buffer_size: Some(32 << 20),
+                    ..CfOptions::default()
+                },
+                ..RocksDbConfig::default()
+            }
+        );
     }
 
     #[test]

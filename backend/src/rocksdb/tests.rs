@@ -370,12 +370,10 @@ fn damaged_shared_file_fails_restore_and_keeps_state() {
     assert_eq!(r.get(scope(mine, b"x"), b"").unwrap(), Some(b"y".to_vec()));
 }
 
-#[test]
-fn the_options_file_rocksdb_writes_reads_back_as_the_config() {
-    let env = Env::new();
-    let config = RocksDbConfig::preset(Preset::FlinkSpinningDiskOptimizedHighMem);
-    let settings =
-        RocksDbSettings::new(env.dir.path().join("o"), resources()).with_config(config.clone());
+/// What RocksDB wrote into its newest OPTIONS file for state `s` of a backend opened with
+/// `config`, read back as a configuration.
+fn options_rocksdb_wrote(env: &Env, config: RocksDbConfig) -> RocksDbConfig {
+    let settings = RocksDbSettings::new(env.dir.path().join("o"), resources()).with_config(config);
     let mut b = RocksDbBackend::open(env.config(), settings).unwrap();
     b.register_state(&StateDescriptor::new("s", StateKind::Map))
         .unwrap();
@@ -393,9 +391,78 @@ fn the_options_file_rocksdb_writes_reads_back_as_the_config() {
     files.sort();
     let path = files.last().unwrap();
     let text = std::fs::read_to_string(path).unwrap();
-    let read =
-        RocksDbConfig::from_rocksdb_options_str(&text, &path.display().to_string(), "state:s")
-            .unwrap();
+    RocksDbConfig::from_rocksdb_options_str(&text, &path.display().to_string(), "state:s").unwrap()
+}
+
+/// `default.toml` with every `# key = value` line uncommented, except the options whose
+/// default is "unset" (shown there with a sample value).
+fn example_uncommented() -> RocksDbConfig {
+    const NO_DEFAULT: [&str; 3] = [
+        "bottommost_compression",
+        "compression_per_level",
+        "bloom_filter_bits_per_key",
+    ];
+    let example = include_str!("default.toml");
+    assert_eq!(
+        RocksDbConfig::parse(Path::new("default.toml"), example).unwrap(),
+        RocksDbConfig::default(),
+        "default.toml must set nothing"
+    );
+    let text: Vec<&str> = example
+        .lines()
+        .map(|line| match line.strip_prefix("# ") {
+            Some(rest)
+                if rest.split_once(" = ").is_some_and(|(k, _)| {
+                    k.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                        && !NO_DEFAULT.contains(&k)
+                }) =>
+            {
+                rest
+            }
+            _ => line,
+        })
+        .collect();
+    RocksDbConfig::parse(Path::new("default.toml (uncommented)"), &text.join("\n")).unwrap()
+}
+
+#[test]
+fn default_toml_shows_the_options_rocksdb_runs_with() {
+    let env = Env::new();
+    let wrote = options_rocksdb_wrote(&env, RocksDbConfig::default());
+    let example = example_uncommented();
+    // The backend's own section is not a RocksDB option, so not in OPTIONS files.
+    assert_eq!(
+        example.backend.point_delete_limit,
+        Some(DEFAULT_POINT_DELETE_LIMIT)
+    );
+    let example = RocksDbConfig {
+        backend: BackendOptions::default(),
+        ..example
+    };
+    // Field by field, so a failure names the option.
+    let (a, b) = (
+        serde_json::to_value(&example).unwrap(),
+        serde_json::to_value(&wrote).unwrap(),
+    );
+    for section in ["db", "cf", "table"] {
+        for (key, written) in b[section].as_object().unwrap() {
+            assert_eq!(&a[section][key], written, "{section}.{key}");
+        }
+        for (key, shown) in a[section].as_object().unwrap() {
+            assert!(
+                shown.is_null() || b[section].get(key).is_some_and(|v| !v.is_null()),
+                "{section}.{key} is shown but RocksDB wrote no value"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_options_file_rocksdb_writes_reads_back_as_the_config() {
+    let env = Env::new();
+    let config = RocksDbConfig::preset(Preset::FlinkSpinningDiskOptimizedHighMem);
+    let read = options_rocksdb_wrote(&env, config.clone());
     // Every option the preset sets is what RocksDB applied and wrote.
     let cf = &config.cf;
     assert_eq!(read.cf.write_buffer_size, cf.write_buffer_size);
