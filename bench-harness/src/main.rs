@@ -50,7 +50,7 @@ enum Command {
         #[arg(long = "config")]
         configs: Vec<String>,
         /// Memory budget, like 256MiB (overrides the scale's).
-        #[arg(long, value_parser = parse_size)]
+        #[arg(long, value_parser = statekit_bench::util::parse_size)]
         memory_budget: Option<u64>,
         /// Output directory.
         #[arg(long, default_value = "statekit-results")]
@@ -93,7 +93,7 @@ enum Command {
         #[arg(long = "config")]
         configs: Vec<String>,
         /// Memory budget, like 256MiB.
-        #[arg(long, value_parser = parse_size)]
+        #[arg(long, value_parser = statekit_bench::util::parse_size)]
         memory_budget: Option<u64>,
         /// Output directory.
         #[arg(long, default_value = "statekit-replay")]
@@ -132,10 +132,6 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-}
-
-fn parse_size(s: &str) -> std::result::Result<u64, String> {
-    statekit_bench::util::parse_size(s).map_err(|e| e.message().to_string())
 }
 
 fn print_summary(results: &Results, out: &std::path::Path) {

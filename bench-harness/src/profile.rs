@@ -2,32 +2,36 @@
 //! its scales.
 //!
 //! # Schema
+//! Only `workload` is required; every other field takes the default shown (the shipped
+//! profiles show them as comments).
 //! ```toml
 //! workload = "ad-click-interval-join"  # or feature-concat, sliding-window-demand, daily-uv
-//! description = "..."                  # optional, shown in reports
-//! seed = 42                            # optional (default 42): the generated stream
-//! max_parallelism = 128                # optional (default 128): number of key groups
+//! description = "..."                  # shown in reports (default empty)
+//! seed = 42                            # the generated stream (default 42)
+//! max_parallelism = 128                # number of key groups (default 128)
 //!
 //! [params]                             # the workload's semantics, same at every scale;
-//! window = "20m"                       # every field optional, see the workload's *Params
+//! window = "20m"                       # every field defaults, see the workload's *Params
 //!
-//! [scales.quick]                       # required: quick, standard and large; others allowed
-//! duration = "25m"                     # simulated event time
-//! keys = 5000                          # distinct keys (users, hexagons, devices, requests)
-//! events_per_sec = 200                 # main-stream events per second of event time
-//! memory_budget = "256MiB"             # optional
-//! self_check = true                    # optional: check results against an independent computation
-//! checkpoint_interval = "5m"           # optional: checkpoint every this much event time
+//! [scales.quick]                       # quick, standard and large exist with the workload's
+//! duration = "25m"                     # defaults (WorkloadKind::default_scales); a table
+//! keys = 5000                          # overrides the fields it writes; another name takes
+//! events_per_sec = 200                 # the omitted fields from `standard`
+//! memory_budget = "256MiB"             # default none
+//! self_check = true                    # check results against an independent computation
+//! checkpoint_interval = "5m"           # checkpoint every this much event time (default none)
 //! ```
 //! Durations are written like `200ms`, `5s`, `20m`, `1h 30m`; sizes like `256MiB`, `8GiB`.
-//! Unknown fields are errors. Every error names the file, the line and column, and the field.
+//! Unknown fields are errors. Every error names the file, the line and column, and the field
+//! (read through [`statekit_backend::config_file`], like the backends' configurations).
 
 use std::collections::BTreeMap;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use statekit_backend::config_file::{self, FieldError};
 use statekit_backend::{Error, Result, StateBackend};
 
 use crate::event::Event;
@@ -68,6 +72,77 @@ impl WorkloadKind {
             WorkloadKind::DailyUv => "daily-uv",
         }
     }
+
+    /// The workload of a profile name.
+    pub fn from_name(name: &str) -> Option<WorkloadKind> {
+        [
+            WorkloadKind::AdClickIntervalJoin,
+            WorkloadKind::FeatureConcat,
+            WorkloadKind::SlidingWindowDemand,
+            WorkloadKind::DailyUv,
+        ]
+        .into_iter()
+        .find(|k| k.name() == name)
+    }
+
+    /// The scales a profile of this workload has without writing any (`WORKLOADS.md`):
+    /// `quick` runs in seconds and checks its results, `standard` runs the reference rates
+    /// for a few minutes, `large` holds state far beyond a 256 MiB budget.
+    pub fn default_scales(self) -> BTreeMap<String, ScaleSpec> {
+        const MIB: u64 = 1 << 20;
+        let min = |m: u64| Duration::from_secs(60 * m);
+        let scale = |duration, keys, events_per_sec| ScaleSpec {
+            duration,
+            keys,
+            events_per_sec,
+            memory_budget: None,
+            self_check: false,
+            checkpoint_interval: None,
+        };
+        let quick = |duration, keys, rate| ScaleSpec {
+            self_check: true,
+            ..scale(duration, keys, rate)
+        };
+        let checkpointed = |duration, keys, rate| ScaleSpec {
+            checkpoint_interval: Some(min(4)),
+            ..scale(duration, keys, rate)
+        };
+        let budgeted = |duration, keys, rate| ScaleSpec {
+            memory_budget: Some(256 * MIB),
+            ..scale(duration, keys, rate)
+        };
+        let [q, s, l] = match self {
+            // Quick: past the 20-minute window so cleanup runs. Standard: 20,000 displays/s
+            // over 2,000,000 users (~2.5 GB buffered). Large: ~10 GB of steady state.
+            WorkloadKind::AdClickIntervalJoin => [
+                quick(min(25), 20_000, 200.0),
+                checkpointed(min(5), 2_000_000, 20_000.0),
+                budgeted(min(40), 2_000_000, 20_000.0),
+            ],
+            // Keys are not used: every request id is new.
+            WorkloadKind::FeatureConcat => [
+                quick(min(10), 1, 200.0),
+                checkpointed(min(5), 1, 20_000.0),
+                budgeted(min(30), 1, 20_000.0),
+            ],
+            WorkloadKind::SlidingWindowDemand => [
+                quick(min(40), 2_000, 200.0),
+                scale(min(10), 100_000, 50_000.0),
+                budgeted(min(60), 1_000_000, 50_000.0),
+            ],
+            // Keys are distinct devices.
+            WorkloadKind::DailyUv => [
+                quick(min(10), 50_000, 300.0),
+                scale(min(5), 50_000_000, 100_000.0),
+                budgeted(min(60), 50_000_000, 100_000.0),
+            ],
+        };
+        REQUIRED_SCALES
+            .iter()
+            .map(|n| n.to_string())
+            .zip([q, s, l])
+            .collect()
+    }
 }
 
 /// The parameters of a profile's workload.
@@ -103,9 +178,10 @@ pub struct Profile {
     pub scales: BTreeMap<String, ScaleSpec>,
 }
 
+/// The field every profile writes: which workload (its parameters' type depends on it).
 #[derive(Deserialize)]
 struct Head {
-    workload: toml::Spanned<String>,
+    workload: Option<String>,
 }
 
 fn default_seed() -> u64 {
@@ -129,47 +205,86 @@ struct Doc<P> {
     max_parallelism: u16,
     #[serde(default)]
     params: P,
-    scales: BTreeMap<String, ScaleSpec>,
+    #[serde(default)]
+    scales: BTreeMap<String, ScaleFields>,
 }
 
-/// Line and column (1-based) of a byte offset.
-fn line_col(src: &str, offset: usize) -> (usize, usize) {
-    let before = &src[..offset.min(src.len())];
-    let line = before.matches('\n').count() + 1;
-    let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-    (line, col)
+/// A `[scales.NAME]` table: the fields it writes replace the default scale's.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScaleFields {
+    #[serde(default, deserialize_with = "crate::util::de_opt_duration")]
+    duration: Option<Duration>,
+    keys: Option<u64>,
+    events_per_sec: Option<f64>,
+    #[serde(default, deserialize_with = "crate::util::de_opt_size")]
+    memory_budget: Option<u64>,
+    self_check: Option<bool>,
+    #[serde(default, deserialize_with = "crate::util::de_opt_duration")]
+    checkpoint_interval: Option<Duration>,
 }
 
-fn at(path: &Path, src: &str, span: Option<Range<usize>>, field: &str, message: &str) -> Error {
-    let (line, col) = span.map_or((1, 1), |s| line_col(src, s.start));
-    let field = if field.is_empty() {
-        String::new()
-    } else {
-        format!("field `{field}`: ")
-    };
-    Error::invalid(format!("{}:{line}:{col}: {field}{message}", path.display()))
-}
-
-/// The span of the value at a dotted path, for errors found after parsing.
-fn locate(src: &str, path: &[&str]) -> Option<Range<usize>> {
-    let doc = toml::de::DeTable::parse(src).ok()?;
-    let mut table = doc.get_ref();
-    let mut span = None;
-    for (i, part) in path.iter().enumerate() {
-        let (_, value) = table.iter().find(|(k, _)| k.get_ref().as_ref() == *part)?;
-        span = Some(value.span());
-        if i + 1 < path.len() {
-            match value.get_ref() {
-                toml::de::DeValue::Table(t) => table = t,
-                _ => return span,
-            }
+impl ScaleFields {
+    fn over(self, base: &ScaleSpec) -> ScaleSpec {
+        ScaleSpec {
+            duration: self.duration.unwrap_or(base.duration),
+            keys: self.keys.unwrap_or(base.keys),
+            events_per_sec: self.events_per_sec.unwrap_or(base.events_per_sec),
+            memory_budget: self.memory_budget.or(base.memory_budget),
+            self_check: self.self_check.unwrap_or(base.self_check),
+            checkpoint_interval: self.checkpoint_interval.or(base.checkpoint_interval),
         }
     }
-    span
 }
 
-fn parse_doc<P: DeserializeOwned + Default>(path: &Path, src: &str) -> Result<Doc<P>> {
-    toml::from_str::<Doc<P>>(src).map_err(|e| at(path, src, e.span(), "", e.message().trim()))
+/// The profile's scales: the workload's defaults, with the written tables over them.
+fn scales_of(
+    workload: WorkloadKind,
+    written: BTreeMap<String, ScaleFields>,
+) -> BTreeMap<String, ScaleSpec> {
+    let mut scales = workload.default_scales();
+    for (name, fields) in written {
+        let base = scales
+            .get(&name)
+            .or_else(|| scales.get("standard"))
+            .cloned();
+        if let Some(base) = base {
+            scales.insert(name, fields.over(&base));
+        }
+    }
+    scales
+}
+
+/// Checks a scale's values; errors name the field under `scales.NAME`.
+fn check_scale(name: &str, scale: &ScaleSpec) -> std::result::Result<(), FieldError> {
+    let bad =
+        |field: &str, message: &str| FieldError::new(format!("scales.{name}.{field}"), message);
+    if scale.duration.is_zero() {
+        return Err(bad("duration", "must be positive"));
+    }
+    if scale.keys == 0 {
+        return Err(bad("keys", "must be at least 1"));
+    }
+    if !(scale.events_per_sec > 0.0 && scale.events_per_sec.is_finite()) {
+        return Err(bad("events_per_sec", "must be a positive number"));
+    }
+    if scale.checkpoint_interval.is_some_and(|d| d.is_zero()) {
+        return Err(bad("checkpoint_interval", "must be positive"));
+    }
+    Ok(())
+}
+
+/// Parses the document with the workload's parameter type and checks the parameters.
+fn parse_doc<P: DeserializeOwned + Default>(
+    path: &Path,
+    src: &str,
+    validate: impl Fn(&P) -> std::result::Result<(), (String, String)>,
+) -> Result<Doc<P>> {
+    let doc: Doc<P> = config_file::parse(path, src)?;
+    if let Err((field, message)) = validate(&doc.params) {
+        return Err(FieldError::new(format!("params.{field}"), message).at(path, src));
+    }
+    Ok(doc)
 }
 
 impl Profile {
@@ -179,8 +294,7 @@ impl Profile {
     /// `NotFound` for a missing file; `InvalidArgument` naming the file, line, column and field
     /// of a malformed or invalid profile.
     pub fn load(path: &Path) -> Result<Profile> {
-        let src = std::fs::read_to_string(path).map_err(|e| Error::io(path.display(), e))?;
-        Self::parse(path, &src)
+        Self::parse(path, &config_file::read(path)?)
     }
 
     /// Parses and validates profile text (`path` is used in messages).
@@ -188,33 +302,27 @@ impl Profile {
     /// # Errors
     /// As [`Profile::load`].
     pub fn parse(path: &Path, src: &str) -> Result<Profile> {
-        let head: Head = toml::from_str(src)
-            .map_err(|e| at(path, src, e.span(), "workload", e.message().trim()))?;
-        let workload = match head.workload.get_ref().as_str() {
-            "ad-click-interval-join" => WorkloadKind::AdClickIntervalJoin,
-            "feature-concat" => WorkloadKind::FeatureConcat,
-            "sliding-window-demand" => WorkloadKind::SlidingWindowDemand,
-            "daily-uv" => WorkloadKind::DailyUv,
-            other => {
-                return Err(at(
-                    path,
-                    src,
-                    Some(head.workload.span()),
-                    "workload",
-                    &format!(
-                        "unknown workload '{other}' (expected ad-click-interval-join, \
-                         feature-concat, sliding-window-demand or daily-uv)"
-                    ),
-                ))
-            }
+        let head: Head = config_file::parse(path, src)?;
+        let Some(name) = head.workload else {
+            return Err(FieldError::new(
+                "workload",
+                "is missing (write for example workload = \"ad-click-interval-join\")",
+            )
+            .at(path, src));
+        };
+        let Some(workload) = WorkloadKind::from_name(&name) else {
+            return Err(FieldError::new(
+                "workload",
+                format!(
+                    "unknown workload '{name}' (expected ad-click-interval-join, \
+                     feature-concat, sliding-window-demand or daily-uv)"
+                ),
+            )
+            .at(path, src));
         };
         macro_rules! load {
             ($ty:ty, $variant:ident) => {{
-                let doc: Doc<$ty> = parse_doc(path, src)?;
-                if let Err((field, message)) = doc.params.validate() {
-                    let span = locate(src, &["params", &field]);
-                    return Err(at(path, src, span, &format!("params.{field}"), &message));
-                }
+                let doc: Doc<$ty> = parse_doc(path, src, <$ty>::validate)?;
                 (
                     doc.description,
                     doc.seed,
@@ -224,7 +332,7 @@ impl Profile {
                 )
             }};
         }
-        let (description, seed, max_parallelism, params, scales) = match workload {
+        let (description, seed, max_parallelism, params, written) = match workload {
             WorkloadKind::AdClickIntervalJoin => load!(AdClickParams, AdClick),
             WorkloadKind::FeatureConcat => load!(FeatureConcatParams, FeatureConcat),
             WorkloadKind::SlidingWindowDemand => load!(SlidingWindowParams, SlidingWindow),
@@ -233,44 +341,11 @@ impl Profile {
         if max_parallelism == 0
             || u32::from(max_parallelism) > statekit_backend::keygroup::MAX_MAX_PARALLELISM
         {
-            let span = locate(src, &["max_parallelism"]);
-            return Err(at(
-                path,
-                src,
-                span,
-                "max_parallelism",
-                "must be in 1..=32768",
-            ));
+            return Err(FieldError::new("max_parallelism", "must be in 1..=32768").at(path, src));
         }
-        for name in REQUIRED_SCALES {
-            if !scales.contains_key(name) {
-                let span = locate(src, &["scales"]);
-                return Err(at(
-                    path,
-                    src,
-                    span,
-                    &format!("scales.{name}"),
-                    "is missing (every profile defines quick, standard and large)",
-                ));
-            }
-        }
+        let scales = scales_of(workload, written);
         for (name, scale) in &scales {
-            let bad = |field: &str, message: &str| {
-                let span = locate(src, &["scales", name, field]);
-                at(path, src, span, &format!("scales.{name}.{field}"), message)
-            };
-            if scale.duration.is_zero() {
-                return Err(bad("duration", "must be positive"));
-            }
-            if scale.keys == 0 {
-                return Err(bad("keys", "must be at least 1"));
-            }
-            if !(scale.events_per_sec > 0.0 && scale.events_per_sec.is_finite()) {
-                return Err(bad("events_per_sec", "must be a positive number"));
-            }
-            if scale.checkpoint_interval.is_some_and(|d| d.is_zero()) {
-                return Err(bad("checkpoint_interval", "must be positive"));
-            }
+            check_scale(name, scale).map_err(|e| e.at(path, src))?;
         }
         Ok(Profile {
             path: path.to_path_buf(),
@@ -372,8 +447,47 @@ events_per_sec = 100
 memory_budget = "256MiB"
 "#;
 
+    /// The shipped profiles, embedded at build time (tests read nothing outside the crate's
+    /// own sources at run time).
+    const SHIPPED: [(&str, &str); 4] = [
+        (
+            "profiles/ad-click-interval-join.toml",
+            include_str!("../../profiles/ad-click-interval-join.toml"),
+        ),
+        (
+            "profiles/feature-concat.toml",
+            include_str!("../../profiles/feature-concat.toml"),
+        ),
+        (
+            "profiles/sliding-window-demand.toml",
+            include_str!("../../profiles/sliding-window-demand.toml"),
+        ),
+        (
+            "profiles/daily-uv.toml",
+            include_str!("../../profiles/daily-uv.toml"),
+        ),
+    ];
+
     fn parse(src: &str) -> Result<Profile> {
         Profile::parse(Path::new("profiles/x.toml"), src)
+    }
+
+    /// The text with every `# field = value` line uncommented (indented sample lines and
+    /// prose stay comments).
+    fn uncommented(text: &str) -> String {
+        text.lines()
+            .map(|line| match line.strip_prefix("# ") {
+                Some(rest)
+                    if rest.split_once(" = ").is_some_and(|(k, _)| {
+                        !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                    }) =>
+                {
+                    rest.to_string()
+                }
+                _ => line.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     #[test]
@@ -386,6 +500,59 @@ memory_budget = "256MiB"
     }
 
     #[test]
+    fn a_minimal_profile_takes_every_default() {
+        for kind in [
+            WorkloadKind::AdClickIntervalJoin,
+            WorkloadKind::FeatureConcat,
+            WorkloadKind::SlidingWindowDemand,
+            WorkloadKind::DailyUv,
+        ] {
+            let p = parse(&format!("workload = \"{}\"\n", kind.name())).unwrap();
+            assert_eq!(p.workload, kind);
+            assert_eq!((p.seed, p.max_parallelism), (42, 128));
+            assert_eq!(p.scales, kind.default_scales());
+            assert!(p.scale("quick").unwrap().self_check);
+        }
+        // A scale table writes only what it changes; a new scale starts from `standard`.
+        let p = parse(
+            "workload = \"daily-uv\"\n[scales.quick]\nkeys = 10\n[scales.soak]\nduration = \"2h\"\n",
+        )
+        .unwrap();
+        let defaults = WorkloadKind::DailyUv.default_scales();
+        assert_eq!(p.scale("quick").unwrap().keys, 10);
+        assert_eq!(
+            p.scale("quick").unwrap().duration,
+            defaults["quick"].duration
+        );
+        let soak = p.scale("soak").unwrap();
+        assert_eq!(soak.duration, Duration::from_secs(7200));
+        assert_eq!(soak.events_per_sec, defaults["standard"].events_per_sec);
+    }
+
+    #[test]
+    fn shipped_profiles_comment_out_their_defaults() {
+        for (path, text) in SHIPPED {
+            let p = Profile::parse(Path::new(path), text).unwrap();
+            let minimal = Profile::parse(
+                Path::new(path),
+                &format!("workload = \"{}\"\n", p.workload.name()),
+            )
+            .unwrap();
+            assert_eq!(
+                p.params, minimal.params,
+                "{path} writes a value that is not a default"
+            );
+            assert_eq!(
+                p.scales, minimal.scales,
+                "{path} writes a value that is not a default"
+            );
+            // Uncommented, the comments set the same values: they show the real defaults.
+            let explicit = Profile::parse(Path::new(path), &uncommented(text)).unwrap();
+            assert_eq!(explicit, p, "{path}: a commented value is not the default");
+        }
+    }
+
+    #[test]
     fn errors_name_file_line_and_field() {
         let e = parse(&GOOD.replace(
             "keys = 1000\nevents_per_sec = 100\n\n[scales.large]",
@@ -394,38 +561,48 @@ memory_budget = "256MiB"
         .unwrap_err()
         .to_string();
         assert!(
-            e.contains("profiles/x.toml:16:8") && e.contains("scales.standard.keys"),
+            e.contains("profiles/x.toml:16:8: field `scales.standard.keys`"),
             "{e}"
         );
         let e = parse(&GOOD.replace("window = \"20m\"", "window = \"20 parsecs\""))
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("profiles/x.toml:6:") && e.contains("duration"),
+            e.contains("profiles/x.toml:6:10: field `params.window`") && e.contains("duration"),
             "{e}"
         );
         let e = parse(&GOOD.replace("window = \"20m\"", "windw = \"20m\""))
             .unwrap_err()
             .to_string();
-        assert!(e.contains(":6:") && e.contains("windw"), "{e}");
+        assert!(
+            e.contains(":6:1: field `params.windw`") && e.contains("unknown field"),
+            "{e}"
+        );
         let e = parse(&GOOD.replace("window = \"20m\"", "click_fraction = 3.0"))
             .unwrap_err()
             .to_string();
-        assert!(
-            e.contains(":6:") && e.contains("params.click_fraction"),
-            "{e}"
-        );
+        assert!(e.contains(":6:18: field `params.click_fraction`"), "{e}");
         let e = parse(&GOOD.replace("ad-click-interval-join", "ad-click"))
             .unwrap_err()
             .to_string();
-        assert!(e.contains(":2:") && e.contains("unknown workload"), "{e}");
-        let e = parse(&GOOD.replace("[scales.large]", "[scales.larg]"))
+        assert!(
+            e.contains(":2:12: field `workload`: unknown workload"),
+            "{e}"
+        );
+        let e = parse("seed = 1\n").unwrap_err().to_string();
+        assert!(e.contains(":1:1: field `workload`: is missing"), "{e}");
+        let e = parse(&GOOD.replace("self_check = true", "self_chek = true"))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("scales.large") && e.contains("missing"), "{e}");
+        assert!(e.contains("field `scales.quick.self_chek`"), "{e}");
+        let e = parse(&GOOD.replace("seed = 7", "max_parallelism = 0"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(":3:19: field `max_parallelism`"), "{e}");
         let e = parse("workload = [").unwrap_err().to_string();
         assert!(e.contains("profiles/x.toml:1:"), "{e}");
-        let e = Profile::load(Path::new("/nonexistent/p.toml")).unwrap_err();
+        let dir = tempfile::tempdir().unwrap();
+        let e = Profile::load(&dir.path().join("p.toml")).unwrap_err();
         assert_eq!(e.kind(), statekit_backend::ErrorKind::NotFound);
     }
 }

@@ -24,15 +24,15 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
     })
 }
 
-/// Parses a readable size such as `256MiB`, `8 GiB` or `4096`.
+/// Parses a readable size such as `256MiB`, `8 GiB` or `4096` (the parser of
+/// [`statekit_backend::Size`], statekit's only one).
 ///
 /// # Errors
 /// `InvalidArgument` naming the text.
 pub fn parse_size(text: &str) -> Result<u64> {
-    text.trim()
-        .parse::<bytesize::ByteSize>()
-        .map(|b| b.as_u64())
-        .map_err(|e| Error::invalid(format!("'{text}' is not a size (like 256MiB, 8GiB): {e}")))
+    text.parse::<statekit_backend::Size>()
+        .map(u64::from)
+        .map_err(Error::invalid)
 }
 
 /// Formats a byte count for people (`1.5 GiB`).
@@ -49,14 +49,24 @@ pub fn de_duration<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Durat
     parse_duration(&text).map_err(|e| serde::de::Error::custom(e.message()))
 }
 
-/// Serde helper: an optional size written as text.
+/// Serde helper: an optional duration written as text.
+///
+/// # Errors
+/// A serde error carrying the parse message.
+pub fn de_opt_duration<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Duration>, D::Error> {
+    Option::<String>::deserialize(d)?
+        .map(|t| parse_duration(&t).map_err(|e| serde::de::Error::custom(e.message())))
+        .transpose()
+}
+
+/// Serde helper: an optional size written as text or as an integer of bytes.
 ///
 /// # Errors
 /// A serde error carrying the parse message.
 pub fn de_opt_size<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<u64>, D::Error> {
-    let text = Option::<String>::deserialize(d)?;
-    text.map(|t| parse_size(&t).map_err(|e| serde::de::Error::custom(e.message())))
-        .transpose()
+    Ok(Option::<statekit_backend::Size>::deserialize(d)?.map(u64::from))
 }
 
 /// Milliseconds of a duration as event-time units.

@@ -18,14 +18,12 @@ use crate::event::Event;
 use crate::util::Counters;
 
 /// The size knobs of one scale of a profile (the workload's semantics live in its params).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Read from a profile's `[scales.NAME]` table, whose omitted fields take the workload's
+/// defaults (see [`crate::profile`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ScaleSpec {
     /// Simulated event time covered by the input.
-    #[serde(
-        deserialize_with = "crate::util::de_duration",
-        serialize_with = "ser_duration"
-    )]
+    #[serde(serialize_with = "ser_duration")]
     pub duration: Duration,
     /// Number of distinct keys (users, requests in flight, hexagons, devices per day).
     pub keys: u64,
@@ -33,18 +31,12 @@ pub struct ScaleSpec {
     pub events_per_sec: f64,
     /// The memory budget given to backends that take one (`256MiB`); reports compare peak
     /// resident memory against it.
-    #[serde(default, deserialize_with = "crate::util::de_opt_size")]
     pub memory_budget: Option<u64>,
     /// Whether runs keep their input and outputs to check them against an independent
     /// computation (only sensible at small scales).
-    #[serde(default)]
     pub self_check: bool,
     /// Take a checkpoint every this much event time, if set.
-    #[serde(
-        default,
-        deserialize_with = "de_opt_duration",
-        serialize_with = "ser_opt_duration"
-    )]
+    #[serde(serialize_with = "ser_opt_duration")]
     pub checkpoint_interval: Option<Duration>,
 }
 
@@ -60,14 +52,6 @@ fn ser_opt_duration<S: serde::Serializer>(
         Some(d) => ser_duration(d, s),
         None => s.serialize_none(),
     }
-}
-
-fn de_opt_duration<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> std::result::Result<Option<Duration>, D::Error> {
-    let text = Option::<String>::deserialize(d)?;
-    text.map(|t| crate::util::parse_duration(&t).map_err(|e| serde::de::Error::custom(e.message())))
-        .transpose()
 }
 
 impl ScaleSpec {
