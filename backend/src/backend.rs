@@ -495,7 +495,8 @@ pub struct Timer {
 pub struct BackendStats {
     /// Bytes of memory the backend holds for state (caches, memtables, heap maps).
     pub memory_bytes: Option<u64>,
-    /// Bytes the backend's state occupies on local disk.
+    /// Bytes the backend's state occupies in storage: on local disk, or in the object store
+    /// for the remote backend (measured by listing it, so for `file://` and S3 alike).
     pub disk_bytes: Option<u64>,
     /// Logical bytes of live keys and values.
     pub live_data_bytes: Option<u64>,
@@ -669,6 +670,27 @@ pub trait Checkpointing {
     /// `Incompatible` for an unknown format version or a different backend's format. On
     /// error the backend holds no partial state.
     fn restore(&mut self, handles: &[CheckpointHandle]) -> Result<()>;
+
+    /// What checkpoint `handle`, taken by this instance, occupies in storage, if the backend
+    /// measures it; `None` by default (and for handles of other instances). The harness
+    /// measures other backends' checkpoints by what they add to a local directory.
+    ///
+    /// # Errors
+    /// `Unavailable` when the storage cannot be read.
+    fn checkpoint_size(&self, handle: &CheckpointHandle) -> Result<Option<CheckpointSize>> {
+        let _ = handle;
+        Ok(None)
+    }
+}
+
+/// What a checkpoint occupies in storage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointSize {
+    /// Bytes of everything the checkpoint references, data shared with earlier checkpoints
+    /// included: what a restore from it reads.
+    pub total_bytes: u64,
+    /// Bytes it references that the instance's previous checkpoint did not: what it added.
+    pub added_bytes: u64,
 }
 
 /// A keyed state backend: the one contract a stream engine programs against.

@@ -47,9 +47,9 @@ pub mod size;
 pub mod typed;
 
 pub use backend::{
-    BackendStats, Checkpointing, Direction, EntryRef, Scope, ScopeBuf, StateBackend,
-    StateDescriptor, StateId, StateKind, StateRead, StateWrite, Timer, TimerStore, Ttl,
-    UserKeyRange, Visit, WriteBatch, WriteOp,
+    BackendStats, CheckpointSize, Checkpointing, Direction, EntryRef, Scope, ScopeBuf,
+    StateBackend, StateDescriptor, StateId, StateKind, StateRead, StateWrite, Timer, TimerStore,
+    Ttl, UserKeyRange, Visit, WriteBatch, WriteOp,
 };
 pub use checkpoint::{CheckpointHandle, CheckpointStorage, LocalDirStorage};
 pub use error::{Error, ErrorKind, Result};

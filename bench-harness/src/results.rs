@@ -159,8 +159,13 @@ pub struct CheckpointResult {
     pub watermark: i64,
     /// Wall time it took, ms.
     pub duration_ms: f64,
-    /// Bytes it added to the checkpoint storage.
+    /// Bytes it added to storage: what the backend measures where it can (the remote
+    /// backend lists its store), else the growth of the local checkpoint directory.
     pub bytes: u64,
+    /// Bytes of everything it references, data shared with earlier checkpoints included, if
+    /// the backend measures it.
+    #[serde(default)]
+    pub total_bytes: Option<u64>,
 }
 
 /// One backend/configuration pair's run.

@@ -241,13 +241,6 @@ fn bench_one(
     let checkpoint_every = scale.checkpoint_interval.map(crate::util::millis);
     let mut next_checkpoint: Option<i64> = None;
     let mut checkpoint_id = 0u64;
-    // What a checkpoint writes: RocksDB and memory copy into the checkpoint directory; the
-    // remote backend's checkpoint uploads its memtables into the store under `db`.
-    let checkpoint_written = if spec.kind == crate::backends::BackendKind::Remote {
-        work_dir.to_path_buf()
-    } else {
-        checkpoint_dir.clone()
-    };
     let start = Instant::now();
     let mut n = 0u64;
     let result = (|| -> Result<()> {
@@ -268,14 +261,23 @@ fn bench_one(
                     let due = *next_checkpoint.get_or_insert(wm.saturating_add(every));
                     if wm >= due {
                         checkpoint_id += 1;
-                        let before = dir_size(&checkpoint_written);
+                        let before = dir_size(&checkpoint_dir);
                         let t = Instant::now();
-                        backend.checkpoint(checkpoint_id)?;
+                        let handle = backend.checkpoint(checkpoint_id)?;
+                        let duration_ms = t.elapsed().as_secs_f64() * 1e3;
+                        // Memory and RocksDB copy into the local checkpoint directory; the
+                        // remote backend's checkpoint pins tables in its store, which it
+                        // measures itself (an S3 store has no local directory).
+                        let size = backend.checkpoint_size(&handle)?;
                         run.checkpoints.push(CheckpointResult {
                             id: checkpoint_id,
                             watermark: wm,
-                            duration_ms: t.elapsed().as_secs_f64() * 1e3,
-                            bytes: dir_size(&checkpoint_written).saturating_sub(before),
+                            duration_ms,
+                            bytes: size.map_or_else(
+                                || dir_size(&checkpoint_dir).saturating_sub(before),
+                                |s| s.added_bytes,
+                            ),
+                            total_bytes: size.map(|s| s.total_bytes),
                         });
                         next_checkpoint = Some(wm.saturating_add(every));
                     }

@@ -7,7 +7,7 @@
 //! tables, manifest and checkpoints live in an `object_store` store. It was chosen over writing
 //! an LSM here because it already has every piece this backend needs, each tested upstream:
 //! - ordered keys with bounded ascending *and descending* range scans (statekit's `scan`);
-//! - a merge operator (statekit's append-merge, see [`keys`] for how TTL composes with it);
+//! - a merge operator (statekit's append-merge, see `keys.rs` for how TTL composes with it);
 //! - atomic write batches (statekit's `write`);
 //! - checkpoints that pin a consistent manifest without copying data, and **clones from one
 //!   or several checkpoints with a projection range per source**: statekit's keys start with
@@ -48,11 +48,11 @@
 //! The trait is synchronous; every call blocks on a process-wide current-thread tokio
 //! runtime driven by the calling thread, which saves two cross-thread wake-ups per write
 //! (6.3x end to end); the databases' uploads, compaction and garbage collection run on a
-//! separate multi-thread runtime, on the other cores ([`runtime`] has the measurements).
+//! separate multi-thread runtime, on the other cores (`runtime.rs` has the measurements).
 //! `multi_get` runs its reads concurrently (up to [`RemoteConfig::max_concurrent_reads`] in
 //! flight); `prefetch` spawns scans on the background runtime that warm the block cache
 //! while later calls run. A `file://` store reads its tables with `pread` on the thread that
-//! needs the block instead of through tokio's blocking pool ([`local_files`]). Calling the
+//! needs the block instead of through tokio's blocking pool (`local_files.rs`). Calling the
 //! backend from inside an async runtime is an error, not a deadlock.
 
 mod config;
@@ -60,6 +60,7 @@ mod faults;
 mod keys;
 mod local_files;
 mod runtime;
+mod sizes;
 mod storage;
 
 pub use config::{RemoteConfig, Scheme, Size, DEFAULT_TOML};
@@ -89,8 +90,8 @@ use slatedb_common::metrics::{DefaultMetricsRecorder, MetricValue, Metrics};
 use tokio::sync::Semaphore;
 
 use crate::backend::{
-    check_scope, resolve_registration, BackendStats, Checkpointing, Direction, EntryRef,
-    EntryVisitor, Scope, StateBackend, StateDescriptor, StateId, StateKind, StateRead,
+    check_scope, resolve_registration, BackendStats, CheckpointSize, Checkpointing, Direction,
+    EntryRef, EntryVisitor, Scope, StateBackend, StateDescriptor, StateId, StateKind, StateRead,
     StateVisitor, StateWrite, Timer, TimerStore, UserKeyRange, Visit, WriteBatch, WriteOp,
 };
 use crate::checkpoint::{
@@ -414,6 +415,10 @@ pub struct RemoteBackend {
     prefetch_slots: Arc<Semaphore>,
     /// SlateDB's counters for this instance's database (cache, flushes, compaction).
     metrics: Arc<DefaultMetricsRecorder>,
+    /// The SlateDB manifest each checkpoint of this instance's database pinned, by checkpoint
+    /// id: what [`Checkpointing::checkpoint_size`] lists the tables of. A restore starts a
+    /// new database, and with it an empty map.
+    checkpoint_manifests: std::collections::BTreeMap<u64, u64>,
 }
 
 impl fmt::Debug for RemoteBackend {
@@ -493,6 +498,7 @@ impl RemoteBackend {
             user_bytes_written: 0,
             prefetch_slots: Arc::new(Semaphore::new(slots)),
             metrics,
+            checkpoint_manifests: std::collections::BTreeMap::new(),
         }
     }
 
@@ -1529,6 +1535,8 @@ impl Checkpointing for RemoteBackend {
             db_path: self.db_rel.clone(),
             slatedb_checkpoint: created.id,
         };
+        self.checkpoint_manifests
+            .insert(checkpoint_id, created.manifest_id);
         let manifest_path = format!("{location}/MANIFEST");
         if let Err(e) = storage.put(&manifest_path, &encode_manifest(&manifest)?) {
             // The put may have taken effect with its response lost. Unpin the SlateDB
@@ -1569,6 +1577,60 @@ impl Checkpointing for RemoteBackend {
         drop(fresh);
         Ok(())
     }
+
+    /// Lists the store: the tables the checkpoint's manifest references, with their sizes
+    /// in the store; added are those the previous checkpoint's manifest did not list (all of
+    /// them if that manifest is gone).
+    fn checkpoint_size(&self, handle: &CheckpointHandle) -> Result<Option<CheckpointSize>> {
+        let Some(&manifest_id) = self.checkpoint_manifests.get(&handle.checkpoint_id) else {
+            return Ok(None);
+        };
+        let previous = self
+            .checkpoint_manifests
+            .range(..handle.checkpoint_id)
+            .next_back()
+            .map(|(_, &m)| m);
+        let what = format!("checkpoint {} of {}", handle.checkpoint_id, self.what());
+        let store = Arc::clone(&self.store.store);
+        let db = self.store.path_of(&self.db_rel);
+        let admin = self.store.admin(&db);
+        runtime::block_on(async move {
+            let read = |id| admin.read_manifest(Some(id));
+            let manifest = read(manifest_id)
+                .await
+                .map_err(|e| slate_error(format!("reading the manifest of {what}"), e))?
+                .ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::NotFound,
+                        format!("{what}: manifest {manifest_id} is gone"),
+                    )
+                })?;
+            let (tables, external) = sizes::tables_of(&manifest);
+            let mut table_sizes = sizes::table_sizes(store.as_ref(), &db).await?;
+            for other in external {
+                table_sizes.extend(sizes::table_sizes(store.as_ref(), &Path::from(other)).await?);
+            }
+            let total_bytes = sizes::bytes_of(&tables, &table_sizes);
+            // A manifest garbage collection already removed counts as "nothing before".
+            let before = match previous {
+                Some(id) => read(id).await.ok().flatten(),
+                None => None,
+            };
+            let added_bytes = match before {
+                Some(m) => {
+                    let (old, _) = sizes::tables_of(&m);
+                    let new: std::collections::HashSet<String> =
+                        tables.difference(&old).cloned().collect();
+                    sizes::bytes_of(&new, &table_sizes)
+                }
+                None => total_bytes,
+            };
+            Ok(Some(CheckpointSize {
+                total_bytes,
+                added_bytes,
+            }))
+        })?
+    }
 }
 
 impl StateBackend for RemoteBackend {
@@ -1599,10 +1661,15 @@ impl StateBackend for RemoteBackend {
         // (SlateDB's own write-amplification numerator; the WAL is off).
         let uploaded = metric_sum(&m, "slatedb.db.l0_flush_bytes", None)
             + metric_sum(&m, "slatedb.compactor.bytes_compacted", None);
+        // What the database holds in the store now: every object under its prefix (tables,
+        // manifests, checkpoints' pins), listed, so S3 and file:// stores report alike.
+        let db = self.store.path_of(&self.db_rel);
+        let stored = runtime::block_on(sizes::bytes_under(self.store.store.as_ref(), &db))??;
         Ok(BackendStats {
             // Memtables only would understate it: the shared block cache has no size
             // accessor; the harness's RSS is the figure to read.
             memory_bytes: None,
+            disk_bytes: Some(stored),
             user_bytes_written: Some(self.user_bytes_written),
             disk_bytes_written: Some(uploaded),
             cache_hits: Some(metric_sum(&m, cache, Some(("result", "hit")))),
