@@ -154,7 +154,10 @@ pub fn render_markdown(results: &Results) -> String {
             format_size(d.total_bytes)
         );
     }
-    let _ = writeln!(md, "\n## Throughput\n\n| run | status | events | events/s | state ops/s | peak RSS | disk at end | write amp. | space amp. | cache hit |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    // "stored": what the backend's state occupies where it lives, as the backend measures it
+    // (local files for RocksDB, the object store for remote, S3 included); "local disk":
+    // everything under the run's directory (checkpoint copies, logs, a file:// store).
+    let _ = writeln!(md, "\n## Throughput\n\n| run | status | events | events/s | state ops/s | peak RSS | stored at end | local disk at end | write amp. | space amp. | cache hit |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let opt = |v: Option<f64>, pct: bool| {
         v.map_or("n/a".to_string(), |x| {
             if pct {
@@ -167,13 +170,16 @@ pub fn render_markdown(results: &Results) -> String {
     for r in &results.runs {
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.label,
             status(r),
             r.events,
             format_rate(r.events_per_sec),
             format_rate(r.ops_per_sec),
             format_size(r.peak_rss_bytes),
+            r.backend_stats
+                .disk_bytes
+                .map_or_else(|| "n/a".to_string(), format_size),
             format_size(r.disk_bytes),
             opt(r.write_amplification, false),
             opt(r.space_amplification, false),
@@ -268,7 +274,7 @@ pub fn render_markdown(results: &Results) -> String {
         }
     }
     if results.runs.iter().any(|r| !r.checkpoints.is_empty()) {
-        let _ = writeln!(md, "\n## Checkpoints\n\n| run | count | mean duration | max duration | mean size |\n|---|---:|---:|---:|---:|");
+        let _ = writeln!(md, "\n## Checkpoints\n\nAdded: bytes a checkpoint added to storage; total: everything it references (shared data included), where the backend measures it.\n\n| run | count | mean duration | max duration | mean added | last total |\n|---|---:|---:|---:|---:|---:|");
         for r in results.runs.iter().filter(|r| !r.checkpoints.is_empty()) {
             let n = r.checkpoints.len() as f64;
             let mean = r.checkpoints.iter().map(|c| c.duration_ms).sum::<f64>() / n;
@@ -277,13 +283,18 @@ pub fn render_markdown(results: &Results) -> String {
                 .iter()
                 .map(|c| c.duration_ms)
                 .fold(0.0, f64::max);
-            let size = r.checkpoints.iter().map(|c| c.bytes).sum::<u64>() as f64 / n;
+            let added = r.checkpoints.iter().map(|c| c.bytes).sum::<u64>() as f64 / n;
+            let total = r
+                .checkpoints
+                .last()
+                .and_then(|c| c.total_bytes)
+                .map_or_else(|| "n/a".to_string(), format_size);
             let _ = writeln!(
                 md,
-                "| {} | {} | {mean:.1} ms | {max:.1} ms | {} |",
+                "| {} | {} | {mean:.1} ms | {max:.1} ms | {} | {total} |",
                 r.label,
                 r.checkpoints.len(),
-                format_size(size as u64)
+                format_size(added as u64)
             );
         }
     }
@@ -291,7 +302,7 @@ pub fn render_markdown(results: &Results) -> String {
     for r in &results.runs {
         let s = &r.backend_stats;
         let f = |v: Option<u64>| v.map_or("n/a".to_string(), format_size);
-        let _ = writeln!(md, "- {}: memory {}, disk {}, live data {}, user bytes written {}, disk bytes written {}, write stalls {}", r.label, f(s.memory_bytes), f(s.disk_bytes), f(s.live_data_bytes), f(s.user_bytes_written), f(s.disk_bytes_written), s.write_stall_micros.map_or("n/a".to_string(), |us| format!("{:.1} ms", us as f64 / 1e3)));
+        let _ = writeln!(md, "- {}: memory {}, stored {}, live data {}, user bytes written {}, bytes written to storage {}, write stalls {}", r.label, f(s.memory_bytes), f(s.disk_bytes), f(s.live_data_bytes), f(s.user_bytes_written), f(s.disk_bytes_written), s.write_stall_micros.map_or("n/a".to_string(), |us| format!("{:.1} ms", us as f64 / 1e3)));
     }
     md
 }
@@ -513,90 +524,17 @@ fn legend(results: &Results) -> String {
     out
 }
 
-/// A tiny Markdown-table-and-list to HTML converter for the report body: the Markdown report
-/// is the source of truth, and the HTML shows the same text plus charts.
+/// The report body as HTML: the Markdown report is the source of truth, and the HTML shows
+/// the same text plus charts. HTML inside the Markdown (an error message quoting `<...>`, a
+/// label) is shown as text, never interpreted.
 fn markdown_to_html(md: &str) -> String {
+    use pulldown_cmark::{Event, Options, Parser};
+    let events = Parser::new_ext(md, Options::ENABLE_TABLES).map(|event| match event {
+        Event::Html(raw) | Event::InlineHtml(raw) => Event::Text(raw),
+        other => other,
+    });
     let mut html = String::new();
-    let mut in_table = false;
-    let mut in_list = false;
-    let mut prev_blank = true;
-    let inline = |s: &str| {
-        let mut out = String::new();
-        let mut bold = false;
-        let mut code = false;
-        let escaped = esc(s);
-        let mut chars = escaped.chars().peekable();
-        while let Some(c) = chars.next() {
-            if c == '*' && chars.peek() == Some(&'*') {
-                chars.next();
-                out.push_str(if bold { "</strong>" } else { "<strong>" });
-                bold = !bold;
-            } else if c == '`' {
-                out.push_str(if code { "</code>" } else { "<code>" });
-                code = !code;
-            } else {
-                out.push(c);
-            }
-        }
-        out
-    };
-    for line in md.lines() {
-        let t = line.trim();
-        if in_table && !t.starts_with('|') {
-            html.push_str("</table>\n");
-            in_table = false;
-        }
-        if in_list && !t.starts_with("- ") {
-            html.push_str("</ul>\n");
-            in_list = false;
-        }
-        if let Some(h) = t.strip_prefix("### ") {
-            let _ = writeln!(html, "<h3>{}</h3>", inline(h));
-        } else if let Some(h) = t.strip_prefix("## ") {
-            let _ = writeln!(html, "<h2>{}</h2>", inline(h));
-        } else if let Some(h) = t.strip_prefix("# ") {
-            let _ = writeln!(html, "<h1>{}</h1>", inline(h));
-        } else if t.starts_with('|') {
-            let cells: Vec<&str> = t.trim_matches('|').split('|').map(str::trim).collect();
-            if cells
-                .iter()
-                .all(|c| c.chars().all(|ch| ch == '-' || ch == ':'))
-            {
-                continue;
-            }
-            let tag = if in_table { "td" } else { "th" };
-            if !in_table {
-                html.push_str("<table>\n");
-                in_table = true;
-            }
-            html.push_str("<tr>");
-            for c in cells {
-                let _ = write!(html, "<{tag}>{}</{tag}>", inline(c));
-            }
-            html.push_str("</tr>\n");
-        } else if let Some(item) = t.strip_prefix("- ") {
-            if !in_list {
-                html.push_str("<ul>\n");
-                in_list = true;
-            }
-            let _ = writeln!(html, "<li>{}</li>", inline(item));
-        } else if !t.is_empty() {
-            // Consecutive text lines form one paragraph.
-            if html.ends_with("</p>\n") && !prev_blank {
-                html.truncate(html.len() - "</p>\n".len());
-                let _ = writeln!(html, " {}</p>", inline(t));
-            } else {
-                let _ = writeln!(html, "<p>{}</p>", inline(t));
-            }
-        }
-        prev_blank = t.is_empty();
-    }
-    if in_table {
-        html.push_str("</table>\n");
-    }
-    if in_list {
-        html.push_str("</ul>\n");
-    }
+    pulldown_cmark::html::push_html(&mut html, events);
     html
 }
 
@@ -636,6 +574,23 @@ pub fn write_reports(results: &Results, dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn markdown_renders_tables_and_shows_html_as_text() {
+        let html = markdown_to_html(
+            "# T\n\n| run | size |\n|---|---:|\n| a<b>c | **1 MiB** |\n\n- item `code`\n",
+        );
+        assert!(html.contains("<h1>T</h1>"), "{html}");
+        assert!(
+            html.contains("<table>") && html.contains("<strong>1 MiB</strong>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("a&lt;b&gt;c") && !html.contains("<b>"),
+            "{html}"
+        );
+        assert!(html.contains("<li>item <code>code</code></li>"), "{html}");
+    }
 
     #[test]
     fn page_cache_sentence_names_runs_with_and_without_direct_io() {
