@@ -493,8 +493,14 @@ pub struct Timer {
 /// Engine-specific detail (RocksDB's per-level figures, say) lives in the backend's own type.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BackendStats {
-    /// Bytes of memory the backend holds for state (caches, memtables, heap maps).
+    /// Bytes of memory the backend holds for state (caches, memtables, heap maps): the sum
+    /// of [`BackendStats::memory_by_component`], each byte counted once.
     pub memory_bytes: Option<u64>,
+    /// What [`BackendStats::memory_bytes`] is made of, by the backend's own names (for
+    /// RocksDB: cached blocks, memtables, table readers outside the cache). Components that
+    /// are part of another are named `... (within X)` and not added again.
+    #[serde(default)]
+    pub memory_by_component: std::collections::BTreeMap<String, u64>,
     /// Bytes the backend's state occupies in storage: on local disk, or in the object store
     /// for the remote backend (measured by listing it, so for `file://` and S3 alike).
     pub disk_bytes: Option<u64>,

@@ -263,6 +263,7 @@ pub fn rocksdb_config(
 ///
 /// # Errors
 /// As [`open_backend`], for a bad configuration.
+#[cfg_attr(not(feature = "rocksdb"), allow(unused_variables))]
 pub fn bypasses_page_cache(spec: &BackendSpec, options: &OpenOptions<'_>) -> Result<bool> {
     match spec.kind {
         #[cfg(feature = "rocksdb")]

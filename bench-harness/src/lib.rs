@@ -8,7 +8,9 @@
 
 pub mod backends;
 pub mod event;
+pub mod isolation;
 pub mod metrics;
+pub mod null_backend;
 pub mod operators;
 pub mod profile;
 pub mod report;

@@ -3,11 +3,13 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use statekit_backend::Result;
 use statekit_bench::backends::{BackendKind, BackendSpec};
 use statekit_bench::event::EventFileWriter;
+use statekit_bench::isolation::Isolation;
 use statekit_bench::profile::Profile;
 use statekit_bench::results::Results;
 use statekit_bench::runner::{self, BenchOptions};
@@ -61,6 +63,13 @@ enum Command {
         /// Keep the backends' working files under OUT/work.
         #[arg(long)]
         keep_state: bool,
+        /// Stop a run still going after this long (like 30m) and report it as stopped.
+        #[arg(long, value_parser = statekit_bench::util::parse_duration)]
+        time_limit: Option<Duration>,
+        /// Run every backend in this process instead of one child process per run (memory
+        /// figures of later runs then include what earlier runs left behind).
+        #[arg(long)]
+        in_process: bool,
     },
     /// Run a profile once and record every state operation to a trace.
     Record {
@@ -98,10 +107,25 @@ enum Command {
         /// Output directory.
         #[arg(long, default_value = "statekit-replay")]
         out: PathBuf,
+        /// Stop a run still going after this long (like 30m) and report it as stopped.
+        #[arg(long, value_parser = statekit_bench::util::parse_duration)]
+        time_limit: Option<Duration>,
+        /// Replay on every backend in this process instead of one child process per run.
+        #[arg(long)]
+        in_process: bool,
+    },
+    /// Run one request of a parent `statekit` in this process (how `bench` and `replay`
+    /// give every run a process of its own).
+    #[command(hide = true)]
+    RunOne {
+        /// The request (JSON) the parent wrote.
+        request: PathBuf,
+        /// Where to write the run's result (JSON).
+        result: PathBuf,
     },
     /// Convert a Gadget text trace into a statekit trace.
     ImportGadget {
-        /// Gadget's trace (`time op key user_key ...` lines).
+        /// Gadget's trace (`counter op key value gadget gadgetFile` lines).
         file: PathBuf,
         /// The statekit trace to write.
         #[arg(long)]
@@ -112,6 +136,10 @@ enum Command {
         /// Max parallelism (number of key groups) of the trace.
         #[arg(long, default_value_t = 128)]
         max_parallelism: u16,
+        /// Leading bytes of a Gadget key that are the keyed-state key; the rest (an event
+        /// time an operator appended) is the map key inside it.
+        #[arg(long, default_value_t = 10)]
+        key_width: usize,
     },
     /// Render report.md and report.html from a results.json.
     Report {
@@ -193,6 +221,14 @@ fn verdict(results: &Results) -> ExitCode {
     }
 }
 
+fn isolation(in_process: bool) -> Result<Isolation> {
+    if in_process {
+        Ok(Isolation::InProcess)
+    } else {
+        Isolation::child_processes()
+    }
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     let progress = !cli.quiet;
     match cli.command {
@@ -205,6 +241,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             out,
             input,
             keep_state,
+            time_limit,
+            in_process,
         } => {
             let options = BenchOptions {
                 profile: Profile::load(&profile)?,
@@ -215,6 +253,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 input,
                 keep_state,
                 progress,
+                isolation: isolation(in_process)?,
+                time_limit,
             };
             let results = runner::bench(&options)?;
             runner::write_all(&results, &out)?;
@@ -265,6 +305,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             configs,
             memory_budget,
             out,
+            time_limit,
+            in_process,
         } => {
             let results = runner::replay_all(
                 &trace,
@@ -272,6 +314,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 &out,
                 memory_budget,
                 progress,
+                &isolation(in_process)?,
+                time_limit,
             )?;
             runner::write_all(&results, &out)?;
             print_summary(&results, &out);
@@ -282,19 +326,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
             out,
             value_size,
             max_parallelism,
+            key_width,
         } => {
-            let (records, counts) = import_gadget(
+            let summary = import_gadget(
                 &file,
                 &out,
                 GadgetImport {
                     value_size,
                     max_parallelism,
+                    key_width,
                 },
             )?;
             eprintln!(
-                "imported {records} records into {}: {counts:?}",
+                "imported {} into {}: {summary}",
+                file.display(),
                 out.display()
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::RunOne { request, result } => {
+            statekit_bench::isolation::serve_request(&request, &result)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Report { results, out } => {

@@ -567,6 +567,22 @@ impl Drop for ResourceSampler {
     }
 }
 
+/// The peak resident memory of this process since it started, bytes: the kernel's
+/// high-water mark (`VmHWM`), which catches peaks between samples. 0 where the OS does not
+/// say (not Linux).
+pub fn peak_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().strip_suffix("kB"))
+                .and_then(|kib| kib.trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
 /// The resident memory of this process, bytes (0 if the OS does not say).
 pub fn current_rss() -> u64 {
     use sysinfo::{ProcessRefreshKind, ProcessesToUpdate, System};

@@ -101,6 +101,83 @@ fn page_cache_use(runs: &[(&str, bool)]) -> String {
     }
 }
 
+/// The memory section: each run's peak resident memory from its own process start against
+/// the budget rule (1.1 x budget + the harness's measured footprint), and what the backend
+/// itself accounts for.
+fn memory_section(results: &Results) -> String {
+    let mut md = String::new();
+    let budget = results.workload.as_ref().and_then(|w| w.memory_budget);
+    let _ = writeln!(md, "\n## Memory\n");
+    match &results.harness {
+        Some(h) if h.error.is_none() => {
+            let _ = writeln!(
+                md,
+                "Each run ran in a process of its own; RSS is that process's, from its start. \
+                 The harness's own footprint, measured by the same input through the same \
+                 operator on a backend that stores nothing: peak RSS {} ({} before the \
+                 operator started).",
+                format_size(h.peak_rss_bytes),
+                format_size(h.baseline_rss_bytes)
+            );
+            if let Some(b) = budget {
+                let _ = writeln!(
+                    md,
+                    "Budget rule: peak RSS <= 1.1 x {} + {} = **{}**.",
+                    format_size(b),
+                    format_size(h.peak_rss_bytes),
+                    format_size(h.rss_limit(b))
+                );
+            }
+        }
+        Some(h) => {
+            let _ = writeln!(
+                md,
+                "The harness footprint could not be measured: {}",
+                h.error.as_deref().unwrap_or_default()
+            );
+        }
+        None => {
+            let _ = writeln!(
+                md,
+                "The runs shared one process: a later run's RSS includes what earlier runs \
+                 left on the heap, and no harness footprint was measured."
+            );
+        }
+    }
+    let _ = writeln!(
+        md,
+        "\n| run | peak RSS | RSS before the backend opened | backend's own accounting | within the budget rule |\n|---|---:|---:|---:|---|"
+    );
+    for r in &results.runs {
+        let rule = match (budget, &results.harness) {
+            _ if r.backend == "memory" => "n/a (the memory backend takes no budget)".to_string(),
+            (Some(b), Some(h)) if h.error.is_none() && r.ok() => {
+                let limit = h.rss_limit(b);
+                if r.peak_rss_bytes <= limit {
+                    "yes".to_string()
+                } else {
+                    format!("**no**: {} over", format_size(r.peak_rss_bytes - limit))
+                }
+            }
+            _ => "n/a".to_string(),
+        };
+        let accounted = r
+            .backend_stats
+            .memory_bytes
+            .map_or_else(|| "n/a".to_string(), format_size);
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} |",
+            r.label,
+            format_size(r.peak_rss_bytes),
+            format_size(r.baseline_rss_bytes),
+            accounted,
+            rule
+        );
+    }
+    md
+}
+
 /// Renders `report.md`.
 pub fn render_markdown(results: &Results) -> String {
     let mut md = String::new();
@@ -186,6 +263,7 @@ pub fn render_markdown(results: &Results) -> String {
             opt(r.cache_hit_rate, true),
         );
     }
+    md.push_str(&memory_section(results));
     let _ = writeln!(md, "\n## Latency per operation (p50 / p99 / p99.9 / max)\n");
     let mut header = "| operation |".to_string();
     let mut rule = "|---|".to_string();
@@ -449,6 +527,13 @@ fn memory_chart(results: &Results) -> String {
     let (w, h) = (760.0, 300.0);
     let mut svg = Svg::new(w as u32, h as u32, "resident memory over time");
     let budget = results.workload.as_ref().and_then(|w| w.memory_budget);
+    let limit = budget.and_then(|b| {
+        results
+            .harness
+            .as_ref()
+            .filter(|h| h.error.is_none())
+            .map(|h| h.rss_limit(b))
+    });
     let max_t = results
         .runs
         .iter()
@@ -460,6 +545,7 @@ fn memory_chart(results: &Results) -> String {
         .iter()
         .flat_map(|r| r.samples.iter().map(|s| s.rss_bytes))
         .chain(budget)
+        .chain(limit)
         .max()
         .unwrap_or(1)
         .max(1) as f64
@@ -471,7 +557,8 @@ fn memory_chart(results: &Results) -> String {
         left,
         16.0,
         "start",
-        "resident memory (RSS) over wall time; dashed: memory budget",
+        "resident memory (RSS) of each run's process over its wall time; dashed: memory \
+         budget; dotted: budget rule (1.1 x budget + harness footprint)",
     );
     svg.line(
         left,
@@ -490,6 +577,15 @@ fn memory_chart(results: &Results) -> String {
     }
     if let Some(b) = budget {
         svg.line(left, py(b as f64), left + width, py(b as f64), "#000", true);
+    }
+    if let Some(limit) = limit {
+        let y = py(limit as f64);
+        let _ = write!(
+            svg.out,
+            "<line x1=\"{left:.1}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#b00\" \
+             stroke-dasharray=\"2 3\"/>",
+            left + width
+        );
     }
     for (i, r) in results.runs.iter().enumerate() {
         if r.samples.is_empty() {

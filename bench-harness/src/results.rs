@@ -35,6 +35,43 @@ pub struct Results {
     pub runs: Vec<RunResult>,
     /// Whether the result counters are equal across runs.
     pub comparison: Comparison,
+    /// What the harness itself holds, measured by a run on a backend that stores nothing
+    /// (bench runs in processes of their own).
+    #[serde(default)]
+    pub harness: Option<HarnessFootprint>,
+}
+
+/// The harness's own memory: the same input through the same operator, in a process of its
+/// own like the runs, on a backend that stores nothing. What a run's peak RSS holds beyond
+/// this is the backend's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HarnessFootprint {
+    /// Peak resident memory of that process, bytes.
+    pub peak_rss_bytes: u64,
+    /// Resident memory before its operator started, bytes.
+    pub baseline_rss_bytes: u64,
+    /// Events it read.
+    pub events: u64,
+    /// Why the measurement failed, if it did.
+    pub error: Option<String>,
+}
+
+impl HarnessFootprint {
+    /// The footprint measured by `run`.
+    pub fn of(run: &RunResult) -> HarnessFootprint {
+        HarnessFootprint {
+            peak_rss_bytes: run.peak_rss_bytes,
+            baseline_rss_bytes: run.baseline_rss_bytes,
+            events: run.events,
+            error: run.error.clone(),
+        }
+    }
+
+    /// The most resident memory a run under `budget` may hold: the budget with the
+    /// documented 10% allowance, plus the harness's own footprint.
+    pub fn rss_limit(&self, budget: u64) -> u64 {
+        budget + budget / 10 + self.peak_rss_bytes
+    }
 }
 
 /// The workload of a bench run.

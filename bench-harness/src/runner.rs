@@ -12,10 +12,13 @@ use statekit_backend::{
 
 use crate::backends::{bypasses_page_cache, open_backend, BackendSpec, OpenOptions};
 use crate::event::{Event, EventFileReader};
+use crate::isolation::{run_in_child, Isolation, RunRequest};
 use crate::metrics::{current_rss, dir_size, Metered, ResourceSampler};
+use crate::null_backend::NullBackend;
 use crate::profile::Profile;
 use crate::results::{
-    CheckpointResult, Comparison, Machine, Results, RunResult, TraceInfo, WorkloadInfo,
+    CheckpointResult, Comparison, HarnessFootprint, Machine, Results, RunResult, TraceInfo,
+    WorkloadInfo,
 };
 use crate::trace::{replay, RecordingBackend, TraceReader, TraceWriter};
 
@@ -38,6 +41,10 @@ pub struct BenchOptions {
     pub keep_state: bool,
     /// Show progress bars.
     pub progress: bool,
+    /// Whether each run gets its own process.
+    pub isolation: Isolation,
+    /// A run still going after this long is stopped and reported as such.
+    pub time_limit: Option<Duration>,
 }
 
 fn progress_bar(show: bool, len: u64, label: &str) -> ProgressBar {
@@ -162,24 +169,56 @@ pub fn bench(options: &BenchOptions) -> Result<Results> {
     create_dir(&options.out)?;
     let started = unix_now();
     let mut runs = Vec::new();
+    let input = RunInput {
+        profile: &options.profile,
+        scale: &scale,
+        budget,
+        input: options.input.as_deref(),
+        progress: options.progress,
+        deadline: None,
+        own_process: false,
+    };
     for spec in &options.specs {
-        let work_dir = options
-            .out
-            .join("work")
-            .join(spec.label().replace('/', "-"));
-        if work_dir.exists() {
-            std::fs::remove_dir_all(&work_dir).map_err(|e| Error::io(work_dir.display(), e))?;
-        }
-        create_dir(&work_dir)?;
-        let mut run = empty_run(spec);
-        if let Err(e) = bench_one(options, &scale, budget, spec, &work_dir, &mut run) {
-            run.error = Some(e.to_string());
-        }
+        let work_dir = fresh_work_dir(&options.out, &spec.label())?;
+        let run = match &options.isolation {
+            Isolation::InProcess => bench_run(
+                &RunInput {
+                    deadline: options.time_limit.map(|l| Instant::now() + l),
+                    ..input
+                },
+                Some(spec),
+                &work_dir,
+            ),
+            Isolation::ChildProcess { exe } => run_in_child(
+                exe,
+                &bench_request(options, Some(spec), budget, &work_dir),
+                &options.out,
+                options.time_limit,
+                empty_run(spec),
+            )?,
+        };
         if !options.keep_state {
             let _ = std::fs::remove_dir_all(&work_dir);
         }
         runs.push(run);
     }
+    // The harness's own footprint: the same input through the operator on a backend that
+    // stores nothing, in a process of its own like the runs.
+    let harness = match &options.isolation {
+        Isolation::ChildProcess { exe } => {
+            let work_dir = fresh_work_dir(&options.out, HARNESS_LABEL)?;
+            let run = run_in_child(
+                exe,
+                &bench_request(options, None, budget, &work_dir),
+                &options.out,
+                options.time_limit,
+                empty_run(&null_spec()),
+            )?;
+            let _ = std::fs::remove_dir_all(&work_dir);
+            Some(HarnessFootprint::of(&run))
+        }
+        Isolation::InProcess => None,
+    };
     let profile = &options.profile;
     Ok(Results {
         version: crate::results::RESULTS_VERSION,
@@ -205,46 +244,166 @@ pub fn bench(options: &BenchOptions) -> Result<Results> {
         machine: Machine::detect(&options.out),
         comparison: Comparison::of(&runs),
         runs,
+        harness,
     })
 }
 
-fn bench_one(
+/// The label of the footprint run.
+const HARNESS_LABEL: &str = "harness (no state)";
+
+fn null_spec() -> BackendSpec {
+    BackendSpec {
+        kind: crate::backends::BackendKind::Memory,
+        config: Some(HARNESS_LABEL.into()),
+    }
+}
+
+/// An empty working directory for one run under `out/work`.
+fn fresh_work_dir(out: &Path, label: &str) -> Result<PathBuf> {
+    let work_dir = out
+        .join("work")
+        .join(label.replace(['/', ' ', '(', ')'], "-"));
+    if work_dir.exists() {
+        std::fs::remove_dir_all(&work_dir).map_err(|e| Error::io(work_dir.display(), e))?;
+    }
+    create_dir(&work_dir)?;
+    Ok(work_dir)
+}
+
+fn bench_request(
     options: &BenchOptions,
-    scale: &crate::workloads::ScaleSpec,
+    spec: Option<&BackendSpec>,
     budget: Option<u64>,
-    spec: &BackendSpec,
+    work_dir: &Path,
+) -> RunRequest {
+    RunRequest::Bench {
+        profile: options.profile.path.clone(),
+        scale: options.scale.clone(),
+        spec: spec.cloned(),
+        memory_budget: budget,
+        input: options.input.clone(),
+        work_dir: work_dir.to_path_buf(),
+        progress: options.progress,
+    }
+}
+
+/// Runs one request here, in this process: the child's side of [`Isolation::ChildProcess`].
+///
+/// # Errors
+/// Only errors before the run starts (an unreadable profile or trace); errors inside the run
+/// are in the returned run's `error`.
+pub fn run_request(request: &RunRequest) -> Result<RunResult> {
+    match request {
+        RunRequest::Bench {
+            profile,
+            scale,
+            spec,
+            memory_budget,
+            input,
+            work_dir,
+            progress,
+        } => {
+            let profile = Profile::load(profile)?;
+            let scale_spec = profile.scale(scale)?.clone();
+            let input = RunInput {
+                profile: &profile,
+                scale: &scale_spec,
+                budget: *memory_budget,
+                input: input.as_deref(),
+                progress: *progress,
+                deadline: None,
+                own_process: true,
+            };
+            Ok(bench_run(&input, spec.as_ref(), work_dir))
+        }
+        RunRequest::Replay {
+            trace,
+            spec,
+            memory_budget,
+            work_dir,
+            progress,
+        } => {
+            let header = TraceReader::open(trace)?.header();
+            Ok(replay_run(
+                trace,
+                header,
+                spec,
+                work_dir,
+                *memory_budget,
+                *progress,
+                true,
+            ))
+        }
+    }
+}
+
+/// What one bench run reads besides its backend.
+#[derive(Clone, Copy)]
+struct RunInput<'a> {
+    profile: &'a Profile,
+    scale: &'a crate::workloads::ScaleSpec,
+    budget: Option<u64>,
+    input: Option<&'a Path>,
+    progress: bool,
+    /// Stop the run at this instant (in-process runs; a child is stopped by its parent).
+    deadline: Option<Instant>,
+    /// The run has this process to itself: its peak RSS is the process's high-water mark.
+    own_process: bool,
+}
+
+/// One bench run on `spec` (`None`: the footprint run on a backend that stores nothing).
+fn bench_run(input: &RunInput<'_>, spec: Option<&BackendSpec>, work_dir: &Path) -> RunResult {
+    let mut run = empty_run(spec.unwrap_or(&null_spec()));
+    if let Err(e) = bench_one(input, spec, work_dir, &mut run) {
+        run.error = Some(e.to_string());
+    }
+    run
+}
+
+fn bench_one(
+    input: &RunInput<'_>,
+    spec: Option<&BackendSpec>,
     work_dir: &Path,
     run: &mut RunResult,
 ) -> Result<()> {
-    let profile = &options.profile;
+    let (profile, scale, budget) = (input.profile, input.scale, input.budget);
     let checkpoint_dir = work_dir.join("checkpoints");
-    let open_options = OpenOptions {
-        instance: instance(profile.max_parallelism, &checkpoint_dir)?,
-        work_dir: &work_dir.join("db"),
-        memory_budget: budget,
-        direct_io: budget.is_some(),
+    // What the process holds before the backend opens: in a process of its own, the harness
+    // alone (the binary, the allocator, the input's reader).
+    run.baseline_rss_bytes = current_rss();
+    let inner: Box<dyn StateBackend> = match spec {
+        Some(spec) => {
+            let open_options = OpenOptions {
+                instance: instance(profile.max_parallelism, &checkpoint_dir)?,
+                work_dir: &work_dir.join("db"),
+                memory_budget: budget,
+                direct_io: budget.is_some(),
+            };
+            run.direct_io = bypasses_page_cache(spec, &open_options)?;
+            open_backend(spec, open_options)?
+        }
+        None => Box::new(NullBackend::new(InstanceConfig::single(
+            profile.max_parallelism,
+        )?)),
     };
-    run.direct_io = bypasses_page_cache(spec, &open_options)?;
-    let inner = open_backend(spec, open_options)?;
     let mut backend: Metered<dyn StateBackend> = Metered::new(inner);
     let collect = scale.self_check;
     let mut operator = profile.operator(&mut backend, collect)?;
     let mut kept: Vec<Event> = Vec::new();
     let counter = Arc::new(AtomicU64::new(0));
-    run.baseline_rss_bytes = current_rss();
     let sampler = ResourceSampler::start(
         work_dir.to_path_buf(),
         Duration::from_millis(200),
         Arc::clone(&counter),
     );
-    let bar = progress_bar(options.progress, scale.main_events(), &spec.label());
+    let bar = progress_bar(input.progress, scale.main_events(), &run.label);
     let checkpoint_every = scale.checkpoint_interval.map(crate::util::millis);
     let mut next_checkpoint: Option<i64> = None;
     let mut checkpoint_id = 0u64;
     let start = Instant::now();
     let mut n = 0u64;
     let result = (|| -> Result<()> {
-        for event in events(profile, scale, options.input.as_deref())? {
+        for event in events(profile, scale, input.input)? {
             let event = event?;
             operator.process(&mut backend, &event)?;
             if collect {
@@ -254,6 +413,12 @@ fn bench_one(
             if n % 4096 == 0 {
                 counter.store(n, Ordering::Relaxed);
                 bar.set_position(n);
+                if input.deadline.is_some_and(|d| Instant::now() > d) {
+                    return Err(Error::new(
+                        statekit_backend::ErrorKind::ResourceExhausted,
+                        format!("stopped: still running after the time limit ({n} events in)"),
+                    ));
+                }
             }
             if let Some(every) = checkpoint_every {
                 let wm = operator.watermark();
@@ -292,8 +457,14 @@ fn bench_one(
     run.events = n;
     run.counters = operator.counters();
     finish_run(run, &backend, sampler.finish(), work_dir, wall);
+    if input.own_process {
+        // The kernel's high-water mark catches peaks between samples; read before the
+        // self-check, whose memory is not the run's.
+        run.peak_rss_bytes = run.peak_rss_bytes.max(crate::metrics::peak_rss());
+    }
     result?;
-    if collect {
+    // The footprint run stores nothing, so its results are not worth checking.
+    if collect && spec.is_some() {
         run.checks = operator.check(&kept).unwrap_or_default();
     }
     Ok(())
@@ -361,7 +532,7 @@ pub fn record(
     Ok((run, records))
 }
 
-/// Replays `trace` against every pair.
+/// Replays `trace` against every pair, each run isolated as `isolation` says.
 ///
 /// # Errors
 /// Errors before any run starts; errors inside a run go to its [`RunResult::error`].
@@ -371,73 +542,43 @@ pub fn replay_all(
     out: &Path,
     memory_budget: Option<u64>,
     progress: bool,
+    isolation: &Isolation,
+    time_limit: Option<Duration>,
 ) -> Result<Results> {
     create_dir(out)?;
     let header = TraceReader::open(trace)?.header();
     let started = unix_now();
     let mut runs = Vec::new();
-    let mut records = 0;
     for spec in specs {
-        let work_dir = out.join("work").join(spec.label().replace('/', "-"));
-        if work_dir.exists() {
-            std::fs::remove_dir_all(&work_dir).map_err(|e| Error::io(work_dir.display(), e))?;
-        }
-        let mut run = empty_run(spec);
-        let outcome = (|| -> Result<()> {
-            let instance = instance(header.max_parallelism, &work_dir.join("checkpoints"))?
-                .with_key_groups(header.key_groups);
-            let inner = open_backend(
+        let work_dir = fresh_work_dir(out, &spec.label())?;
+        let run = match isolation {
+            Isolation::InProcess => replay_run(
+                trace,
+                header,
                 spec,
-                OpenOptions {
-                    instance,
-                    work_dir: &work_dir.join("db"),
+                &work_dir,
+                memory_budget,
+                progress,
+                false,
+            ),
+            Isolation::ChildProcess { exe } => run_in_child(
+                exe,
+                &RunRequest::Replay {
+                    trace: trace.to_path_buf(),
+                    spec: spec.clone(),
                     memory_budget,
-                    direct_io: memory_budget.is_some(),
+                    work_dir: work_dir.clone(),
+                    progress,
                 },
-            )?;
-            let mut backend: Metered<dyn StateBackend> = Metered::new(inner);
-            let counter = Arc::new(AtomicU64::new(0));
-            run.baseline_rss_bytes = current_rss();
-            let sampler = ResourceSampler::start(
-                work_dir.clone(),
-                Duration::from_millis(200),
-                Arc::clone(&counter),
-            );
-            let bar = progress_bar(progress, 0, &spec.label());
-            let mut reader = TraceReader::open(trace)?;
-            let start = Instant::now();
-            let summary = replay(&mut reader, &mut backend, true, |n| {
-                counter.store(n, Ordering::Relaxed);
-                bar.set_position(n);
-            });
-            let wall = start.elapsed();
-            bar.finish_and_clear();
-            let summary = match summary {
-                Ok(s) => s,
-                Err(e) => {
-                    finish_run(&mut run, &backend, sampler.finish(), &work_dir, wall);
-                    return Err(e);
-                }
-            };
-            records = summary.records;
-            run.events = summary.records;
-            run.divergent_reads = Some(summary.divergent_reads);
-            run.counters = summary
-                .recorded_ops
-                .iter()
-                .map(|(k, v)| (format!("recorded_{k}"), *v))
-                .collect();
-            run.counters
-                .insert("skipped_records".into(), summary.skipped);
-            finish_run(&mut run, &backend, sampler.finish(), &work_dir, wall);
-            Ok(())
-        })();
-        if let Err(e) = outcome {
-            run.error = Some(e.to_string());
-        }
+                out,
+                time_limit,
+                empty_run(spec),
+            )?,
+        };
         let _ = std::fs::remove_dir_all(&work_dir);
         runs.push(run);
     }
+    let records = runs.iter().map(|r| r.events).max().unwrap_or(0);
     Ok(Results {
         version: crate::results::RESULTS_VERSION,
         tool: format!("statekit {}", env!("CARGO_PKG_VERSION")),
@@ -452,7 +593,76 @@ pub fn replay_all(
         machine: Machine::detect(out),
         comparison: Comparison::of(&runs),
         runs,
+        harness: None,
     })
+}
+
+/// One replay of `trace` on `spec`.
+fn replay_run(
+    trace: &Path,
+    header: crate::trace::TraceHeader,
+    spec: &BackendSpec,
+    work_dir: &Path,
+    memory_budget: Option<u64>,
+    progress: bool,
+    own_process: bool,
+) -> RunResult {
+    let mut run = empty_run(spec);
+    let outcome = (|| -> Result<()> {
+        let instance = instance(header.max_parallelism, &work_dir.join("checkpoints"))?
+            .with_key_groups(header.key_groups);
+        run.baseline_rss_bytes = current_rss();
+        let inner = open_backend(
+            spec,
+            OpenOptions {
+                instance,
+                work_dir: &work_dir.join("db"),
+                memory_budget,
+                direct_io: memory_budget.is_some(),
+            },
+        )?;
+        let mut backend: Metered<dyn StateBackend> = Metered::new(inner);
+        let counter = Arc::new(AtomicU64::new(0));
+        let sampler = ResourceSampler::start(
+            work_dir.to_path_buf(),
+            Duration::from_millis(200),
+            Arc::clone(&counter),
+        );
+        let bar = progress_bar(progress, 0, &spec.label());
+        let mut reader = TraceReader::open(trace)?;
+        let start = Instant::now();
+        let summary = replay(&mut reader, &mut backend, true, |n| {
+            counter.store(n, Ordering::Relaxed);
+            bar.set_position(n);
+        });
+        let wall = start.elapsed();
+        bar.finish_and_clear();
+        let summary = match summary {
+            Ok(s) => s,
+            Err(e) => {
+                finish_run(&mut run, &backend, sampler.finish(), work_dir, wall);
+                return Err(e);
+            }
+        };
+        run.events = summary.records;
+        run.divergent_reads = Some(summary.divergent_reads);
+        run.counters = summary
+            .recorded_ops
+            .iter()
+            .map(|(k, v)| (format!("recorded_{k}"), *v))
+            .collect();
+        run.counters
+            .insert("skipped_records".into(), summary.skipped);
+        finish_run(&mut run, &backend, sampler.finish(), work_dir, wall);
+        if own_process {
+            run.peak_rss_bytes = run.peak_rss_bytes.max(crate::metrics::peak_rss());
+        }
+        Ok(())
+    })();
+    if let Err(e) = outcome {
+        run.error = Some(e.to_string());
+    }
+    run
 }
 
 /// Writes `results.json`, then `report.md` and `report.html` rendered from it.

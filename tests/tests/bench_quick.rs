@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use statekit_bench::backends::{BackendKind, BackendSpec};
 use statekit_bench::event::EventFileWriter;
@@ -14,10 +14,7 @@ use statekit_bench::results::Results;
 use statekit_bench::runner::{self, BenchOptions};
 
 fn profile(name: &str) -> Profile {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../profiles")
-        .join(name);
-    Profile::load(&path).unwrap()
+    Profile::load(&statekit_tests::fixtures::repo(&format!("profiles/{name}"))).unwrap()
 }
 
 fn backends() -> Vec<BackendKind> {
@@ -47,6 +44,8 @@ fn options(profile: Profile, out: PathBuf, input: Option<PathBuf>) -> BenchOptio
         input,
         keep_state: false,
         progress: false,
+        isolation: statekit_bench::isolation::Isolation::InProcess,
+        time_limit: None,
     }
 }
 

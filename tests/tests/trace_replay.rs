@@ -7,6 +7,7 @@
 use std::path::Path;
 
 use statekit_bench::backends::{BackendKind, BackendSpec};
+use statekit_bench::isolation::Isolation;
 use statekit_bench::profile::Profile;
 use statekit_bench::runner;
 use statekit_bench::trace::{import_gadget, GadgetImport};
@@ -55,8 +56,16 @@ fn replay_reproduces_operation_counts() {
         assert!(recorded.counters["joined_pairs"] > 1_000);
 
         let out = dir.path().join(format!("replay-{sizes_only}"));
-        let results =
-            runner::replay_all(&trace, std::slice::from_ref(&memory), &out, None, false).unwrap();
+        let results = runner::replay_all(
+            &trace,
+            std::slice::from_ref(&memory),
+            &out,
+            None,
+            false,
+            &Isolation::InProcess,
+            None,
+        )
+        .unwrap();
         let replayed = &results.runs[0];
         assert_eq!(replayed.error, None);
         assert_eq!(
@@ -89,21 +98,20 @@ fn replay_reproduces_operation_counts() {
 
 #[test]
 fn gadget_sample_imports_and_replays() {
-    let sample = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/samples/gadget-sliding-window-sample.log");
+    let sample = statekit_tests::fixtures::data("gadget-sliding-window-sample.log");
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("gadget.sktrace");
-    let (records, counts) = import_gadget(
-        &sample,
-        &trace,
-        GadgetImport {
-            value_size: 64,
-            max_parallelism: 128,
-        },
-    )
-    .unwrap();
-    // 5,000 lines plus the registration of the `gadget` state.
-    assert_eq!(records, 5_001);
+    let summary = import_gadget(&sample, &trace, GadgetImport::default()).unwrap();
+    // 5,000 lines plus the registration of the `gadget` state; the sample is the start of a
+    // file (no empty-key lines, which Gadget writes at the end) of point operations only.
+    assert_eq!(summary.lines, 5_000);
+    assert_eq!(summary.records, 5_001);
+    assert_eq!(
+        (summary.skipped_empty_keys, summary.scans),
+        (0, 0),
+        "{summary}"
+    );
+    let counts = &summary.ops;
     assert_eq!(
         (counts["get"], counts["put"], counts["delete"]),
         (2_500, 1_735, 765)
@@ -117,6 +125,8 @@ fn gadget_sample_imports_and_replays() {
         &dir.path().join("out"),
         None,
         false,
+        &Isolation::InProcess,
+        None,
     )
     .unwrap();
     let run = &results.runs[0];

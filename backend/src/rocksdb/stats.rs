@@ -22,8 +22,13 @@ pub struct RocksDbStats {
     pub block_cache_capacity: u64,
     /// Bytes of this instance's memtables.
     pub memtable_bytes: u64,
-    /// Bytes of memtables of every instance sharing the write buffer manager.
+    /// Bytes of memtables of every instance sharing the write buffer manager (charged to the
+    /// shared block cache, so part of `block_cache_usage`).
     pub shared_memtable_bytes: u64,
+    /// Bytes table readers hold outside the block cache (RocksDB's
+    /// `estimate-table-readers-mem`: index and filter blocks not cached, reader objects).
+    #[serde(default)]
+    pub table_readers_bytes: u64,
     /// Bytes of keys and values written by the user (RocksDB's count, with its framing).
     pub user_bytes_written: u64,
     /// Bytes written by flushes.
@@ -49,10 +54,31 @@ pub struct RocksDbStats {
 }
 
 impl RocksDbStats {
-    /// The engine-neutral subset.
+    /// The engine-neutral subset. Memory is the shared cache's usage (which holds the
+    /// memtables' reservations: counting memtables on top would count them twice) plus what
+    /// table readers hold outside it.
     pub fn to_backend_stats(&self) -> BackendStats {
+        let memtables = self.shared_memtable_bytes.min(self.block_cache_usage);
+        let memory_by_component = [
+            (
+                "block cache: blocks".to_string(),
+                self.block_cache_usage - memtables,
+            ),
+            ("block cache: memtables".to_string(), memtables),
+            (
+                "block cache: pinned (within the two above)".to_string(),
+                self.block_cache_pinned_usage,
+            ),
+            (
+                "table readers outside the cache".to_string(),
+                self.table_readers_bytes,
+            ),
+        ]
+        .into_iter()
+        .collect();
         BackendStats {
-            memory_bytes: Some(self.memtable_bytes + self.block_cache_usage),
+            memory_bytes: Some(self.block_cache_usage + self.table_readers_bytes),
+            memory_by_component,
             disk_bytes: Some(self.sst_bytes),
             live_data_bytes: Some(self.live_data_bytes),
             user_bytes_written: Some(self.user_bytes_written),
@@ -100,6 +126,7 @@ impl RocksDbBackend {
                     .unwrap_or(0))
             };
             s.memtable_bytes += int("rocksdb.cur-size-all-mem-tables")?;
+            s.table_readers_bytes += int("rocksdb.estimate-table-readers-mem")?;
             s.live_data_bytes += int("rocksdb.estimate-live-data-size")?;
             s.sst_bytes += int("rocksdb.total-sst-files-size")?;
             s.live_sst_bytes += int("rocksdb.live-sst-files-size")?;

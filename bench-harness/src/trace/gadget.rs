@@ -279,7 +279,8 @@ mod tests {
         assert_eq!(summary.nexts_without_seek, 1);
         assert_eq!(summary.ops["scan"], 4);
         assert_eq!(summary.records, 1 + 2 + 1 + 4);
-        let scans: Vec<(Vec<u8>, Bound<Vec<u8>>, Option<u64>)> = ops(&dir)
+        type ScanSeen = (Vec<u8>, Bound<Vec<u8>>, Option<u64>);
+        let scans: Vec<ScanSeen> = ops(&dir)
             .into_iter()
             .filter_map(|op| match op {
                 TraceOp::Scan {
@@ -345,8 +346,14 @@ mod tests {
     #[test]
     fn malformed_lines_name_line_and_column() {
         let cases = [
-            ("1 put 0000000001 v\n2 scan 0000000001 v\n", "g.log:2: column 2"),
-            ("1 put 0000000001 v\nx get 0000000001 v\n", "g.log:2: column 1"),
+            (
+                "1 put 0000000001 v\n2 scan 0000000001 v\n",
+                "g.log:2: column 2",
+            ),
+            (
+                "1 put 0000000001 v\nx get 0000000001 v\n",
+                "g.log:2: column 1",
+            ),
             ("1 put 0000000001 v\n2 get\n", "g.log:2: column 3"),
             // Tabs are not Gadget's separator: the line has too few fields.
             ("1\tput\t0000000001\tv\n", "g.log:1: column 2"),

@@ -1,0 +1,217 @@
+//! One process per run: each backend/configuration of a comparison runs in a child process of
+//! the `statekit` tool, so that no run's heap, allocator state or threads leak into the next
+//! and each run's resident memory is measured from its own process start. The parent writes a
+//! [`RunRequest`] file, starts `statekit run-one REQUEST RESULT`, and reads the child's
+//! [`RunResult`]; a child that dies (a crash, the kernel's out-of-memory killer) or overruns
+//! its time limit becomes an error row, and the other runs still go on.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use statekit_backend::{Error, Result};
+
+use crate::backends::BackendSpec;
+use crate::results::RunResult;
+
+/// How the runs of one comparison are kept apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Isolation {
+    /// Every run in the calling process, one after another (library use and tests). Memory
+    /// figures of later runs then include what earlier runs left on the heap.
+    InProcess,
+    /// Every run in its own child process, started from `exe` (the `statekit` tool).
+    ChildProcess {
+        /// The `statekit` executable.
+        exe: PathBuf,
+    },
+}
+
+impl Isolation {
+    /// Child processes of the running executable: what the `statekit` tool uses.
+    ///
+    /// # Errors
+    /// `Internal` if the OS cannot name the running executable.
+    pub fn child_processes() -> Result<Isolation> {
+        let exe = std::env::current_exe()
+            .map_err(|e| Error::io("the path of the running statekit executable", e))?;
+        Ok(Isolation::ChildProcess { exe })
+    }
+}
+
+/// What a child process runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunRequest {
+    /// A profile's workload on one backend (`statekit bench`).
+    Bench {
+        /// The profile file (the child reads it again).
+        profile: PathBuf,
+        /// The scale name.
+        scale: String,
+        /// The backend and configuration; `None` runs the operator on a backend that stores
+        /// nothing, which measures the harness's own footprint.
+        spec: Option<BackendSpec>,
+        /// The memory budget in force.
+        memory_budget: Option<u64>,
+        /// Events from this file instead of the generator.
+        input: Option<PathBuf>,
+        /// The run's private working directory.
+        work_dir: PathBuf,
+        /// Show a progress bar.
+        progress: bool,
+    },
+    /// A trace replayed on one backend (`statekit replay`).
+    Replay {
+        /// The trace file.
+        trace: PathBuf,
+        /// The backend and configuration.
+        spec: BackendSpec,
+        /// The memory budget in force.
+        memory_budget: Option<u64>,
+        /// The run's private working directory.
+        work_dir: PathBuf,
+        /// Show a progress bar.
+        progress: bool,
+    },
+}
+
+/// Writes `value` as JSON to `path` through a temporary file and a rename, so a reader never
+/// sees half a file.
+fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let bytes = serde_json::to_vec_pretty(value).map_err(|e| {
+        Error::new(
+            statekit_backend::ErrorKind::Internal,
+            format!("encoding {}: {e}", path.display()),
+        )
+    })?;
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io(tmp.display(), e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path.display(), e))
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path.display(), e))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::corruption(format!("{}: {e}", path.display())))
+}
+
+/// Runs `request` in a child process of `exe` and returns its result. `label` names the run
+/// in errors. With `time_limit`, a child still running after it is killed and the run is
+/// reported as stopped.
+///
+/// # Errors
+/// Only for a request file that cannot be written; everything that goes wrong in the child
+/// (including its death) is reported in the returned run's `error`, so a comparison goes on.
+pub fn run_in_child(
+    exe: &Path,
+    request: &RunRequest,
+    request_dir: &Path,
+    time_limit: Option<Duration>,
+    mut failed: RunResult,
+) -> Result<RunResult> {
+    let stem = failed.label.replace('/', "-");
+    let request_path = request_dir.join(format!("{stem}.request.json"));
+    let result_path = request_dir.join(format!("{stem}.result.json"));
+    let _ = std::fs::remove_file(&result_path);
+    write_json(&request_path, request)?;
+    let started = Instant::now();
+    let mut child = match Command::new(exe)
+        .arg("run-one")
+        .arg(&request_path)
+        .arg(&result_path)
+        .stdin(Stdio::null())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            failed.error = Some(format!("could not start {}: {e}", exe.display()));
+            return Ok(failed);
+        }
+    };
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Ok(status),
+            Ok(None) => {}
+            Err(e) => break Err(format!("waiting for the run's process: {e}")),
+        }
+        if let Some(limit) = time_limit.filter(|l| started.elapsed() > *l) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break Err(format!(
+                "stopped: still running after the time limit of {}",
+                humantime::format_duration(limit)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = std::fs::remove_file(&request_path);
+    let outcome = match status {
+        Err(message) => Err(message),
+        Ok(status) if status.success() => {
+            read_json::<RunResult>(&result_path).map_err(|e| format!("the run's result: {e}"))
+        }
+        Ok(status) => Err(describe_failure(status)),
+    };
+    let _ = std::fs::remove_file(&result_path);
+    Ok(match outcome {
+        Ok(run) => run,
+        Err(message) => {
+            failed.wall_seconds = started.elapsed().as_secs_f64();
+            failed.error = Some(message);
+            failed
+        }
+    })
+}
+
+fn describe_failure(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match status.signal() {
+        Some(9) => "the run's process was killed (SIGKILL: the kernel's out-of-memory killer \
+                    or a container limit, most likely)"
+            .to_string(),
+        Some(sig) => format!("the run's process died of signal {sig}"),
+        None => {
+            format!("the run's process exited with {status} without a result (its error is above)")
+        }
+    }
+}
+
+/// The child's side: reads the request, runs it, writes the result. A run that fails still
+/// writes its result (with the error in it); only an unreadable request or an unwritable
+/// result is an error here.
+///
+/// # Errors
+/// I/O and decoding errors of the two files.
+pub fn serve_request(request: &Path, result: &Path) -> Result<()> {
+    let request: RunRequest = read_json(request)?;
+    let run = crate::runner::run_request(&request)?;
+    write_json(result, &run)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip() {
+        let r = RunRequest::Replay {
+            trace: "t.sktrace".into(),
+            spec: BackendSpec {
+                kind: crate::backends::BackendKind::Memory,
+                config: None,
+            },
+            memory_budget: Some(1 << 20),
+            work_dir: "w".into(),
+            progress: false,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.json");
+        write_json(&path, &r).unwrap();
+        assert_eq!(read_json::<RunRequest>(&path).unwrap(), r);
+        std::fs::write(&path, "{").unwrap();
+        let err = read_json::<RunRequest>(&path).unwrap_err().to_string();
+        assert!(err.contains("r.json"), "{err}");
+    }
+}
