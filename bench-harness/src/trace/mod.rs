@@ -48,7 +48,9 @@ mod writer;
 use std::ops::Bound;
 
 use serde::{Deserialize, Serialize};
-use statekit_backend::{Error, KeyGroupRange, Result, ScopeBuf, StateDescriptor, StateId, StateKind, Timer, WriteOp};
+use statekit_backend::{
+    Error, KeyGroupRange, Result, ScopeBuf, StateDescriptor, StateId, StateKind, Timer, WriteOp,
+};
 
 pub use gadget::{import_gadget, GadgetImport, GadgetSummary};
 pub use reader::TraceReader;
@@ -250,9 +252,9 @@ mod tests {
 
     use super::*;
     use statekit_backend::memory::MemoryBackend;
-    use statekit_backend::StateBackend;
     use statekit_backend::typed::{KeyContext, ListState, MapState, TimerService};
     use statekit_backend::InstanceConfig;
+    use statekit_backend::StateBackend;
 
     fn shared(w: TraceWriter) -> Arc<Mutex<Option<TraceWriter>>> {
         Arc::new(Mutex::new(Some(w)))

@@ -402,4 +402,3 @@ fn filler(len: usize, seed: u64) -> Vec<u8> {
     out.truncate(len);
     out
 }
-

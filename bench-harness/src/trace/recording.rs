@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use statekit_backend::backend::{EntryVisitor, StateVisitor};
 use statekit_backend::{
     BackendStats, CheckpointHandle, Checkpointing, Direction, Error, KeyGroupRange, Result, Scope,
-    StateBackend, StateDescriptor, StateId, StateRead, StateWrite, Timer, TimerStore,
-    UserKeyRange, Visit, WriteBatch, WriteOp,
+    StateBackend, StateDescriptor, StateId, StateRead, StateWrite, Timer, TimerStore, UserKeyRange,
+    Visit, WriteBatch, WriteOp,
 };
 
 use super::{TraceOp, TraceWriter};

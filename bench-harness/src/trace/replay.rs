@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use statekit_backend::{
-    Direction, Error, Result, Scope, ScopeBuf, StateBackend, StateId, UserKeyRange, Visit, WriteBatch,
-    WriteOp,
+    Direction, Error, Result, Scope, ScopeBuf, StateBackend, StateId, UserKeyRange, Visit,
+    WriteBatch, WriteOp,
 };
 
 use super::{TraceOp, TraceReader};
@@ -274,4 +274,3 @@ pub fn replay(
     progress(summary.records);
     Ok(summary)
 }
-

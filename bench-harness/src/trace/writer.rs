@@ -12,7 +12,9 @@ use statekit_backend::{
     Error, KeyGroupRange, Result, Scope, ScopeBuf, StateId, Timer, UserKeyRange, WriteOp,
 };
 
-use super::{kind_code, zigzag, TraceOp, FLAG_SIZES_ONLY, MAGIC, SAME_SCOPE, TAG_FOOTER, TRACE_VERSION};
+use super::{
+    kind_code, zigzag, TraceOp, FLAG_SIZES_ONLY, MAGIC, SAME_SCOPE, TAG_FOOTER, TRACE_VERSION,
+};
 
 /// Writes a trace file.
 pub struct TraceWriter {
