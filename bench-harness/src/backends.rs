@@ -160,8 +160,9 @@ fn open_remote(_spec: &BackendSpec, _options: OpenOptions<'_>) -> Result<Box<dyn
 
 /// The remote backend's configuration for a run: the `--config` TOML file if there is one,
 /// else the embedded default with the store in a directory under the run's working
-/// directory (no server needed). A memory budget sizes the block cache; memtables stay at the
-/// configuration's size, as ForSt's "1 GB cache" counts the cache alone.
+/// directory (no server needed). A memory budget covers the block cache and the unflushed
+/// memtables together ([`statekit_backend::remote::RemoteConfig::fit_memory_budget`]), as RocksDB's covers its cache
+/// and memtables.
 ///
 /// # Errors
 /// `InvalidArgument` naming the file and field of a bad configuration, or a preset name
@@ -172,7 +173,7 @@ pub fn remote_config(
     work_dir: &Path,
     memory_budget: Option<u64>,
 ) -> Result<statekit_backend::remote::RemoteConfig> {
-    use statekit_backend::remote::{RemoteConfig, Size};
+    use statekit_backend::remote::RemoteConfig;
     let mut config = match value {
         Some(v) if Path::new(v).is_file() => RemoteConfig::load(Path::new(v))?,
         Some(v) => {
@@ -190,7 +191,7 @@ pub fn remote_config(
         }
     };
     if let Some(budget) = memory_budget {
-        config.block_cache = Size(budget);
+        config.fit_memory_budget(budget);
     }
     config.validate()?;
     Ok(config)

@@ -381,6 +381,14 @@ pub fn render_markdown(results: &Results) -> String {
         let s = &r.backend_stats;
         let f = |v: Option<u64>| v.map_or("n/a".to_string(), format_size);
         let _ = writeln!(md, "- {}: memory {}, stored {}, live data {}, user bytes written {}, bytes written to storage {}, write stalls {}", r.label, f(s.memory_bytes), f(s.disk_bytes), f(s.live_data_bytes), f(s.user_bytes_written), f(s.disk_bytes_written), s.write_stall_micros.map_or("n/a".to_string(), |us| format!("{:.1} ms", us as f64 / 1e3)));
+        if !s.memory_by_component.is_empty() {
+            let parts: Vec<String> = s
+                .memory_by_component
+                .iter()
+                .map(|(name, bytes)| format!("{name} {}", format_size(*bytes)))
+                .collect();
+            let _ = writeln!(md, "  - memory at the end: {}", parts.join(", "));
+        }
     }
     md
 }
@@ -557,8 +565,7 @@ fn memory_chart(results: &Results) -> String {
         left,
         16.0,
         "start",
-        "resident memory (RSS) of each run's process over its wall time; dashed: memory \
-         budget; dotted: budget rule (1.1 x budget + harness footprint)",
+        "RSS of each run's process; dashed: budget; dotted: 1.1 x budget + harness footprint",
     );
     svg.line(
         left,

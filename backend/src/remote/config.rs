@@ -109,6 +109,22 @@ pub enum Scheme {
 }
 
 impl RemoteConfig {
+    /// Sizes the memory this configuration may hold to `budget` bytes, as the RocksDB
+    /// backend's budget does (cache plus memtables): unflushed memtables (what SlateDB holds
+    /// before uploads complete) get a third, as many as four memtables of a quarter of that
+    /// each, and the block cache the other two thirds, of which the metadata part stays a
+    /// fifth unless the configuration set it. Without this only the cache would count, and a
+    /// "256 MiB" remote run could hold 256 MiB more in memtables.
+    pub fn fit_memory_budget(&mut self, budget: u64) {
+        let unflushed = (budget / 3).max(2 << 20);
+        self.max_unflushed = Size(unflushed);
+        self.memtable = Size((unflushed / 4).max(1 << 20));
+        self.block_cache = Size(budget.saturating_sub(unflushed).max(1 << 20));
+        if let Some(meta) = self.meta_cache {
+            self.meta_cache = Some(Size(meta.0.min(self.block_cache.0 / 2)));
+        }
+    }
+
     /// Parses and validates `text`, the contents of the TOML file `path` (named in errors).
     ///
     /// # Errors
@@ -342,6 +358,20 @@ pub(crate) fn store_error(what: impl fmt::Display, e: object_store::Error) -> Er
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_memory_budget_covers_cache_and_memtables() {
+        let mut c = RemoteConfig::default();
+        c.fit_memory_budget(300 << 20);
+        assert_eq!(c.max_unflushed.0, 100 << 20);
+        assert_eq!(c.memtable.0, 25 << 20);
+        assert_eq!(c.block_cache.0, 200 << 20);
+        assert!(c.block_cache.0 + c.max_unflushed.0 <= 300 << 20);
+        c.validate().unwrap();
+        // A tiny budget still gives a valid configuration.
+        c.fit_memory_budget(4 << 20);
+        c.validate().unwrap();
+    }
 
     fn parse(text: &str) -> Result<RemoteConfig> {
         RemoteConfig::parse(FsPath::new("store.toml"), text)
