@@ -77,6 +77,11 @@ pub enum RunRequest {
     },
 }
 
+/// A run's label as a file or directory name (`rocksdb/flink-default` -> `rocksdb-flink-default`).
+pub fn file_stem(label: &str) -> String {
+    label.replace(['/', ' ', '(', ')'], "-")
+}
+
 /// Writes `value` as JSON to `path` through a temporary file and a rename, so a reader never
 /// sees half a file.
 fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
@@ -111,7 +116,7 @@ pub fn run_in_child(
     time_limit: Option<Duration>,
     mut failed: RunResult,
 ) -> Result<RunResult> {
-    let stem = failed.label.replace('/', "-");
+    let stem = file_stem(&failed.label);
     let request_path = request_dir.join(format!("{stem}.request.json"));
     let result_path = request_dir.join(format!("{stem}.result.json"));
     let _ = std::fs::remove_file(&result_path);

@@ -260,9 +260,7 @@ fn null_spec() -> BackendSpec {
 
 /// An empty working directory for one run under `out/work`.
 fn fresh_work_dir(out: &Path, label: &str) -> Result<PathBuf> {
-    let work_dir = out
-        .join("work")
-        .join(label.replace(['/', ' ', '(', ')'], "-"));
+    let work_dir = out.join("work").join(crate::isolation::file_stem(label));
     if work_dir.exists() {
         std::fs::remove_dir_all(&work_dir).map_err(|e| Error::io(work_dir.display(), e))?;
     }
