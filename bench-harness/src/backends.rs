@@ -27,6 +27,19 @@ pub enum BackendKind {
 }
 
 impl BackendKind {
+    /// Every backend this build can open (memory always; RocksDB and remote with their
+    /// features).
+    pub fn available() -> Vec<BackendKind> {
+        let mut kinds = vec![BackendKind::Memory];
+        if ROCKSDB_AVAILABLE {
+            kinds.push(BackendKind::Rocksdb);
+        }
+        if REMOTE_AVAILABLE {
+            kinds.push(BackendKind::Remote);
+        }
+        kinds
+    }
+
     /// The command-line name.
     pub fn name(self) -> &'static str {
         match self {

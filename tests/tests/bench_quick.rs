@@ -17,23 +17,12 @@ fn profile(name: &str) -> Profile {
     Profile::load(&statekit_tests::fixtures::repo(&format!("profiles/{name}"))).unwrap()
 }
 
-fn backends() -> Vec<BackendKind> {
-    let mut kinds = vec![BackendKind::Memory];
-    if statekit_bench::backends::ROCKSDB_AVAILABLE {
-        kinds.push(BackendKind::Rocksdb);
-    }
-    if statekit_bench::backends::REMOTE_AVAILABLE {
-        kinds.push(BackendKind::Remote);
-    }
-    kinds
-}
-
 fn options(profile: Profile, out: PathBuf, input: Option<PathBuf>) -> BenchOptions {
     // Reading events from a file does not depend on the backend: one is enough there.
     let kinds = if input.is_some() {
         vec![BackendKind::Memory]
     } else {
-        backends()
+        BackendKind::available()
     };
     BenchOptions {
         profile,

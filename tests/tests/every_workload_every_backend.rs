@@ -14,17 +14,6 @@ use statekit_bench::isolation::Isolation;
 use statekit_bench::profile::Profile;
 use statekit_bench::runner::{self, BenchOptions};
 
-fn backends() -> Vec<BackendKind> {
-    let mut kinds = vec![BackendKind::Memory];
-    if statekit_bench::backends::ROCKSDB_AVAILABLE {
-        kinds.push(BackendKind::Rocksdb);
-    }
-    if statekit_bench::backends::REMOTE_AVAILABLE {
-        kinds.push(BackendKind::Remote);
-    }
-    kinds
-}
-
 /// A small scale of `workload`: long enough in event time for its windows to close.
 fn profile(workload: &str, duration: &str, keys: u64, rate: u32) -> Profile {
     let text = format!(
@@ -49,7 +38,7 @@ fn every_workload_finishes_on_every_backend_with_equal_results() {
         let results = runner::bench(&BenchOptions {
             profile,
             scale: "small".into(),
-            specs: BackendSpec::pairs(&backends(), &[]),
+            specs: BackendSpec::pairs(&BackendKind::available(), &[]),
             memory_budget: Some(32 << 20),
             out,
             input: None,
