@@ -659,12 +659,15 @@ impl StateBackend for MemoryBackend {
                 }
             }
         }
+        // No storage: bytes stored and written to storage are not zero but meaningless, so
+        // write and space amplification come out as n/a rather than 0.
         Ok(BackendStats {
             memory_bytes: Some(heap),
-            disk_bytes: Some(0),
+            memory_by_component: [("heap (estimated)".to_string(), heap)]
+                .into_iter()
+                .collect(),
             live_data_bytes: Some(live),
             user_bytes_written: Some(self.user_bytes_written),
-            disk_bytes_written: Some(0),
             ..BackendStats::default()
         })
     }
