@@ -79,6 +79,29 @@ fn status(run: &RunResult) -> String {
     }
 }
 
+/// What the runs of backends that take a budget used when none was given, so a report
+/// never leaves the reader guessing; `None` when no run takes a budget.
+fn no_budget_sentence<'a>(backends: impl Iterator<Item = &'a str>) -> Option<String> {
+    let backends: Vec<&str> = backends.collect();
+    let mut parts = Vec::new();
+    if backends.contains(&"rocksdb") {
+        parts.push(format!(
+            "RocksDB runs used the default budget of {} and the OS page cache (no direct I/O)",
+            format_size(crate::backends::DEFAULT_ROCKSDB_BUDGET)
+        ));
+    }
+    if backends.contains(&"remote") {
+        parts.push("remote runs their configuration's block cache and memtables".to_string());
+    }
+    (!parts.is_empty()).then(|| {
+        format!(
+            "No memory budget was given (`--memory-budget`): {}; peak RSS is not judged \
+             against a budget.",
+            parts.join("; ")
+        )
+    })
+}
+
 /// Which runs (label, direct I/O) kept the OS page cache out of the memory budget.
 fn page_cache_use(runs: &[(&str, bool)]) -> String {
     let labels = |direct: bool| {
@@ -199,6 +222,10 @@ pub fn render_markdown(results: &Results) -> String {
                 .collect();
             let how = page_cache_use(&runs);
             let _ = writeln!(md, "\nMemory budget: {}; {how}.", format_size(b));
+        } else if let Some(sentence) =
+            no_budget_sentence(results.runs.iter().map(|r| r.backend.as_str()))
+        {
+            let _ = writeln!(md, "\n{sentence}");
         }
     }
     if let Some(t) = &results.trace {
@@ -693,6 +720,19 @@ mod tests {
             "{html}"
         );
         assert!(html.contains("<li>item <code>code</code></li>"), "{html}");
+    }
+
+    #[test]
+    fn a_report_without_a_budget_says_what_the_runs_used() {
+        let s = no_budget_sentence(["memory", "rocksdb"].into_iter()).unwrap();
+        assert!(
+            s.contains("default budget of 512.0 MiB") && s.contains("page cache"),
+            "{s}"
+        );
+        assert!(no_budget_sentence(["remote"].into_iter())
+            .unwrap()
+            .contains("remote runs"));
+        assert_eq!(no_budget_sentence(["memory"].into_iter()), None);
     }
 
     #[test]
