@@ -143,7 +143,8 @@ pub fn replay(
                 visited,
             } => {
                 let s = remap(&ids, scope)?;
-                // Gadget's seek/next visit one entry; a recorded scan as many as its reader did.
+                // As many entries as the recorded reader (or Gadget's iterator) visited; one
+                // when the trace does not say.
                 let limit = visited.unwrap_or(1);
                 let mut seen = 0u64;
                 let range = UserKeyRange::new(
