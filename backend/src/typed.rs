@@ -539,6 +539,156 @@ impl<K: KeyCodec, V: Serialize + DeserializeOwned> MapState<K, V> {
     }
 }
 
+/// An ordered map per key and namespace whose values are appendable lists (a map of lists,
+/// Flink's `MapState<K, List<V>>` without the read-modify-write).
+///
+/// [`ListMapState::add`] appends to one map key's list with a merge, never reading it; a range
+/// read visits the elements of the lists in a key range; [`ListMapState::remove_in`] drops a
+/// whole list with one point delete. Operators that buffer elements by a time bucket and
+/// drop a bucket at once use it instead of a [`MapState`] entry per element and a range
+/// delete per bucket: an LSM engine then holds no range tombstones, which RocksDB keeps and
+/// fragments outside its memory budget, and a memory backend keeps one entry per bucket.
+#[derive(Debug, Clone, Copy)]
+pub struct ListMapState<K, V> {
+    id: StateId,
+    _types: PhantomData<fn() -> (K, V)>,
+}
+
+impl<K: KeyCodec, V: Serialize + DeserializeOwned> ListMapState<K, V> {
+    /// Registers (or looks up) the state `name` (a [`StateKind::Map`] whose values are lists).
+    ///
+    /// # Errors
+    /// As [`StateBackend::register_state`].
+    pub fn register<B: StateBackend + ?Sized>(backend: &mut B, name: &str) -> Result<Self> {
+        Ok(ListMapState {
+            id: register(backend, name, StateKind::Map, None)?,
+            _types: PhantomData,
+        })
+    }
+
+    /// The state's id.
+    pub fn id(&self) -> StateId {
+        self.id
+    }
+
+    /// Appends `value` to the list under `key` (creating it).
+    ///
+    /// # Errors
+    /// Backend and codec errors.
+    pub fn add<B: StateBackend + ?Sized>(
+        &self,
+        backend: &mut B,
+        ctx: &KeyContext,
+        key: &K,
+        value: &V,
+    ) -> Result<()> {
+        let mut element = Vec::new();
+        put_length_prefixed(&mut element, &encode_value(value)?);
+        backend.merge(ctx.scope(self.id), &encode_key(key), &element)
+    }
+
+    /// The list under `key`, oldest first (empty if none).
+    ///
+    /// # Errors
+    /// Backend errors; `Corruption` if the stored bytes are not a list of `V`.
+    pub fn get<B: StateBackend + ?Sized>(
+        &self,
+        backend: &B,
+        ctx: &KeyContext,
+        key: &K,
+    ) -> Result<Vec<V>> {
+        let mut out = Vec::new();
+        if let Some(bytes) = backend.get(ctx.scope(self.id), &encode_key(key))? {
+            self.decode_list(&bytes, |v| {
+                out.push(v);
+                Ok(Visit::Continue)
+            })?;
+        }
+        Ok(out)
+    }
+
+    /// Visits the elements of the lists with keys in `range`, lists in `direction` order and
+    /// each list oldest first, until `visit` says stop. Only the range is read.
+    ///
+    /// # Errors
+    /// Backend errors, decoding errors, or `visit`'s error.
+    pub fn for_each_in_range<B: StateBackend + ?Sized, R: RangeBounds<K>>(
+        &self,
+        backend: &B,
+        ctx: &KeyContext,
+        range: R,
+        direction: Direction,
+        mut visit: impl FnMut(&K, V) -> Result<Visit>,
+    ) -> Result<()> {
+        let encoded = EncodedRange::new(&range);
+        backend.scan(
+            ctx.scope(self.id),
+            encoded.as_range(),
+            direction,
+            &mut |k, list| {
+                let key: K = decode_key(k)?;
+                self.decode_list(list, |v| visit(&key, v))
+            },
+        )
+    }
+
+    /// Decodes the elements of one stored list into `visit`, stopping when it says so.
+    fn decode_list(
+        &self,
+        mut bytes: &[u8],
+        mut visit: impl FnMut(V) -> Result<Visit>,
+    ) -> Result<Visit> {
+        while !bytes.is_empty() {
+            let element = get_length_prefixed(&mut bytes)
+                .map_err(|e| e.context(format!("list of state #{}", self.id.index())))?;
+            if visit(decode_named(element, self.id)?)? == Visit::Stop {
+                return Ok(Visit::Stop);
+            }
+        }
+        Ok(Visit::Continue)
+    }
+
+    /// Whether no list is stored for `ctx`.
+    ///
+    /// # Errors
+    /// Backend errors.
+    pub fn is_empty<B: StateBackend + ?Sized>(
+        &self,
+        backend: &B,
+        ctx: &KeyContext,
+    ) -> Result<bool> {
+        let mut empty = true;
+        backend.scan(
+            ctx.scope(self.id),
+            UserKeyRange::all(),
+            Direction::Forward,
+            &mut |_, _| {
+                empty = false;
+                Ok(Visit::Stop)
+            },
+        )?;
+        Ok(empty)
+    }
+
+    /// Removes the list under `key`.
+    ///
+    /// # Errors
+    /// Backend errors.
+    pub fn remove<B: StateBackend + ?Sized>(
+        &self,
+        backend: &mut B,
+        ctx: &KeyContext,
+        key: &K,
+    ) -> Result<()> {
+        backend.delete(ctx.scope(self.id), &encode_key(key))
+    }
+
+    /// Adds the removal of the list under `key` to `batch`: one point delete.
+    pub fn remove_in(&self, batch: &mut WriteBatch, ctx: &KeyContext, key: &K) {
+        batch.delete(ctx.scope(self.id), &encode_key(key));
+    }
+}
+
 /// A value folded with a reduce function on every add.
 pub struct ReducingState<V, F> {
     inner: ValueState<V>,

@@ -2,8 +2,8 @@
 //!
 //! A click joins every display of the same user shown in the 20 minutes before it. The input
 //! arrives up to 5 s out of order, with a few late events; the join buffers both sides in
-//! map state keyed by `(timestamp, seq)`, reads only the bounded range of the other side
-//! for each element, and cleans up with one range delete per side when a timer fires.
+//! lists keyed by cleanup time, reads only the lists of the bounded interval of the other
+//! side for each element, and drops one list with a point delete when a timer fires.
 //!
 //! Run with `cargo run --release -p statekit-bench --example interval_join`.
 

@@ -16,39 +16,43 @@
 //! arrival order.
 //!
 //! # State layout
-//! Each side is buffered in a [`MapState`] whose user key is `(ts, seq)`: the order-preserving
-//! key codec makes entries of one key sorted by timestamp (`seq`, an arrival counter, only
-//! keeps equal timestamps apart). That layout is what makes every access a *bounded range*:
+//! Each side is buffered in a [`ListMapState`] that groups elements by their *cleanup time*:
+//! the end of the cleanup bucket (1 s by default) in which an element stops being able to
+//! join (see below). The map key is that time, and the value a list of `(ts, element)`
+//! appended with a merge, so buffering an element never reads state. The order-preserving
+//! key codec keeps one key's lists sorted by cleanup time, and cleanup time grows with the
+//! timestamp, which is what makes every access a *bounded range*:
 //!
-//! - a left element at `ts` reads the right entries with timestamps in
-//!   `[ts + lower, ts + upper]`, a right element at `ts` reads the left entries in
-//!   `[ts - upper, ts - lower]`, each with one [`MapState::for_each_in_range`] (a seek to the
-//!   lower bound that stops at the upper bound);
-//! - cleanup deletes the expired bucket of one side with one range delete
-//!   ([`MapState::remove_range_in`]), without reading it; the deletes of a batch of fired
-//!   timers go to the backend as one write.
+//! - a left element at `ts` reads the right lists whose cleanup times cover timestamps in
+//!   `[ts + lower, ts + upper]`, a right element at `ts` the left lists covering
+//!   `[ts - upper, ts - lower]`, each with one [`ListMapState::for_each_in_range`] (a seek to
+//!   the lower bound that stops at the upper bound); elements of the two edge lists outside
+//!   the interval are skipped;
+//! - cleanup drops one list with one point delete ([`ListMapState::remove_in`]), without
+//!   reading it; the deletes of a batch of fired timers go to the backend as one write.
+//!
+//! An earlier layout kept one map entry per element and removed a bucket with a range
+//! delete. On RocksDB, millions of range tombstones (the end of input fires a cleanup for
+//! every key) are fragmented and cached outside the block cache and the memory budget, and
+//! a memory backend paid a map node per element; one entry per bucket avoids both.
 //!
 //! Flink's own implementation keeps a `MapState<Long, List<...>>` and iterates the *whole*
 //! map of the key on every element and every cleanup timer: on a hot key holding thousands
 //! of buffered elements, every event costs thousands of reads. Here an event costs reads in
-//! proportion to the pairs it produces.
+//! proportion to the lists of its interval.
 //!
 //! # Cleanup
 //! Once the watermark `W` has passed, no future (non-late) element has a timestamp below
 //! `W`. So a left entry can never join again when `ts + upper < W`, and a right entry when
-//! `ts - lower < W`. When an element is buffered, the operator registers an event-time timer
-//! at the end of the cleanup *bucket* (1 s by default) in which its entry becomes
-//! removable; timers are per key and idempotent, so a hot key registers at most one timer
-//! per bucket rather than one per element. Each side has its own timer queue (as Flink's
-//! operator keeps a cleanup namespace per side), so a timer only deletes where something was
-//! buffered: with 3% of displays clicked, a shared queue would make every display's timer
-//! delete an empty bucket of clicks too. When a left timer fires at `T` (so `T <= W`), the
-//! operator deletes the left entries with `ts` in `[T - bucket - upper, T - upper)`; a right
-//! timer the right entries with `ts` in `[T - bucket + lower, T + lower)`: the entries whose
-//! cleanup bucket ends at `T`, none of which can join any more. Entries of earlier buckets went
-//! with their own (earlier) timers, so the range needs no open lower end; a bounded one keeps
-//! the delete from walking over the tombstones of earlier cleanups in an LSM engine without
-//! range deletes (SlateDB), and keeps RocksDB's range tombstones narrow.
+//! `ts - lower < W`. An element's cleanup time is the end of the bucket holding `ts + upper`
+//! (left) or `ts - lower` (right); when it is buffered, the operator registers an event-time
+//! timer at that time; timers are per key and idempotent, so a hot key registers at most one
+//! timer per bucket rather than one per element. Each side has its own timer queue (as
+//! Flink's operator keeps a cleanup namespace per side), so a timer only deletes where
+//! something was buffered: with 3% of displays clicked, a shared queue would make every
+//! display's timer delete an empty bucket of clicks too. A timer that fires at `T` (so
+//! `T <= W`) deletes its side's list under key `T`: exactly the elements that can no longer
+//! join.
 //!
 //! # Example
 //! ```
@@ -63,21 +67,19 @@
 //! let mut join: IntervalJoin<u64, u64> = IntervalJoin::register(&mut backend, "ads", bounds, 1_000)?;
 //! let user = KeyContext::new(&backend, &42u64)?;
 //! let mut pairs = Vec::new();
-//! join.process_left(&mut backend, &user, 1_000, &7, |_, ad, _, click| pairs.push((*ad, *click)))?;
-//! join.process_right(&mut backend, &user, 61_000, &900, |_, ad, _, click| pairs.push((*ad, *click)))?;
+//! join.process_left(&mut backend, &user, 1_000, 7, |_, ad, _, click| pairs.push((*ad, *click)))?;
+//! join.process_right(&mut backend, &user, 61_000, 900, |_, ad, _, click| pairs.push((*ad, *click)))?;
 //! assert_eq!(pairs, vec![(7, 900)]);
 //! // Past the window, the display is cleaned up and a new click does not join it.
 //! join.advance_watermark(&mut backend, 30 * 60_000)?;
-//! join.process_right(&mut backend, &user, 30 * 60_000, &901, |_, ad, _, click| pairs.push((*ad, *click)))?;
+//! join.process_right(&mut backend, &user, 30 * 60_000, 901, |_, ad, _, click| pairs.push((*ad, *click)))?;
 //! assert_eq!(pairs.len(), 1);
 //! # Ok(()) }
 //! ```
 
-use std::ops::Bound;
-
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use statekit_backend::typed::{KeyContext, MapState, TimerService};
+use statekit_backend::typed::{KeyContext, ListMapState, TimerService};
 use statekit_backend::{Direction, Error, Result, StateBackend, Visit, WriteBatch};
 
 /// The join interval: a right element at `r.ts` joins a left element at `l.ts` when
@@ -129,13 +131,15 @@ pub struct JoinStats {
     pub late_right: u64,
     /// Pairs emitted.
     pub joined_pairs: u64,
-    /// Buffered entries visited by range reads (each one is a candidate pair).
+    /// Buffered elements decoded by range reads: the pairs plus the elements of the edge
+    /// lists that lie outside the interval.
     pub entries_read: u64,
     /// Cleanup timers fired.
     pub cleanup_timers: u64,
 }
 
-/// Timers popped per call while advancing the watermark.
+/// Timers popped per call while advancing the watermark: a watermark that makes millions of
+/// timers due (the end of input) is drained in writes of this many deletes.
 const TIMER_BATCH: usize = 1024;
 
 /// An event-time interval join of two keyed streams; see the [module docs](self).
@@ -144,14 +148,13 @@ const TIMER_BATCH: usize = 1024;
 /// [`KeyContext`]) and the timestamp of every element, and a callback that receives each pair
 /// as `(left_ts, left, right_ts, right)`.
 pub struct IntervalJoin<L, R> {
-    left: MapState<(i64, u64), L>,
-    right: MapState<(i64, u64), R>,
+    left: ListMapState<i64, (i64, L)>,
+    right: ListMapState<i64, (i64, R)>,
     left_timers: TimerService,
     right_timers: TimerService,
     bounds: JoinBounds,
     bucket: i64,
     watermark: i64,
-    seq: u64,
     stats: JoinStats,
 }
 
@@ -178,14 +181,13 @@ where
             )));
         }
         Ok(IntervalJoin {
-            left: MapState::register(backend, &format!("{name}/left"))?,
-            right: MapState::register(backend, &format!("{name}/right"))?,
+            left: ListMapState::register(backend, &format!("{name}/left"))?,
+            right: ListMapState::register(backend, &format!("{name}/right"))?,
             left_timers: TimerService::register(backend, &format!("{name}/cleanup-left"))?,
             right_timers: TimerService::register(backend, &format!("{name}/cleanup-right"))?,
             bounds,
             bucket: cleanup_bucket_ms,
             watermark: i64::MIN,
-            seq: 0,
             stats: JoinStats::default(),
         })
     }
@@ -208,14 +210,18 @@ where
             .saturating_mul(self.bucket)
     }
 
-    fn next_seq(&mut self) -> u64 {
-        self.seq += 1;
-        self.seq
+    /// When a left element at `ts` can no longer join: its timer and its list's key.
+    fn left_cleanup(&self, ts: i64) -> i64 {
+        self.bucket_end(ts.saturating_add(self.bounds.upper))
     }
 
-    /// Processes a left element: buffers it, emits its pairs with the buffered right
-    /// elements, and schedules its cleanup. A late element is dropped (see
-    /// [`JoinStats::late_left`]).
+    /// When a right element at `ts` can no longer join.
+    fn right_cleanup(&self, ts: i64) -> i64 {
+        self.bucket_end(ts.saturating_sub(self.bounds.lower))
+    }
+
+    /// Processes a left element: emits its pairs with the buffered right elements, buffers
+    /// it, and schedules its cleanup. A late element is dropped (see [`JoinStats::late_left`]).
     ///
     /// # Errors
     /// Backend and codec errors.
@@ -224,36 +230,38 @@ where
         backend: &mut B,
         key: &KeyContext,
         ts: i64,
-        value: &L,
+        value: L,
         mut emit: impl FnMut(i64, &L, i64, &R),
     ) -> Result<()> {
         if ts < self.watermark {
             self.stats.late_left += 1;
             return Ok(());
         }
-        let seq = self.next_seq();
-        self.left.put(backend, key, &(ts, seq), value)?;
-        self.stats.left_elements += 1;
         let from = ts.saturating_add(self.bounds.lower);
         let to = ts.saturating_add(self.bounds.upper);
-        let mut pairs = 0u64;
-        let mut read = 0u64;
+        // Cleanup times grow with the timestamp, so the lists that can hold right elements in
+        // [from, to] are those keyed from `right_cleanup(from)` to `right_cleanup(to)`.
+        let keys = self.right_cleanup(from)..=self.right_cleanup(to);
+        let (mut pairs, mut read) = (0u64, 0u64);
         self.right.for_each_in_range(
             &*backend,
             key,
-            (Bound::Included((from, 0)), Bound::Included((to, u64::MAX))),
+            keys,
             Direction::Forward,
-            |(right_ts, _), right| {
+            |_, (right_ts, right)| {
                 read += 1;
-                pairs += 1;
-                emit(ts, value, right_ts, &right);
+                if (from..=to).contains(&right_ts) {
+                    pairs += 1;
+                    emit(ts, &value, right_ts, &right);
+                }
                 Ok(Visit::Continue)
             },
         )?;
         self.stats.entries_read += read;
         self.stats.joined_pairs += pairs;
-        // Removable once `ts + upper < T`, i.e. at the end of the bucket holding ts+upper.
-        let cleanup = self.bucket_end(ts.saturating_add(self.bounds.upper));
+        let cleanup = self.left_cleanup(ts);
+        self.left.add(backend, key, &cleanup, &(ts, value))?;
+        self.stats.left_elements += 1;
         self.left_timers.register_timer(backend, key, cleanup)
     }
 
@@ -266,39 +274,41 @@ where
         backend: &mut B,
         key: &KeyContext,
         ts: i64,
-        value: &R,
+        value: R,
         mut emit: impl FnMut(i64, &L, i64, &R),
     ) -> Result<()> {
         if ts < self.watermark {
             self.stats.late_right += 1;
             return Ok(());
         }
-        let seq = self.next_seq();
-        self.right.put(backend, key, &(ts, seq), value)?;
-        self.stats.right_elements += 1;
         let from = ts.saturating_sub(self.bounds.upper);
         let to = ts.saturating_sub(self.bounds.lower);
-        let mut pairs = 0u64;
+        let keys = self.left_cleanup(from)..=self.left_cleanup(to);
+        let (mut pairs, mut read) = (0u64, 0u64);
         self.left.for_each_in_range(
             &*backend,
             key,
-            (Bound::Included((from, 0)), Bound::Included((to, u64::MAX))),
+            keys,
             Direction::Forward,
-            |(left_ts, _), left| {
-                pairs += 1;
-                emit(left_ts, &left, ts, value);
+            |_, (left_ts, left)| {
+                read += 1;
+                if (from..=to).contains(&left_ts) {
+                    pairs += 1;
+                    emit(left_ts, &left, ts, &value);
+                }
                 Ok(Visit::Continue)
             },
         )?;
-        self.stats.entries_read += pairs;
+        self.stats.entries_read += read;
         self.stats.joined_pairs += pairs;
-        // Removable once `ts - lower < T`.
-        let cleanup = self.bucket_end(ts.saturating_sub(self.bounds.lower));
+        let cleanup = self.right_cleanup(ts);
+        self.right.add(backend, key, &cleanup, &(ts, value))?;
+        self.stats.right_elements += 1;
         self.right_timers.register_timer(backend, key, cleanup)
     }
 
     /// Advances the watermark to `watermark` and runs the cleanup timers it makes due: per
-    /// fired timer, one range delete on its side, written per batch of popped timers.
+    /// fired timer, one point delete of its side's list, written per batch of popped timers.
     /// Elements below the new watermark that arrive later are late.
     ///
     /// # Errors
@@ -312,17 +322,13 @@ where
             return Ok(());
         }
         self.watermark = watermark;
-        let (upper, lower, bucket) = (self.bounds.upper, self.bounds.lower, self.bucket);
         let (left, right) = (&self.left, &self.right);
-        // A left entry at `ts` is removable at `T` once `ts + upper < T`, a right one once
-        // `ts - lower < T`: the fired bucket is the `bucket` ms below `T - upper` (`T + lower`).
+        // A timer's time is the key of the list it cleans up.
         let fired_left = drain_due(backend, &self.left_timers, watermark, |batch, at, key| {
-            let end = at.saturating_sub(upper);
-            left.remove_range_in(batch, key, (end.saturating_sub(bucket), 0)..(end, 0));
+            left.remove_in(batch, key, &at);
         })?;
         let fired_right = drain_due(backend, &self.right_timers, watermark, |batch, at, key| {
-            let end = at.saturating_add(lower);
-            right.remove_range_in(batch, key, (end.saturating_sub(bucket), 0)..(end, 0));
+            right.remove_in(batch, key, &at);
         })?;
         self.stats.cleanup_timers += fired_left + fired_right;
         Ok(())
@@ -340,8 +346,8 @@ where
 }
 
 /// Pops every timer of `timers` due at `watermark`, in batches, lets `fire` add each one's
-/// cleanup to a write batch and writes the batch: one write per popped batch, which a backend
-/// without native range deletes (remote) applies with one iterator. Returns how many fired.
+/// cleanup to a write batch and writes the batch: one write per popped batch. Returns how
+/// many fired.
 fn drain_due<B: StateBackend + ?Sized>(
     backend: &mut B,
     timers: &TimerService,
@@ -375,6 +381,22 @@ mod tests {
 
     type Pairs = Vec<(u32, u32)>;
 
+    /// The timestamps buffered on one side for `k`, ascending.
+    fn buffered<V: Serialize + DeserializeOwned>(
+        side: &ListMapState<i64, (i64, V)>,
+        b: &MemoryBackend,
+        k: &KeyContext,
+    ) -> Vec<i64> {
+        let mut out = Vec::new();
+        side.for_each_in_range(b, k, .., Direction::Forward, |_, (ts, _)| {
+            out.push(ts);
+            Ok(Visit::Continue)
+        })
+        .unwrap();
+        out.sort_unstable();
+        out
+    }
+
     fn setup() -> (MemoryBackend, IntervalJoin<u32, u32>, KeyContext) {
         let mut b = MemoryBackend::open(InstanceConfig::single(16).unwrap()).unwrap();
         let j = IntervalJoin::register(&mut b, "j", JoinBounds::new(0, 20 * MIN).unwrap(), 1000)
@@ -388,14 +410,14 @@ mod tests {
         let (mut b, mut j, k) = setup();
         let mut out: Pairs = Vec::new();
         let mut emit = |_: i64, l: &u32, _: i64, r: &u32| out.push((*l, *r));
-        j.process_left(&mut b, &k, 0, &1, &mut emit).unwrap();
-        j.process_left(&mut b, &k, 1, &2, &mut emit).unwrap();
-        j.process_right(&mut b, &k, 20 * MIN, &10, &mut emit)
+        j.process_left(&mut b, &k, 0, 1, &mut emit).unwrap();
+        j.process_left(&mut b, &k, 1, 2, &mut emit).unwrap();
+        j.process_right(&mut b, &k, 20 * MIN, 10, &mut emit)
             .unwrap(); // joins 1 (edge) and 2
-        j.process_right(&mut b, &k, 20 * MIN + 1, &11, &mut emit)
+        j.process_right(&mut b, &k, 20 * MIN + 1, 11, &mut emit)
             .unwrap(); // joins 2 only
-        j.process_right(&mut b, &k, -1, &12, &mut emit).unwrap(); // before every display
-        j.process_left(&mut b, &k, -1, &3, &mut emit).unwrap(); // joins 12 (same ts)
+        j.process_right(&mut b, &k, -1, 12, &mut emit).unwrap(); // before every display
+        j.process_left(&mut b, &k, -1, 3, &mut emit).unwrap(); // joins 12 (same ts)
         out.sort_unstable();
         assert_eq!(out, vec![(1, 10), (2, 10), (2, 11), (3, 12)]);
     }
@@ -405,18 +427,18 @@ mod tests {
         let (mut b, mut j, k) = setup();
         let mut out: Pairs = Vec::new();
         let mut emit = |_: i64, l: &u32, _: i64, r: &u32| out.push((*l, *r));
-        j.process_left(&mut b, &k, 0, &1, &mut emit).unwrap();
-        j.process_right(&mut b, &k, 500, &10, &mut emit).unwrap();
+        j.process_left(&mut b, &k, 0, 1, &mut emit).unwrap();
+        j.process_right(&mut b, &k, 500, 10, &mut emit).unwrap();
         // The display can still join a click at 20 min: it must survive a watermark at 20 min.
         j.advance_watermark(&mut b, 20 * MIN).unwrap();
-        j.process_right(&mut b, &k, 20 * MIN, &11, &mut emit)
+        j.process_right(&mut b, &k, 20 * MIN, 11, &mut emit)
             .unwrap();
-        assert_eq!(j.left.entries(&b, &k).unwrap().len(), 1);
+        assert_eq!(buffered(&j.left, &b, &k).len(), 1);
         // The click at 500 can join no future display (they are all >= the watermark): gone.
-        assert_eq!(j.right.range(&b, &k, ..(20 * MIN, 0)).unwrap().len(), 0);
+        assert!(buffered(&j.right, &b, &k).iter().all(|ts| *ts >= 20 * MIN));
         j.advance_watermark(&mut b, 21 * MIN + 1).unwrap();
         assert!(j.left.is_empty(&b, &k).unwrap());
-        j.process_left(&mut b, &k, 21 * MIN, &2, &mut emit).unwrap(); // late
+        j.process_left(&mut b, &k, 21 * MIN, 2, &mut emit).unwrap(); // late
         assert_eq!(j.stats().late_left, 1);
         out.sort_unstable();
         assert_eq!(out, vec![(1, 10), (1, 11)]);
@@ -433,8 +455,8 @@ mod tests {
         let mut ts = -5 * MIN;
         for i in 0..400u32 {
             ts += i64::from(i % 7) * 997;
-            j.process_left(&mut b, &k, ts, &i, |_, _, _, _| {}).unwrap();
-            j.process_right(&mut b, &k, ts + 1, &i, |_, _, _, _| {})
+            j.process_left(&mut b, &k, ts, i, |_, _, _, _| {}).unwrap();
+            j.process_right(&mut b, &k, ts + 1, i, |_, _, _, _| {})
                 .unwrap();
             if i % 50 == 0 {
                 j.advance_watermark(&mut b, ts - 21 * MIN).unwrap();
@@ -442,8 +464,11 @@ mod tests {
         }
         // Whatever is older than the join window at the last element is gone already.
         j.advance_watermark(&mut b, ts).unwrap();
-        let stale = j.left.range(&b, &k, ..(ts - 21 * MIN, 0)).unwrap();
-        assert!(stale.is_empty(), "{} stale left entries", stale.len());
+        let stale = buffered(&j.left, &b, &k)
+            .into_iter()
+            .filter(|t| *t < ts - 21 * MIN)
+            .count();
+        assert_eq!(stale, 0, "stale left entries");
         j.advance_watermark(&mut b, ts + 30 * MIN).unwrap();
         assert!(j.left.is_empty(&b, &k).unwrap() && j.right.is_empty(&b, &k).unwrap());
         assert_eq!(j.next_cleanup(&b).unwrap(), None);
@@ -453,7 +478,7 @@ mod tests {
     fn hot_key_registers_one_timer_per_bucket() {
         let (mut b, mut j, k) = setup();
         for i in 0..1000i64 {
-            j.process_left(&mut b, &k, i, &0, |_, _, _, _| {}).unwrap();
+            j.process_left(&mut b, &k, i, 0, |_, _, _, _| {}).unwrap();
         }
         let mut timers = 0;
         b.scan_timers(
@@ -474,19 +499,79 @@ mod tests {
     #[test]
     fn cleanup_timers_go_only_to_the_side_with_entries() {
         let (mut b, mut j, k) = setup();
-        j.process_left(&mut b, &k, 0, &1, |_, _, _, _| {}).unwrap();
+        j.process_left(&mut b, &k, 0, 1, |_, _, _, _| {}).unwrap();
         assert_eq!(b.next_timer(j.right_timers.id()).unwrap(), None);
         assert_eq!(
             b.next_timer(j.left_timers.id()).unwrap(),
             Some(20 * MIN + 1000)
         );
-        j.process_right(&mut b, &k, 5 * MIN, &7, |_, _, _, _| {})
+        j.process_right(&mut b, &k, 5 * MIN, 7, |_, _, _, _| {})
             .unwrap();
         assert_eq!(j.next_cleanup(&b).unwrap(), Some(5 * MIN + 1000));
         j.advance_watermark(&mut b, 5 * MIN + 1000).unwrap();
         assert!(j.right.is_empty(&b, &k).unwrap());
-        assert_eq!(j.left.entries(&b, &k).unwrap().len(), 1);
+        assert_eq!(buffered(&j.left, &b, &k).len(), 1);
         assert_eq!(j.stats().cleanup_timers, 1);
+    }
+
+    #[test]
+    fn any_bounds_and_arrival_order_match_a_nested_loop() {
+        use rand::{Rng, SeedableRng};
+        // Bounds of both signs, buckets that do not divide them, several keys, elements out
+        // of order within the watermark's lag: the pairs equal a nested loop over the
+        // non-late elements, and the final watermark leaves nothing buffered.
+        for (lower, upper, bucket) in [
+            (0, 20_000, 1000),
+            (-7_000, -1_500, 700),
+            (-3_000, 4_100, 999),
+        ] {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(upper as u64);
+            let mut b = MemoryBackend::open(InstanceConfig::single(16).unwrap()).unwrap();
+            let bounds = JoinBounds::new(lower, upper).unwrap();
+            let mut j: IntervalJoin<u32, u32> =
+                IntervalJoin::register(&mut b, "j", bounds, bucket).unwrap();
+            let keys: Vec<KeyContext> = (0..3u64)
+                .map(|k| KeyContext::new(&b, &k).unwrap())
+                .collect();
+            let (mut lefts, mut rights, mut got) = (Vec::new(), Vec::new(), Vec::new());
+            for i in 0..3000u32 {
+                let ts = i64::from(i) * 37 - rng.random_range(0..5_000);
+                let k = rng.random_range(0..3usize);
+                if ts >= j.watermark() {
+                    if rng.random_bool(0.5) {
+                        lefts.push((k, ts, i));
+                    } else {
+                        rights.push((k, ts, i));
+                    }
+                }
+                let mut emit = |_: i64, l: &u32, _: i64, r: &u32| got.push((*l, *r));
+                if lefts.last().is_some_and(|e| e.2 == i) {
+                    j.process_left(&mut b, &keys[k], ts, i, &mut emit).unwrap();
+                } else if rights.last().is_some_and(|e| e.2 == i) {
+                    j.process_right(&mut b, &keys[k], ts, i, &mut emit).unwrap();
+                }
+                if i % 100 == 99 {
+                    j.advance_watermark(&mut b, i64::from(i) * 37 - 5_000)
+                        .unwrap();
+                }
+            }
+            let mut expected = Vec::new();
+            for (lk, lts, l) in &lefts {
+                for (rk, rts, r) in &rights {
+                    if lk == rk && lts + lower <= *rts && *rts <= lts + upper {
+                        expected.push((*l, *r));
+                    }
+                }
+            }
+            expected.sort_unstable();
+            got.sort_unstable();
+            assert!(!expected.is_empty());
+            assert_eq!(got, expected, "bounds [{lower}, {upper}], bucket {bucket}");
+            j.advance_watermark(&mut b, i64::MAX).unwrap();
+            for k in &keys {
+                assert!(j.left.is_empty(&b, k).unwrap() && j.right.is_empty(&b, k).unwrap());
+            }
+        }
     }
 
     #[test]

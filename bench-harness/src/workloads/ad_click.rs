@@ -347,7 +347,7 @@ impl Operator for AdClickJoin {
                     payload: d.payload.clone(),
                 };
                 self.join
-                    .process_left(backend, &user, d.ts, &buffered, |_, l, _, r| {
+                    .process_left(backend, &user, d.ts, buffered, |_, l, _, r| {
                         emit(l.id, r.id)
                     })?;
             }
@@ -358,7 +358,7 @@ impl Operator for AdClickJoin {
                     display: c.display,
                 };
                 self.join
-                    .process_right(backend, &user, c.ts, &buffered, |_, l, _, r| {
+                    .process_right(backend, &user, c.ts, buffered, |_, l, _, r| {
                         emit(l.id, r.id)
                     })?;
             }
