@@ -1,0 +1,371 @@
+//! The user keys of one scope (state, key, namespace) of the memory backend.
+//!
+//! Most scopes of keyed operator state hold a handful of entries (a value, a few buffered
+//! lists), while a few hold thousands (a hot key's map). A `BTreeMap` allocates a whole node
+//! (11 slots, about 700 bytes with these types) for its first entry, which dominated the
+//! backend's memory on a million keys with one or two entries each; so a scope starts as a
+//! sorted vector, sized to its entries, and becomes a B-tree only when it grows past
+//! [`SMALL_MAX`] entries, where the vector's O(n) inserts would start to cost.
+
+use std::collections::{btree_map, BTreeMap};
+use std::ops::Bound;
+
+/// One stored value.
+#[derive(Debug, Clone)]
+pub(super) struct Slot {
+    pub(super) value: Vec<u8>,
+    pub(super) expires_at: Option<u64>,
+}
+
+impl Slot {
+    /// Whether the value has not expired at `now` (ms).
+    pub(super) fn live(&self, now: u64) -> bool {
+        self.expires_at.is_none_or(|t| now < t)
+    }
+}
+
+/// Entries above which a scope moves from a sorted vector to a B-tree.
+pub(super) const SMALL_MAX: usize = 16;
+
+/// The entries of one scope, ordered by user key.
+#[derive(Debug, Clone)]
+pub(super) enum UserMap {
+    /// At most [`SMALL_MAX`] entries, sorted by key.
+    Small(Vec<(Box<[u8]>, Slot)>),
+    /// More entries.
+    Large(BTreeMap<Box<[u8]>, Slot>),
+}
+
+impl Default for UserMap {
+    fn default() -> Self {
+        UserMap::Small(Vec::new())
+    }
+}
+
+impl UserMap {
+    pub(super) fn is_empty(&self) -> bool {
+        match self {
+            UserMap::Small(v) => v.is_empty(),
+            UserMap::Large(m) => m.is_empty(),
+        }
+    }
+
+    pub(super) fn get(&self, key: &[u8]) -> Option<&Slot> {
+        match self {
+            UserMap::Small(v) => v
+                .binary_search_by(|(k, _)| (**k).cmp(key))
+                .ok()
+                .map(|i| &v[i].1),
+            UserMap::Large(m) => m.get(key),
+        }
+    }
+
+    /// The slot under `key`, inserting `make()` first if there is none.
+    pub(super) fn get_or_insert_with(
+        &mut self,
+        key: &[u8],
+        make: impl FnOnce() -> Slot,
+    ) -> &mut Slot {
+        if matches!(self, UserMap::Small(v) if v.len() >= SMALL_MAX && self.get(key).is_none()) {
+            self.grow();
+        }
+        match self {
+            UserMap::Small(v) => match v.binary_search_by(|(k, _)| (**k).cmp(key)) {
+                Ok(i) => &mut v[i].1,
+                Err(i) => {
+                    // Grow by one: most scopes stay at one or two entries.
+                    v.reserve_exact(1);
+                    v.insert(i, (key.into(), make()));
+                    &mut v[i].1
+                }
+            },
+            UserMap::Large(m) => m.entry(key.into()).or_insert_with(make),
+        }
+    }
+
+    /// Sets `key` to `slot`.
+    pub(super) fn insert(&mut self, key: &[u8], slot: Slot) {
+        let mut slot = Some(slot);
+        let stored = self.get_or_insert_with(key, || slot.take().expect("inserted once"));
+        if let Some(new) = slot {
+            *stored = new;
+        }
+    }
+
+    pub(super) fn remove(&mut self, key: &[u8]) {
+        match self {
+            UserMap::Small(v) => {
+                if let Ok(i) = v.binary_search_by(|(k, _)| (**k).cmp(key)) {
+                    v.remove(i);
+                    // Give back what the removed entries held: a long-lived scope that once
+                    // held many entries should not keep their room.
+                    if v.capacity() > 2 * v.len() + 1 {
+                        v.shrink_to_fit();
+                    }
+                }
+            }
+            UserMap::Large(m) => {
+                m.remove(key);
+                if m.len() <= SMALL_MAX / 2 {
+                    self.shrink();
+                }
+            }
+        }
+    }
+
+    /// Removes the keys in `(lower, upper)`.
+    pub(super) fn remove_range(&mut self, lower: Bound<&[u8]>, upper: Bound<&[u8]>) {
+        match self {
+            UserMap::Small(v) => {
+                let (from, to) = small_bounds(v, lower, upper);
+                if from < to {
+                    v.drain(from..to);
+                    v.shrink_to_fit();
+                }
+            }
+            UserMap::Large(m) => {
+                let doomed: Vec<Box<[u8]>> = m
+                    .range::<[u8], _>((lower, upper))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in doomed {
+                    m.remove(&k);
+                }
+                if m.len() <= SMALL_MAX / 2 {
+                    self.shrink();
+                }
+            }
+        }
+    }
+
+    /// The entries with keys in `(lower, upper)`, ascending (reversible).
+    pub(super) fn range<'a>(&'a self, lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> Range<'a> {
+        match self {
+            UserMap::Small(v) => {
+                let (from, to) = small_bounds(v, lower, upper);
+                Range::Small(v[from..to.max(from)].iter())
+            }
+            UserMap::Large(m) => {
+                // BTreeMap::range panics on an inverted range; an empty one reads nothing.
+                if bounds_inverted(lower, upper) {
+                    return Range::Small([].iter());
+                }
+                Range::Large(m.range::<[u8], _>((lower, upper)))
+            }
+        }
+    }
+
+    /// Every entry, ascending.
+    pub(super) fn iter(&self) -> Range<'_> {
+        self.range(Bound::Unbounded, Bound::Unbounded)
+    }
+
+    /// Keeps the entries for which `keep` says so.
+    pub(super) fn retain(&mut self, mut keep: impl FnMut(&Slot) -> bool) {
+        match self {
+            UserMap::Small(v) => v.retain(|(_, s)| keep(s)),
+            UserMap::Large(m) => {
+                m.retain(|_, s| keep(s));
+                if m.len() <= SMALL_MAX / 2 {
+                    self.shrink();
+                }
+            }
+        }
+    }
+
+    /// Bytes of heap this map holds beyond its keys and values, estimated from the layout.
+    pub(super) fn overhead_bytes(&self) -> usize {
+        let entry = std::mem::size_of::<(Box<[u8]>, Slot)>();
+        match self {
+            UserMap::Small(v) => v.capacity() * entry,
+            // A B-tree node holds up to 11 entries and is about two thirds full.
+            UserMap::Large(m) => m.len() * entry * 3 / 2,
+        }
+    }
+
+    fn grow(&mut self) {
+        if let UserMap::Small(v) = self {
+            *self = UserMap::Large(std::mem::take(v).into_iter().collect());
+        }
+    }
+
+    fn shrink(&mut self) {
+        if let UserMap::Large(m) = self {
+            *self = UserMap::Small(std::mem::take(m).into_iter().collect());
+        }
+    }
+}
+
+/// Whether `(lower, upper)` contains no key because its ends are inverted (or touch with an
+/// excluded end).
+fn bounds_inverted(lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> bool {
+    match (lower, upper) {
+        (Bound::Included(l), Bound::Included(u)) => l > u,
+        (Bound::Included(l) | Bound::Excluded(l), Bound::Excluded(u) | Bound::Included(u)) => {
+            l >= u
+        }
+        _ => false,
+    }
+}
+
+/// The index range of a sorted vector's entries inside `(lower, upper)`.
+fn small_bounds(
+    v: &[(Box<[u8]>, Slot)],
+    lower: Bound<&[u8]>,
+    upper: Bound<&[u8]>,
+) -> (usize, usize) {
+    let from = match lower {
+        Bound::Included(l) => v.partition_point(|(k, _)| **k < *l),
+        Bound::Excluded(l) => v.partition_point(|(k, _)| **k <= *l),
+        Bound::Unbounded => 0,
+    };
+    let to = match upper {
+        Bound::Included(u) => v.partition_point(|(k, _)| **k <= *u),
+        Bound::Excluded(u) => v.partition_point(|(k, _)| **k < *u),
+        Bound::Unbounded => v.len(),
+    };
+    (from, to)
+}
+
+/// Entries of a [`UserMap`] in key order.
+pub(super) enum Range<'a> {
+    Small(std::slice::Iter<'a, (Box<[u8]>, Slot)>),
+    Large(btree_map::Range<'a, Box<[u8]>, Slot>),
+}
+
+impl<'a> Iterator for Range<'a> {
+    type Item = (&'a [u8], &'a Slot);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Range::Small(it) => it.next().map(|(k, s)| (&**k, s)),
+            Range::Large(it) => it.next().map(|(k, s)| (&**k, s)),
+        }
+    }
+}
+
+impl DoubleEndedIterator for Range<'_> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        match self {
+            Range::Small(it) => it.next_back().map(|(k, s)| (&**k, s)),
+            Range::Large(it) => it.next_back().map(|(k, s)| (&**k, s)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn slot(v: u8) -> Slot {
+        Slot {
+            value: vec![v],
+            expires_at: None,
+        }
+    }
+
+    fn bound(kind: u8, key: &[u8]) -> Bound<&[u8]> {
+        match kind % 3 {
+            0 => Bound::Included(key),
+            1 => Bound::Excluded(key),
+            _ => Bound::Unbounded,
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(Vec<u8>, u8),
+        Remove(Vec<u8>),
+        RemoveRange(u8, Vec<u8>, u8, Vec<u8>),
+        Retain(u8),
+    }
+
+    fn key() -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(0u8..4, 0..3)
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (key(), any::<u8>()).prop_map(|(k, v)| Op::Insert(k, v)),
+            2 => key().prop_map(Op::Remove),
+            1 => (any::<u8>(), key(), any::<u8>(), key())
+                .prop_map(|(a, l, b, u)| Op::RemoveRange(a, l, b, u)),
+            1 => any::<u8>().prop_map(Op::Retain),
+        ]
+    }
+
+    proptest! {
+        /// Every operation and every range read (both directions) agrees with a `BTreeMap`,
+        /// across the switches between the vector and the B-tree.
+        #[test]
+        fn behaves_like_a_btree_map(
+            ops in prop::collection::vec(op(), 0..120),
+            reads in prop::collection::vec((any::<u8>(), key(), any::<u8>(), key()), 8),
+        ) {
+            let mut map = UserMap::default();
+            let mut model: BTreeMap<Vec<u8>, u8> = BTreeMap::new();
+            for op in ops {
+                match op {
+                    Op::Insert(k, v) => {
+                        map.insert(&k, slot(v));
+                        model.insert(k, v);
+                    }
+                    Op::Remove(k) => {
+                        map.remove(&k);
+                        model.remove(&k);
+                    }
+                    Op::RemoveRange(a, l, b, u) => {
+                        let (lo, hi) = (bound(a, &l), bound(b, &u));
+                        map.remove_range(lo, hi);
+                        if !bounds_inverted(lo, hi) {
+                            let doomed: Vec<Vec<u8>> =
+                                model.range::<[u8], _>((lo, hi)).map(|(k, _)| k.clone()).collect();
+                            for k in doomed {
+                                model.remove(&k);
+                            }
+                        }
+                    }
+                    Op::Retain(m) => {
+                        map.retain(|s| s.value[0] % 3 != m % 3);
+                        model.retain(|_, v| *v % 3 != m % 3);
+                    }
+                }
+                prop_assert_eq!(map.is_empty(), model.is_empty());
+                let all: Vec<(Vec<u8>, u8)> = map.iter().map(|(k, s)| (k.to_vec(), s.value[0])).collect();
+                let want: Vec<(Vec<u8>, u8)> = model.iter().map(|(k, v)| (k.clone(), *v)).collect();
+                prop_assert_eq!(all, want);
+            }
+            for (a, l, b, u) in reads {
+                let (lo, hi) = (bound(a, &l), bound(b, &u));
+                let got: Vec<Vec<u8>> = map.range(lo, hi).map(|(k, _)| k.to_vec()).collect();
+                let back: Vec<Vec<u8>> = map.range(lo, hi).rev().map(|(k, _)| k.to_vec()).collect();
+                let want: Vec<Vec<u8>> = if bounds_inverted(lo, hi) {
+                    Vec::new()
+                } else {
+                    model.range::<[u8], _>((lo, hi)).map(|(k, _)| k.clone()).collect()
+                };
+                prop_assert_eq!(&got, &want);
+                prop_assert_eq!(back.into_iter().rev().collect::<Vec<_>>(), want);
+                for k in [&l, &u] {
+                    prop_assert_eq!(map.get(k).map(|s| s.value[0]), model.get(k).copied());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn one_entry_holds_one_slot_not_a_tree_node() {
+        let mut map = UserMap::default();
+        map.insert(b"k", slot(1));
+        assert!(matches!(&map, UserMap::Small(v) if v.capacity() == 1));
+        for i in 0..=SMALL_MAX as u8 {
+            map.insert(&[i], slot(i));
+        }
+        assert!(matches!(map, UserMap::Large(_)));
+        for i in 0..=SMALL_MAX as u8 {
+            map.remove(&[i]);
+        }
+        assert!(matches!(&map, UserMap::Small(v) if v.len() == 1));
+    }
+}
