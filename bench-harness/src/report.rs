@@ -169,7 +169,10 @@ fn memory_section(results: &Results) -> String {
     }
     let _ = writeln!(
         md,
-        "\n| run | peak RSS | RSS before the backend opened | backend's own accounting | within the budget rule |\n|---|---:|---:|---:|---|"
+        "\nThe state is at its fullest when the input ends, before the final watermark \
+         drains it: the backend's accounting and its live data (user keys and values) are read \
+         there. Peak RSS / live data is what the state costs in memory per byte it holds.\n\
+         \n| run | peak RSS | RSS before the backend opened | backend's own accounting at end of input | live data at end of input | peak RSS / live data | within the budget rule |\n|---|---:|---:|---:|---:|---:|---|"
     );
     for r in &results.runs {
         let rule = match (budget, &results.harness) {
@@ -184,17 +187,23 @@ fn memory_section(results: &Results) -> String {
             }
             _ => "n/a".to_string(),
         };
-        let accounted = r
-            .backend_stats
-            .memory_bytes
+        let full = r.stats_at_end_of_input.as_ref();
+        let accounted = full
+            .and_then(|s| s.memory_bytes)
             .map_or_else(|| "n/a".to_string(), format_size);
+        let live = full.and_then(|s| s.live_data_bytes).filter(|l| *l > 0);
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} |",
             r.label,
             format_size(r.peak_rss_bytes),
             format_size(r.baseline_rss_bytes),
             accounted,
+            live.map_or_else(|| "n/a".to_string(), format_size),
+            live.map_or_else(
+                || "n/a".to_string(),
+                |l| format!("{:.2}", r.peak_rss_bytes as f64 / l as f64)
+            ),
             rule
         );
     }
@@ -415,6 +424,22 @@ pub fn render_markdown(results: &Results) -> String {
                 .map(|(name, bytes)| format!("{name} {}", format_size(*bytes)))
                 .collect();
             let _ = writeln!(md, "  - memory at the end: {}", parts.join(", "));
+        }
+        if let Some(full) = &r.stats_at_end_of_input {
+            let parts: Vec<String> = full
+                .memory_by_component
+                .iter()
+                .map(|(name, bytes)| format!("{name} {}", format_size(*bytes)))
+                .collect();
+            let _ = writeln!(
+                md,
+                "  - at the end of input, before the final watermark's drain ({:.1} s of the run): memory {}{}, stored {}, live data {}",
+                r.drain_seconds,
+                f(full.memory_bytes),
+                if parts.is_empty() { String::new() } else { format!(" ({})", parts.join(", ")) },
+                f(full.disk_bytes),
+                f(full.live_data_bytes)
+            );
         }
     }
     md

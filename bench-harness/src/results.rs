@@ -258,6 +258,14 @@ pub struct RunResult {
     /// the memory budget is real); otherwise the OS page cache may hold state beyond it.
     #[serde(default)]
     pub direct_io: bool,
+    /// The backend's statistics after the last input event, before the final watermark
+    /// drained the state: the state at its fullest (bench runs only).
+    #[serde(default)]
+    pub stats_at_end_of_input: Option<BackendStats>,
+    /// Of `wall_seconds`, the end-of-input drain: the final watermark firing every timer
+    /// still pending (bench runs only).
+    #[serde(default)]
+    pub drain_seconds: f64,
 }
 
 impl RunResult {

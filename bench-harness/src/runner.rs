@@ -110,6 +110,8 @@ fn empty_run(spec: &BackendSpec) -> RunResult {
         checkpoints: Vec::new(),
         divergent_reads: None,
         direct_io: false,
+        stats_at_end_of_input: None,
+        drain_seconds: 0.0,
     }
 }
 
@@ -138,7 +140,10 @@ fn finish_run(
                 (Some(d), Some(u)) if u > 0 => Some(d as f64 / u as f64),
                 _ => None,
             };
-            run.space_amplification = match (stats.disk_bytes, stats.live_data_bytes) {
+            // Of the state at its fullest: after the final cleanup an empty state's leftover
+            // files would divide by nearly nothing.
+            let full = run.stats_at_end_of_input.as_ref().unwrap_or(&stats);
+            run.space_amplification = match (full.disk_bytes, full.live_data_bytes) {
                 (Some(d), Some(l)) if l > 0 => Some(d as f64 / l as f64),
                 _ => None,
             };
@@ -399,6 +404,7 @@ fn bench_one(
     let mut next_checkpoint: Option<i64> = None;
     let mut checkpoint_id = 0u64;
     let start = Instant::now();
+    let mut paused = Duration::ZERO;
     let mut n = 0u64;
     let result = (|| -> Result<()> {
         for event in events(profile, scale, input.input)? {
@@ -447,9 +453,17 @@ fn bench_one(
                 }
             }
         }
-        operator.finish(&mut backend)
+        // The state at its fullest, before the final watermark drains it: what live data
+        // and space amplification mean. Reading it is not part of the run's time.
+        let pause = Instant::now();
+        run.stats_at_end_of_input = Some(backend.stats()?);
+        paused = pause.elapsed();
+        let drain = Instant::now();
+        operator.finish(&mut backend)?;
+        run.drain_seconds = drain.elapsed().as_secs_f64();
+        Ok(())
     })();
-    let wall = start.elapsed();
+    let wall = start.elapsed().saturating_sub(paused);
     counter.store(n, Ordering::Relaxed);
     bar.finish_and_clear();
     run.events = n;

@@ -298,6 +298,16 @@ impl Preset {
 
 const MIB: u64 = 1 << 20;
 
+impl CfOptions {
+    /// The memtable arena block RocksDB derives from `write_buffer_size` (its default,
+    /// 64 MiB, when unset): an eighth of it, at most 1 MiB, rounded up to 4 KiB. Every column
+    /// family that is written holds at least one.
+    pub fn arena_block_size(&self) -> u64 {
+        let write_buffer = self.write_buffer_size.unwrap_or(64 << 20);
+        (write_buffer / 8).min(1 << 20).div_ceil(4096) * 4096
+    }
+}
+
 impl RocksDbConfig {
     /// The configuration of a named preset.
     pub fn preset(preset: Preset) -> Self {

@@ -911,6 +911,10 @@ impl StateBackend for RocksDbBackend {
     fn register_state(&mut self, descriptor: &StateDescriptor) -> Result<StateId> {
         let (id, is_new) = resolve_registration(&self.states, descriptor)?;
         if is_new {
+            self.settings.resources.budget().check_fixed_needs(
+                self.states.len() + 1,
+                self.settings.config.cf.arena_block_size(),
+            )?;
             let name = cf_name(&descriptor.name);
             let opts = cf_options(&self.settings, descriptor, &self.config.clock);
             self.open.create_cf(&name, opts)?;

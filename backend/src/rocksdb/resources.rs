@@ -59,6 +59,38 @@ impl MemoryBudget {
         (2.0 * self.write_buffer_ratio * self.total_bytes as f64 / 3.0) as u64
     }
 
+    /// Memtable bytes the write buffer manager lets grow before it flushes: 7/8 of its size.
+    pub fn mutable_memtable_limit(&self) -> u64 {
+        self.write_buffer_manager_size() / 8 * 7
+    }
+
+    /// Checks the budget against what it must hold whatever the state's size: each column
+    /// family that is written holds at least one memtable arena block, and the write buffer
+    /// manager can only flush a memtable, not shrink it below that. Flink logs a warning for
+    /// the same condition; this is an error, because the budget would be broken silently.
+    ///
+    /// # Errors
+    /// `InvalidArgument` naming the figures and what to change.
+    pub fn check_fixed_needs(&self, column_families: usize, arena_block_size: u64) -> Result<()> {
+        let needs = column_families as u64 * arena_block_size;
+        if needs > self.mutable_memtable_limit() {
+            return Err(Error::invalid(format!(
+                "memory budget of {} cannot hold the fixed needs of {column_families} states: \
+                 one memtable arena block of {} each is {}, above the {} its write-buffer share \
+                 (write_buffer_ratio {}) lets memtables hold; raise the budget or the ratio, or \
+                 lower write_buffer_size (arena blocks are 1/8 of it, at most 1 MiB)",
+                bytesize::ByteSize(self.total_bytes).display().iec(),
+                bytesize::ByteSize(arena_block_size).display().iec(),
+                bytesize::ByteSize(needs).display().iec(),
+                bytesize::ByteSize(self.mutable_memtable_limit())
+                    .display()
+                    .iec(),
+                self.write_buffer_ratio
+            )));
+        }
+        Ok(())
+    }
+
     /// Checks the values.
     ///
     /// # Errors
@@ -151,5 +183,20 @@ mod tests {
         assert!(MemoryBudget::new(10).validate().is_err());
         let r = RocksDbResources::new(b).unwrap();
         assert_eq!(r.budget(), b);
+    }
+
+    #[test]
+    fn fixed_needs_name_the_figures() {
+        // 3 MiB: the write buffer manager gets 1 MiB, memtables may hold 896 KiB.
+        let b = MemoryBudget::new(3 << 20);
+        assert!(b.check_fixed_needs(3, 256 << 10).is_ok());
+        let e = b.check_fixed_needs(4, 1 << 20).unwrap_err().to_string();
+        assert!(
+            e.contains("4 states") && e.contains("1.0 MiB each is 4.0 MiB"),
+            "{e}"
+        );
+        assert!(MemoryBudget::new(256 << 20)
+            .check_fixed_needs(64, 1 << 20)
+            .is_ok());
     }
 }
