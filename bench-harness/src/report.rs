@@ -167,6 +167,9 @@ fn memory_section(results: &Results) -> String {
             );
         }
     }
+    if let Some(allocator) = &results.allocator {
+        let _ = writeln!(md, "\nAllocator: {allocator}.");
+    }
     let _ = writeln!(
         md,
         "\nThe state is at its fullest when the input ends, before the final watermark \

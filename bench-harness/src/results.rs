@@ -39,6 +39,9 @@ pub struct Results {
     /// (bench runs in processes of their own).
     #[serde(default)]
     pub harness: Option<HarnessFootprint>,
+    /// The memory allocator of the runs' processes and its settings.
+    #[serde(default)]
+    pub allocator: Option<String>,
 }
 
 /// The harness's own memory: the same input through the same operator, in a process of its

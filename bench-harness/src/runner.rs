@@ -250,6 +250,7 @@ pub fn bench(options: &BenchOptions) -> Result<Results> {
         comparison: Comparison::of(&runs),
         runs,
         harness,
+        allocator: Some(crate::isolation::allocator_description(&options.isolation)),
     })
 }
 
@@ -606,6 +607,7 @@ pub fn replay_all(
         comparison: Comparison::of(&runs),
         runs,
         harness: None,
+        allocator: Some(crate::isolation::allocator_description(isolation)),
     })
 }
 

@@ -55,6 +55,7 @@
 //! needs the block instead of through tokio's blocking pool (`local_files.rs`). Calling the
 //! backend from inside an async runtime is an error, not a deadlock.
 
+mod cache;
 mod config;
 mod faults;
 mod keys;
@@ -83,8 +84,9 @@ use slatedb::config::{
     CheckpointOptions, CheckpointScope, CompactorOptions, GarbageCollectorDirectoryOptions,
     GarbageCollectorOptions, ReadOptions, ScanOptions, Settings,
 };
-use slatedb::db_cache::moka::{MokaCache, MokaCacheOptions};
 use slatedb::db_cache::{DbCache, SplitCache};
+
+use cache::MeasuredCache;
 use slatedb::{BloomFilterPolicy, CloneSourceSpec, Db, IterationOrder};
 use slatedb_common::metrics::{DefaultMetricsRecorder, MetricValue, Metrics};
 use tokio::sync::Semaphore;
@@ -169,6 +171,9 @@ pub struct RemoteStore {
     root: Path,
     describe: String,
     cache: Arc<dyn DbCache>,
+    /// The two parts of `cache`, to measure them.
+    data_cache: Arc<MeasuredCache>,
+    meta_cache: Arc<MeasuredCache>,
     config: RemoteConfig,
     scheme: Scheme,
 }
@@ -207,22 +212,19 @@ impl RemoteStore {
         config.validate()?;
         let (_, scheme) = config.parsed_url()?;
         let (data_bytes, meta_bytes) = config.cache_split();
-        let moka = |max_capacity| -> Arc<dyn DbCache> {
-            Arc::new(MokaCache::new_with_opts(MokaCacheOptions {
-                max_capacity,
-                time_to_live: None,
-                time_to_idle: None,
-            }))
-        };
+        let data_cache = Arc::new(MeasuredCache::new(data_bytes));
+        let meta_cache = Arc::new(MeasuredCache::new(meta_bytes));
         let cache = SplitCache::new()
-            .with_block_cache(Some(moka(data_bytes)))
-            .with_meta_cache(Some(moka(meta_bytes)))
+            .with_block_cache(Some(Arc::clone(&data_cache) as Arc<dyn DbCache>))
+            .with_meta_cache(Some(Arc::clone(&meta_cache) as Arc<dyn DbCache>))
             .build();
         Ok(RemoteStore {
             store,
             root,
             describe: config.describe(),
             cache: Arc::new(cache),
+            data_cache,
+            meta_cache,
             config: config.clone(),
             scheme,
         })
@@ -516,7 +518,7 @@ impl RemoteBackend {
     /// only those carrying `label`), e.g. `slatedb.db.sst_filter_negative_count` with
     /// `("kind", "prefix")`: diagnostics beyond [`StateBackend::stats`].
     pub fn engine_metric(&self, name: &str, label: Option<(&str, &str)>) -> u64 {
-        metric_sum(&self.metrics.snapshot(), name, label)
+        metric_sum(&self.metrics.snapshot(), name, label.as_slice())
     }
 
     /// Runs SlateDB's garbage collection of this instance's database once, now: expired
@@ -1144,11 +1146,16 @@ impl RemoteBackend {
 }
 
 /// The sum of the metrics called `name` (over their labels, or those carrying `label`).
-fn metric_sum(metrics: &Metrics, name: &str, label: Option<(&str, &str)>) -> u64 {
+/// The sum of the metrics named `name` that carry every label of `labels`.
+fn metric_sum(metrics: &Metrics, name: &str, labels: &[(&str, &str)]) -> u64 {
     metrics
         .by_name(name)
         .into_iter()
-        .filter(|m| label.is_none_or(|(k, v)| m.labels.iter().any(|(a, b)| a == k && b == v)))
+        .filter(|m| {
+            labels
+                .iter()
+                .all(|(k, v)| m.labels.iter().any(|(a, b)| a == k && b == v))
+        })
         .map(|m| match m.value {
             MetricValue::Counter(c) => c,
             MetricValue::Gauge(g) | MetricValue::UpDownCounter(g) => u64::try_from(g).unwrap_or(0),
@@ -1659,21 +1666,49 @@ impl StateBackend for RemoteBackend {
         let cache = "slatedb.db_cache.access_count";
         // Bytes this instance uploaded as tables: memtable flushes plus compaction output
         // (SlateDB's own write-amplification numerator; the WAL is off).
-        let uploaded = metric_sum(&m, "slatedb.db.l0_flush_bytes", None)
-            + metric_sum(&m, "slatedb.compactor.bytes_compacted", None);
+        let uploaded = metric_sum(&m, "slatedb.db.l0_flush_bytes", &[])
+            + metric_sum(&m, "slatedb.compactor.bytes_compacted", &[]);
         // What the database holds in the store now: every object under its prefix (tables,
         // manifests, checkpoints' pins), listed, so S3 and file:// stores report alike.
         let db = self.store.path_of(&self.db_rel);
         let stored = runtime::block_on(sizes::bytes_under(self.store.store.as_ref(), &db))??;
+        // The block cache is shared by every instance of the store; memtables and unflushed
+        // writes are this instance's (SlateDB's gauge: active and immutable memtables).
+        let (data, meta) = runtime::block_on(async {
+            (
+                self.store.data_cache.bytes().await,
+                self.store.meta_cache.bytes().await,
+            )
+        })?;
+        let unflushed = metric_sum(&m, "slatedb.db.total_mem_size_bytes", &[]);
+        let memory_by_component: std::collections::BTreeMap<String, u64> = [
+            ("block cache: data blocks".to_string(), data),
+            (
+                "block cache: index, filter and stats blocks".to_string(),
+                meta,
+            ),
+            ("memtables and unflushed writes".to_string(), unflushed),
+        ]
+        .into_iter()
+        .collect();
         Ok(BackendStats {
-            // Memtables only would understate it: the shared block cache has no size
-            // accessor; the harness's RSS is the figure to read.
-            memory_bytes: None,
+            memory_bytes: Some(memory_by_component.values().sum()),
+            memory_by_component,
             disk_bytes: Some(stored),
             user_bytes_written: Some(self.user_bytes_written),
             disk_bytes_written: Some(uploaded),
-            cache_hits: Some(metric_sum(&m, cache, Some(("result", "hit")))),
-            cache_misses: Some(metric_sum(&m, cache, Some(("result", "miss")))),
+            // Data blocks only, as for RocksDB: index and filter lookups would count once
+            // per table probed and inflate the rate.
+            cache_hits: Some(metric_sum(
+                &m,
+                cache,
+                &[("entry_kind", "data_block"), ("result", "hit")],
+            )),
+            cache_misses: Some(metric_sum(
+                &m,
+                cache,
+                &[("entry_kind", "data_block"), ("result", "miss")],
+            )),
             ..BackendStats::default()
         })
     }

@@ -14,7 +14,8 @@
 //! The memory model is not part of this data: block cache and write buffer manager come from
 //! the process-wide [`super::RocksDbResources`], and the backend sets
 //! `cache_index_and_filter_blocks`, `cache_index_and_filter_blocks_with_high_priority` and
-//! `pin_l0_filter_and_index_blocks_in_cache` to true and `unpartitioned_pinning` to `kAll`
+//! `pin_l0_filter_and_index_blocks_in_cache` to true, `unpartitioned_pinning` to `kAll`, and
+//! partitions index and filters (`index_type = kTwoLevelIndexSearch`, `partition_filters`)
 //! before applying the config, so a config that sets them explicitly overrides them (and
 //! leaves the budget's guarantee).
 
@@ -263,7 +264,7 @@ pub enum PinningTier {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Preset {
-    /// Nothing set: RocksDB's own defaults.
+    /// RocksDB's own defaults (within the budget's memory model).
     RocksdbDefaults,
     /// Flink's `PredefinedOptions.DEFAULT`.
     FlinkDefault,
@@ -309,8 +310,20 @@ impl CfOptions {
 }
 
 impl RocksDbConfig {
-    /// The configuration of a named preset.
+    /// The configuration of a named preset. Every preset keeps whole (unpartitioned) index
+    /// and filter blocks, as RocksDB and Flink do by default, rather than statekit's
+    /// partitioned ones: they are the baselines people run today.
     pub fn preset(preset: Preset) -> Self {
+        let mut config = Self::preset_options(preset);
+        config
+            .table
+            .index_type
+            .get_or_insert(IndexType::BinarySearch);
+        config.table.partition_filters.get_or_insert(false);
+        config
+    }
+
+    fn preset_options(preset: Preset) -> Self {
         // Every Flink preset turns off fsync (state is made durable by checkpoints, not by the
         // local disk), quiets the LOG and stops statistics dumps into it.
         let flink_db = |parallelism: Option<i32>, max_open_files: Option<i32>| DbOptions {

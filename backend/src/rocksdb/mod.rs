@@ -249,13 +249,19 @@ fn cf_options(settings: &RocksDbSettings, desc: &StateDescriptor, clock: &Shared
     let mut table = BlockBasedOptions::default();
     table.set_block_cache(&settings.resources.cache);
     // The memory model: index and filter blocks count against the budget, with high
-    // priority, and stay pinned: every lookup reads them, and so does the size estimate of
+    // priority; L0's stay pinned: every lookup reads them, and so does the size estimate of
     // every range tombstone a flush or compaction writes (see DEFAULT_POINT_DELETE_LIMIT).
-    // About 1% of the state (bits-per-key filters, one index entry per data block).
     table.set_cache_index_and_filter_blocks(true);
     table.set_cache_index_and_filter_blocks_with_high_priority(true);
     table.set_pin_l0_filter_and_index_blocks_in_cache(true);
     table.set_unpartitioned_pinning_tier(::rocksdb::BlockBasedTablePinningTier::All);
+    // Partitioned index and filters with only their top level pinned (Flink's
+    // `partitioned-index-filters`): whole pinned indexes grow with the state (about 1% of
+    // it) and, pinned, cannot be evicted, so a state far beyond the budget would break it;
+    // partitions are cached with high priority and evicted like any block.
+    table.set_index_type(::rocksdb::BlockBasedIndexType::TwoLevelIndexSearch);
+    table.set_partition_filters(true);
+    table.set_pin_top_level_index_and_filter(true);
     settings.config.apply_cf(&mut opts, &mut table);
     opts.set_block_based_table_factory(&table);
     if desc.kind != StateKind::Timers {
