@@ -511,9 +511,11 @@ pub struct BackendStats {
     /// Bytes written to storage (local disk, or the object store for the remote backend)
     /// by flushes and compactions.
     pub disk_bytes_written: Option<u64>,
-    /// Cache hits (block cache or object cache).
+    /// Data-block cache hits (RocksDB's block cache, SlateDB's block cache): data blocks
+    /// only, so that rates compare across backends (index and filter lookups differ in
+    /// number and pinning between them).
     pub cache_hits: Option<u64>,
-    /// Cache misses.
+    /// Data-block cache misses.
     pub cache_misses: Option<u64>,
     /// Microseconds writes were stalled.
     pub write_stall_micros: Option<u64>,

@@ -273,7 +273,7 @@ pub fn render_markdown(results: &Results) -> String {
     // "stored": what the backend's state occupies where it lives, as the backend measures it
     // (local files for RocksDB, the object store for remote, S3 included); "local disk":
     // everything under the run's directory (checkpoint copies, logs, a file:// store).
-    let _ = writeln!(md, "\n## Throughput\n\n| run | status | events | events/s | state ops/s | peak RSS | stored at end | local disk at end | write amp. | space amp. | cache hit |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(md, "\n## Throughput\n\n| run | status | events | events/s | state ops/s | peak RSS | stored at end | local disk at end | write amp. | space amp. | data-block cache hit |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let opt = |v: Option<f64>, pct: bool| {
         v.map_or("n/a".to_string(), |x| {
             if pct {
