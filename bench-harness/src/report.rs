@@ -124,6 +124,29 @@ fn page_cache_use(runs: &[(&str, bool)]) -> String {
     }
 }
 
+/// Where each run's time went: its parts that are the harness's (input) or are paid apart
+/// from the event stream (checkpoints, the end-of-input drain, closing the backend).
+fn time_section(results: &Results) -> String {
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "\n## Where the time went\n\nRun time: from the first event to the backend closed \
+         (opening it and the harness's own measurements left out). The rates above divide by \
+         the run time without the input's share (generating or parsing events).\n\n\
+         | run | run time | input (not in rates) | checkpoints | end-of-input drain | close |\n\
+         |---|---:|---:|---:|---:|---:|"
+    );
+    for r in &results.runs {
+        let checkpoints = r.checkpoints.iter().fold(0.0, |t, c| t + c.duration_ms) / 1e3;
+        let _ = writeln!(
+            md,
+            "| {} | {:.1} s | {:.1} s | {checkpoints:.1} s | {:.1} s | {:.1} s |",
+            r.label, r.wall_seconds, r.input_seconds, r.drain_seconds, r.close_seconds
+        );
+    }
+    md
+}
+
 /// The memory section: each run's peak resident memory from its own process start against
 /// the budget rule (1.1 x budget + the harness's measured footprint), and what the backend
 /// itself accounts for.
@@ -302,6 +325,7 @@ pub fn render_markdown(results: &Results) -> String {
             opt(r.cache_hit_rate, true),
         );
     }
+    md.push_str(&time_section(results));
     md.push_str(&memory_section(results));
     let _ = writeln!(md, "\n## Latency per operation (p50 / p99 / p99.9 / max)\n");
     let mut header = "| operation |".to_string();
@@ -445,8 +469,36 @@ pub fn render_markdown(results: &Results) -> String {
             );
         }
     }
+    md.push_str(DEFINITIONS);
     md
 }
+
+/// What every figure of the report means, the same for every backend.
+const DEFINITIONS: &str = "
+## Definitions
+
+- **Run time**: from the first input event to the backend closed (the end-of-input drain and
+  the close included; opening the backend, and the harness reading statistics and measuring
+  checkpoint sizes, left out). **Input**: the part spent generating or parsing events.
+- **events/s**, **state ops/s**: events, and calls to the state backend, per second of run
+  time without input.
+- **Latency**: the time of one call to the backend as the operator sees it. A scan's time
+  includes the operator's work on each entry it visits (decoding, emitting pairs), since the
+  backend calls the operator back per entry.
+- **Peak RSS**: the high-water mark of resident memory of the run's own process (Linux
+  `VmHWM`), from its start; the harness footprint is the same for a run on a backend that
+  stores nothing. **Budget rule**: peak RSS <= 1.1 x budget + footprint.
+- **Live data**: the bytes of the state as a flat key-value set, as the backend reports it,
+  read when the input ends (before the final drain): keys, namespaces, user keys and values
+  (the memory backend; RocksDB's own estimate of live SST bytes; none for remote).
+- **Stored**: what the backend's state occupies where it lives (local files, the object
+  store). **Local disk**: everything under the run's directory at the end.
+- **Space amp.**: stored / live data, both at the end of input.
+- **Write amp.**: bytes the backend wrote to storage by flushes and compactions / bytes of
+  keys and values it was given.
+- **Data-block cache hit**: hits / lookups of data blocks in the backend's block cache
+  (index and filter blocks left out: backends probe and pin them differently).
+";
 
 struct Svg {
     out: String,

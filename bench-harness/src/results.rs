@@ -221,13 +221,14 @@ pub struct RunResult {
     pub error: Option<String>,
     /// Events processed.
     pub events: u64,
-    /// Wall-clock seconds of the run (opening the backend excluded).
+    /// Wall-clock seconds of the run: from the first event to the backend closed, without
+    /// opening it and without the harness's measurements (statistics, checkpoint sizes).
     pub wall_seconds: f64,
-    /// Events per second.
+    /// Events per second of `wall_seconds - input_seconds`.
     pub events_per_sec: f64,
     /// State operations.
     pub state_ops: u64,
-    /// State operations per second.
+    /// State operations per second of `wall_seconds - input_seconds`.
     pub ops_per_sec: f64,
     /// Latency per operation kind.
     pub ops: BTreeMap<String, OpSummary>,
@@ -269,6 +270,14 @@ pub struct RunResult {
     /// still pending (bench runs only).
     #[serde(default)]
     pub drain_seconds: f64,
+    /// Of `wall_seconds`, the time spent generating or parsing input events (bench runs
+    /// only): the harness's work, left out of the rates.
+    #[serde(default)]
+    pub input_seconds: f64,
+    /// Of `wall_seconds`, closing the backend after the drain: where LSM backends finish
+    /// what they still owe (bench runs only).
+    #[serde(default)]
+    pub close_seconds: f64,
 }
 
 impl RunResult {

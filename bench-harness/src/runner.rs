@@ -112,6 +112,8 @@ fn empty_run(spec: &BackendSpec) -> RunResult {
         direct_io: false,
         stats_at_end_of_input: None,
         drain_seconds: 0.0,
+        input_seconds: 0.0,
+        close_seconds: 0.0,
     }
 }
 
@@ -125,10 +127,8 @@ fn finish_run(
 ) {
     let metrics = backend.take_metrics();
     run.wall_seconds = wall.as_secs_f64();
-    let secs = run.wall_seconds.max(1e-9);
-    run.events_per_sec = run.events as f64 / secs;
     run.state_ops = metrics.total();
-    run.ops_per_sec = run.state_ops as f64 / secs;
+    set_rates(run);
     run.ops = metrics.summaries();
     run.volume = metrics.volume().clone();
     run.peak_rss_bytes = samples.iter().map(|s| s.rss_bytes).max().unwrap_or(0);
@@ -155,6 +155,13 @@ fn finish_run(
         }
         Err(e) => run.error = Some(format!("backend statistics: {e}")),
     }
+}
+
+/// Events and state operations per second of the run's time without its input's.
+fn set_rates(run: &mut RunResult) {
+    let secs = (run.wall_seconds - run.input_seconds).max(1e-9);
+    run.events_per_sec = run.events as f64 / secs;
+    run.ops_per_sec = run.state_ops as f64 / secs;
 }
 
 fn instance(max_parallelism: u16, checkpoint_dir: &Path) -> Result<InstanceConfig> {
@@ -407,8 +414,15 @@ fn bench_one(
     let start = Instant::now();
     let mut paused = Duration::ZERO;
     let mut n = 0u64;
+    let mut input_time = Duration::ZERO;
     let result = (|| -> Result<()> {
-        for event in events(profile, scale, input.input)? {
+        let mut source = events(profile, scale, input.input)?;
+        loop {
+            // Generating or parsing the input is the harness's work, not the state's: timed
+            // apart and left out of the rates.
+            let read = Instant::now();
+            let Some(event) = source.next() else { break };
+            input_time += read.elapsed();
             let event = event?;
             operator.process(&mut backend, &event)?;
             if collect {
@@ -431,10 +445,15 @@ fn bench_one(
                     let due = *next_checkpoint.get_or_insert(wm.saturating_add(every));
                     if wm >= due {
                         checkpoint_id += 1;
+                        // Measuring a checkpoint's size (a directory walk, or the backend
+                        // listing its store) is the harness's, not part of the run's time.
+                        let walk = Instant::now();
                         let before = dir_size(&checkpoint_dir);
+                        paused += walk.elapsed();
                         let t = Instant::now();
                         let handle = backend.checkpoint(checkpoint_id)?;
                         let duration_ms = t.elapsed().as_secs_f64() * 1e3;
+                        let walk = Instant::now();
                         // Memory and RocksDB copy into the local checkpoint directory; the
                         // remote backend's checkpoint pins tables in its store, which it
                         // measures itself (an S3 store has no local directory).
@@ -449,6 +468,7 @@ fn bench_one(
                             ),
                             total_bytes: size.map(|s| s.total_bytes),
                         });
+                        paused += walk.elapsed();
                         next_checkpoint = Some(wm.saturating_add(every));
                     }
                 }
@@ -458,7 +478,7 @@ fn bench_one(
         // and space amplification mean. Reading it is not part of the run's time.
         let pause = Instant::now();
         run.stats_at_end_of_input = Some(backend.stats()?);
-        paused = pause.elapsed();
+        paused += pause.elapsed();
         let drain = Instant::now();
         operator.finish(&mut backend)?;
         run.drain_seconds = drain.elapsed().as_secs_f64();
@@ -469,7 +489,15 @@ fn bench_one(
     bar.finish_and_clear();
     run.events = n;
     run.counters = operator.counters();
+    run.input_seconds = input_time.as_secs_f64();
     finish_run(run, &backend, sampler.finish(), work_dir, wall);
+    // Closing is where LSM backends pay what they still owe (the remote backend flushes its
+    // memtables): part of the run's time.
+    let close = Instant::now();
+    drop(backend);
+    run.close_seconds = close.elapsed().as_secs_f64();
+    run.wall_seconds += run.close_seconds;
+    set_rates(run);
     if input.own_process {
         // The kernel's high-water mark catches peaks between samples; read before the
         // self-check, whose memory is not the run's.
