@@ -19,7 +19,7 @@
 //! events_per_sec = 200                 # the omitted fields from `standard`
 //! memory_budget = "256MiB"             # default none
 //! self_check = true                    # check results against an independent computation
-//! checkpoint_interval = "5m"           # checkpoint every this much event time (default none)
+//! checkpoint_interval = "5m"           # checkpoint every this much event time, or "none"
 //! ```
 //! Durations are written like `200ms`, `5s`, `20m`, `1h 30m`; sizes like `256MiB`, `8GiB`.
 //! Unknown fields are errors. Every error names the file, the line and column, and the field
@@ -220,8 +220,22 @@ struct ScaleFields {
     #[serde(default, deserialize_with = "crate::util::de_opt_size")]
     memory_budget: Option<u64>,
     self_check: Option<bool>,
-    #[serde(default, deserialize_with = "crate::util::de_opt_duration")]
-    checkpoint_interval: Option<Duration>,
+    /// `Some(None)`: `"none"`, no checkpoints even where the base scale takes them.
+    #[serde(default, deserialize_with = "de_checkpoint_interval")]
+    checkpoint_interval: Option<Option<Duration>>,
+}
+
+/// A checkpoint interval: a duration, or `"none"` for no checkpoints.
+fn de_checkpoint_interval<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Option<Duration>>, D::Error> {
+    let text = String::deserialize(d)?;
+    if text.trim() == "none" {
+        return Ok(Some(None));
+    }
+    crate::util::parse_duration(&text)
+        .map(|d| Some(Some(d)))
+        .map_err(|e| serde::de::Error::custom(e.message()))
 }
 
 impl ScaleFields {
@@ -232,7 +246,7 @@ impl ScaleFields {
             events_per_sec: self.events_per_sec.unwrap_or(base.events_per_sec),
             memory_budget: self.memory_budget.or(base.memory_budget),
             self_check: self.self_check.unwrap_or(base.self_check),
-            checkpoint_interval: self.checkpoint_interval.or(base.checkpoint_interval),
+            checkpoint_interval: self.checkpoint_interval.unwrap_or(base.checkpoint_interval),
         }
     }
 }
@@ -527,6 +541,17 @@ memory_budget = "256MiB"
         let soak = p.scale("soak").unwrap();
         assert_eq!(soak.duration, Duration::from_secs(7200));
         assert_eq!(soak.events_per_sec, defaults["standard"].events_per_sec);
+        // A new scale inherits standard's checkpoints; "none" turns them off.
+        let with = "workload = \"ad-click-interval-join\"\n[scales.peer]\nkeys = 5\n";
+        let p = parse(with).unwrap();
+        assert!(p.scale("peer").unwrap().checkpoint_interval.is_some());
+        let p = parse(&format!("{with}checkpoint_interval = \"none\"\n")).unwrap();
+        assert_eq!(p.scale("peer").unwrap().checkpoint_interval, None);
+        let p = parse(&format!("{with}checkpoint_interval = \"90s\"\n")).unwrap();
+        assert_eq!(
+            p.scale("peer").unwrap().checkpoint_interval,
+            Some(Duration::from_secs(90))
+        );
     }
 
     #[test]
