@@ -281,6 +281,8 @@ pub fn get_length_prefixed<'a>(input: &mut &'a [u8]) -> Result<&'a [u8]> {
 
 /// Appends a varint length and the bytes.
 pub fn put_length_prefixed(out: &mut Vec<u8>, bytes: &[u8]) {
+    // One reservation: a varint of a length takes at most 10 bytes.
+    out.reserve(bytes.len() + 10);
     put_varint(out, bytes.len() as u64);
     out.extend_from_slice(bytes);
 }

@@ -582,8 +582,9 @@ impl<K: KeyCodec, V: Serialize + DeserializeOwned> ListMapState<K, V> {
         key: &K,
         value: &V,
     ) -> Result<()> {
-        let mut element = Vec::new();
-        put_length_prefixed(&mut element, &encode_value(value)?);
+        let encoded = encode_value(value)?;
+        let mut element = Vec::with_capacity(encoded.len() + 10);
+        put_length_prefixed(&mut element, &encoded);
         backend.merge(ctx.scope(self.id), &encode_key(key), &element)
     }
 

@@ -12,6 +12,7 @@
 
 use std::collections::BTreeSet;
 
+use hashbrown::hash_map::EntryRef as MapEntry;
 use hashbrown::{Equivalent, HashMap};
 
 use crate::backend::{
@@ -28,15 +29,19 @@ use crate::keygroup::{KeyGroup, KeyGroupRange};
 
 mod user_map;
 
-use user_map::{Slot, UserMap};
+use user_map::{KeyBytes, Slot, UserMap};
+
+/// Values below this many bytes grow by exactly what a merge appends; longer ones double.
+const EXACT_GROWTH_BELOW: usize = 4096;
 
 /// How many writes pass between two incremental TTL sweeps.
 pub const SWEEP_EVERY_WRITES: u64 = 1024;
 
+/// A scope's key and namespace, inline when short (see [`KeyBytes`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct ScopeKey {
-    key: Box<[u8]>,
-    namespace: Box<[u8]>,
+    key: KeyBytes,
+    namespace: KeyBytes,
 }
 
 /// Borrowed form of [`ScopeKey`], so lookups need no allocation. Its derived `Hash` hashes
@@ -56,8 +61,8 @@ impl Equivalent<ScopeKey> for ScopeKeyRef<'_> {
 impl From<&ScopeKeyRef<'_>> for ScopeKey {
     fn from(r: &ScopeKeyRef<'_>) -> Self {
         ScopeKey {
-            key: r.key.into(),
-            namespace: r.namespace.into(),
+            key: KeyBytes::from_slice(r.key),
+            namespace: KeyBytes::from_slice(r.namespace),
         }
     }
 }
@@ -199,16 +204,22 @@ impl MemoryBackend {
             .or_default()
     }
 
-    /// Drops the scope's map if it became empty, so removed keys free their hash slot.
-    fn drop_if_empty(&mut self, scope: &Scope<'_>) {
+    /// Runs `change` on the scope's map if it has one, and drops the map if that left it
+    /// empty, so removed keys free their hash slot: one hash lookup, and none of the
+    /// allocation `user_map_mut` makes for a scope that does not exist.
+    fn remove_in_scope(&mut self, scope: &Scope<'_>, change: impl FnOnce(&mut UserMap)) {
         let index = self.config.group_index(scope.key_group);
-        if let Table::Kv(groups) = &mut self.tables[scope.state.index()] {
-            let probe = ScopeKeyRef {
-                key: scope.key,
-                namespace: scope.namespace,
-            };
-            if groups[index].get(&probe).is_some_and(UserMap::is_empty) {
-                groups[index].remove(&probe);
+        let Table::Kv(groups) = &mut self.tables[scope.state.index()] else {
+            unreachable!("callers check the scope first")
+        };
+        let probe = ScopeKeyRef {
+            key: scope.key,
+            namespace: scope.namespace,
+        };
+        if let MapEntry::Occupied(mut entry) = groups[index].entry_ref(&probe) {
+            change(entry.get_mut());
+            if entry.get().is_empty() {
+                entry.remove();
             }
         }
     }
@@ -226,9 +237,7 @@ impl MemoryBackend {
                 operand,
             } => self.apply_merge(&scope.as_scope(), user_key, &operand),
             WriteOp::Delete { scope, user_key } => {
-                let scope = scope.as_scope();
-                self.user_map_mut(&scope).remove(&user_key);
-                self.drop_if_empty(&scope);
+                self.remove_in_scope(&scope.as_scope(), |map| map.remove(&user_key));
             }
             WriteOp::DeleteRange {
                 scope,
@@ -262,9 +271,12 @@ impl MemoryBackend {
         if !slot.live(now) {
             slot.value.clear();
         }
-        // Exact growth: jemalloc's size classes (25% apart) already amortise the copies,
-        // and a list appended a few times keeps no doubling slack.
-        slot.value.reserve_exact(operand.len());
+        // Small lists grow exactly: jemalloc's size classes (25% apart) amortise the copies,
+        // and a list appended a few times keeps no doubling slack. Long ones (a hot key's
+        // buffer) double, or every append would copy the whole list.
+        if slot.value.len() < EXACT_GROWTH_BELOW {
+            slot.value.reserve_exact(operand.len());
+        }
         slot.value.extend_from_slice(operand);
         slot.expires_at = expires_at;
     }
@@ -273,9 +285,7 @@ impl MemoryBackend {
         if range.is_empty() {
             return;
         }
-        self.user_map_mut(scope)
-            .remove_range(range.lower, range.upper);
-        self.drop_if_empty(scope);
+        self.remove_in_scope(scope, |map| map.remove_range(range.lower, range.upper));
     }
 
     fn after_write(&mut self) {
@@ -451,18 +461,15 @@ impl StateWrite for MemoryBackend {
     }
 
     fn delete(&mut self, scope: Scope<'_>, user_key: &[u8]) -> Result<()> {
-        if self.user_map(&scope)?.is_some() {
-            self.user_map_mut(&scope).remove(user_key);
-            self.drop_if_empty(&scope);
-        }
+        check_scope(&scope, self.config.key_groups, &self.states, false)?;
+        self.remove_in_scope(&scope, |map| map.remove(user_key));
         self.after_write();
         Ok(())
     }
 
     fn delete_range(&mut self, scope: Scope<'_>, range: UserKeyRange<'_>) -> Result<()> {
-        if self.user_map(&scope)?.is_some() {
-            self.apply_delete_range(&scope, range);
-        }
+        check_scope(&scope, self.config.key_groups, &self.states, false)?;
+        self.apply_delete_range(&scope, range);
         self.after_write();
         Ok(())
     }
