@@ -173,9 +173,10 @@ fn open_remote(_spec: &BackendSpec, _options: OpenOptions<'_>) -> Result<Box<dyn
 
 /// The remote backend's configuration for a run: the `--config` TOML file if there is one,
 /// else the embedded default with the store in a directory under the run's working
-/// directory (no server needed). A memory budget covers the block cache and the unflushed
-/// memtables together ([`statekit_backend::remote::RemoteConfig::fit_memory_budget`]), as RocksDB's covers its cache
-/// and memtables.
+/// directory (no server needed). A memory budget covers the block cache, the unflushed
+/// memtables and the compactor together
+/// ([`statekit_backend::remote::RemoteConfig::fit_memory_budget`]), as RocksDB's covers its
+/// cache and memtables.
 ///
 /// # Errors
 /// `InvalidArgument` naming the file and field of a bad configuration, or a preset name

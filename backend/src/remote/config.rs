@@ -71,6 +71,12 @@ pub struct RemoteConfig {
     /// live state in the store; reads in this process finish within seconds. Raise it when
     /// other processes read the databases directly.
     pub replaced_tables_kept_secs: u64,
+    /// Memory the embedded compactor may hold: the output table it builds and the
+    /// read-ahead of its inputs. Below 1 GiB one compaction runs at a time, unsplit, with
+    /// output tables of half this size; from 1 GiB on, SlateDB's own settings (four at a
+    /// time, four-way split, 256 MiB tables), which can hold over a gigabyte. Default 1 GiB;
+    /// at least 8 MiB.
+    pub compaction_memory: Size,
 }
 
 impl Default for RemoteConfig {
@@ -89,6 +95,7 @@ impl Default for RemoteConfig {
             disk_cache: Size(0),
             max_concurrent_reads: 64,
             replaced_tables_kept_secs: 60,
+            compaction_memory: Size(1 << 30),
         }
     }
 }
@@ -110,16 +117,22 @@ pub enum Scheme {
 
 impl RemoteConfig {
     /// Sizes the memory this configuration may hold to `budget` bytes, as the RocksDB
-    /// backend's budget does (cache plus memtables): unflushed memtables (what SlateDB holds
-    /// before uploads complete) get a third, as many as four memtables of a quarter of that
-    /// each, and the block cache the other two thirds, of which the metadata part stays a
-    /// fifth unless the configuration set it. Without this only the cache would count, and a
-    /// "256 MiB" remote run could hold 256 MiB more in memtables.
+    /// backend's budget does: unflushed memtables (what SlateDB holds before uploads
+    /// complete) get a quarter, as many as four memtables of a quarter of that each; the
+    /// compactor a quarter ([`RemoteConfig::compaction_memory`]); the block cache the other
+    /// half, of which the metadata part stays a fifth unless the configuration set it.
+    /// Without this only the cache would count, and a "256 MiB" remote run could hold
+    /// 256 MiB more in memtables and a gigabyte in compactions.
     pub fn fit_memory_budget(&mut self, budget: u64) {
-        let unflushed = (budget / 3).max(2 << 20);
+        // Compaction holds a table being built and its inputs' read-ahead: with SlateDB's
+        // defaults that is over a gigabyte, outside any cache, and a 256 MiB run peaked at
+        // 572 MiB. It gets a quarter; unflushed memtables a quarter; the cache the rest.
+        let compaction = (budget / 4).max(8 << 20);
+        let unflushed = (budget / 4).max(2 << 20);
+        self.compaction_memory = Size(compaction);
         self.max_unflushed = Size(unflushed);
         self.memtable = Size((unflushed / 4).max(1 << 20));
-        self.block_cache = Size(budget.saturating_sub(unflushed).max(1 << 20));
+        self.block_cache = Size(budget.saturating_sub(unflushed + compaction).max(1 << 20));
         if let Some(meta) = self.meta_cache {
             self.meta_cache = Some(Size(meta.0.min(self.block_cache.0 / 2)));
         }
@@ -238,6 +251,12 @@ impl RemoteConfig {
             }
         }
         const MIB: u64 = 1 << 20;
+        if self.compaction_memory.0 < 8 * MIB {
+            return Err(FieldError::new(
+                "compaction_memory",
+                format!("{} is below the minimum of 8 MiB", self.compaction_memory),
+            ));
+        }
         if self.memtable.0 < MIB {
             return Err(FieldError::new(
                 "memtable",
@@ -360,13 +379,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_memory_budget_covers_cache_and_memtables() {
+    fn a_memory_budget_covers_cache_memtables_and_compaction() {
         let mut c = RemoteConfig::default();
         c.fit_memory_budget(300 << 20);
-        assert_eq!(c.max_unflushed.0, 100 << 20);
-        assert_eq!(c.memtable.0, 25 << 20);
-        assert_eq!(c.block_cache.0, 200 << 20);
-        assert!(c.block_cache.0 + c.max_unflushed.0 <= 300 << 20);
+        assert_eq!(c.max_unflushed.0, 75 << 20);
+        assert_eq!(c.memtable.0, 75 << 18);
+        assert_eq!(c.compaction_memory.0, 75 << 20);
+        assert_eq!(c.block_cache.0, 150 << 20);
+        assert_eq!(
+            c.block_cache.0 + c.max_unflushed.0 + c.compaction_memory.0,
+            300 << 20
+        );
         c.validate().unwrap();
         // A tiny budget still gives a valid configuration.
         c.fit_memory_budget(4 << 20);

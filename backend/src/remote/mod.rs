@@ -308,10 +308,7 @@ impl RemoteStore {
             ..Settings::default()
         };
         // The compactor pins its inputs with a checkpoint of this lifetime.
-        settings.compactor_options = Some(CompactorOptions {
-            checkpoint_lifetime: self.replaced_tables_kept(),
-            ..CompactorOptions::default()
-        });
+        settings.compactor_options = Some(self.compactor_options());
         settings.garbage_collector_options = Some(self.gc_options());
         if let Some(dir) = &self.config.disk_cache_dir {
             if self.config.disk_cache.0 > 0 {
@@ -335,6 +332,31 @@ impl RemoteStore {
             )
             .build()
             .await
+    }
+}
+
+impl RemoteStore {
+    /// The compactor's settings: its checkpoint lifetime, and its memory bounded by
+    /// [`RemoteConfig::compaction_memory`].
+    fn compactor_options(&self) -> CompactorOptions {
+        let mut options = CompactorOptions {
+            checkpoint_lifetime: self.replaced_tables_kept(),
+            ..CompactorOptions::default()
+        };
+        let memory = usize::try_from(self.config.compaction_memory.0).unwrap_or(usize::MAX);
+        if memory < 1 << 30 {
+            // One compaction, unsplit: its output table (half the memory) is built in
+            // memory, its inputs are read ahead 1 MiB at a time.
+            options.max_concurrent_compactions = 1;
+            if let Some(worker) = options.worker.as_mut() {
+                worker.max_concurrent_compactions = 1;
+                worker.max_subcompactions = 1;
+                worker.max_sst_size = memory / 2;
+                worker.max_fetch_tasks = 1;
+                worker.bytes_to_fetch = 1 << 20;
+            }
+        }
+        options
     }
 }
 
