@@ -196,24 +196,36 @@ pub(crate) struct Disorder {
     pub late_fraction: f64,
 }
 
-struct Pending {
-    arrival: i64,
-    seq: u64,
-    event: Event,
+/// Something with an event time: what the reorder buffers below order.
+pub(crate) trait Timestamped {
+    /// Event time, ms.
+    fn ts(&self) -> i64;
 }
 
-impl PartialEq for Pending {
+impl Timestamped for Event {
+    fn ts(&self) -> i64 {
+        Event::ts(self)
+    }
+}
+
+struct Pending<T> {
+    arrival: i64,
+    seq: u64,
+    event: T,
+}
+
+impl<T> PartialEq for Pending<T> {
     fn eq(&self, other: &Self) -> bool {
         (self.arrival, self.seq) == (other.arrival, other.seq)
     }
 }
-impl Eq for Pending {}
-impl PartialOrd for Pending {
+impl<T> Eq for Pending<T> {}
+impl<T> PartialOrd for Pending<T> {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))
     }
 }
-impl Ord for Pending {
+impl<T> Ord for Pending<T> {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         (self.arrival, self.seq).cmp(&(other.arrival, other.seq))
     }
@@ -222,14 +234,22 @@ impl Ord for Pending {
 /// A reorder buffer that turns events generated in event-time order into an arrival order
 /// with bounded disorder: each event gets an arrival time `ts + delay`, and events leave in
 /// arrival order once no event generated later can arrive before them.
-#[derive(Default)]
-pub(crate) struct ArrivalQueue {
-    heap: std::collections::BinaryHeap<std::cmp::Reverse<Pending>>,
+pub(crate) struct ArrivalQueue<T = Event> {
+    heap: std::collections::BinaryHeap<std::cmp::Reverse<Pending<T>>>,
     seq: u64,
 }
 
-impl ArrivalQueue {
-    pub fn push<R: rand::Rng + ?Sized>(&mut self, rng: &mut R, disorder: Disorder, event: Event) {
+impl<T> Default for ArrivalQueue<T> {
+    fn default() -> Self {
+        ArrivalQueue {
+            heap: std::collections::BinaryHeap::new(),
+            seq: 0,
+        }
+    }
+}
+
+impl<T: Timestamped> ArrivalQueue<T> {
+    pub fn push<R: rand::Rng + ?Sized>(&mut self, rng: &mut R, disorder: Disorder, event: T) {
         let ooo = disorder.out_of_orderness_ms.max(0);
         let delay =
             if disorder.late_fraction > 0.0 && rng.random_bool(disorder.late_fraction.min(1.0)) {
@@ -248,7 +268,7 @@ impl ArrivalQueue {
 
     /// The next event whose arrival is at or before `horizon` (the event time of the next
     /// event still to be generated: nothing generated later arrives earlier).
-    pub fn pop_ready(&mut self, horizon: i64) -> Option<Event> {
+    pub fn pop_ready(&mut self, horizon: i64) -> Option<T> {
         if self.heap.peek().is_some_and(|p| p.0.arrival <= horizon) {
             self.heap.pop().map(|p| p.0.event)
         } else {
@@ -268,41 +288,51 @@ pub(crate) fn rng(seed: u64, stream: u64) -> rand_chacha::ChaCha8Rng {
     rand_chacha::ChaCha8Rng::seed_from_u64(crate::util::mix64(seed ^ crate::util::mix64(stream)))
 }
 
-struct Scheduled {
+struct Scheduled<T> {
     ts: i64,
     seq: u64,
-    event: Event,
+    event: T,
 }
 
-impl PartialEq for Scheduled {
+impl<T> PartialEq for Scheduled<T> {
     fn eq(&self, other: &Self) -> bool {
         (self.ts, self.seq) == (other.ts, other.seq)
     }
 }
-impl Eq for Scheduled {}
-impl PartialOrd for Scheduled {
+impl<T> Eq for Scheduled<T> {}
+impl<T> PartialOrd for Scheduled<T> {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))
     }
 }
-impl Ord for Scheduled {
+impl<T> Ord for Scheduled<T> {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         (self.ts, self.seq).cmp(&(other.ts, other.seq))
     }
 }
 
 /// Events generated ahead of time (a request's feature 30 s before its exposure, a click a
-/// minute after its display), released in event-time order into an [`ArrivalQueue`].
-#[derive(Default)]
-pub(crate) struct Staging {
-    scheduled: std::collections::BinaryHeap<std::cmp::Reverse<Scheduled>>,
-    arrivals: ArrivalQueue,
+/// minute after its display), released in event-time order into an [`ArrivalQueue`]. What
+/// it holds should be small: at 20,000 requests/s, 30 s ahead is 600,000 items.
+pub(crate) struct Staging<T = Event> {
+    scheduled: std::collections::BinaryHeap<std::cmp::Reverse<Scheduled<T>>>,
+    arrivals: ArrivalQueue<T>,
     seq: u64,
 }
 
-impl Staging {
+impl<T> Default for Staging<T> {
+    fn default() -> Self {
+        Staging {
+            scheduled: std::collections::BinaryHeap::new(),
+            arrivals: ArrivalQueue::default(),
+            seq: 0,
+        }
+    }
+}
+
+impl<T: Timestamped> Staging<T> {
     /// Adds an event; its time must not be below any horizon already passed to `next_ready`.
-    pub fn schedule(&mut self, event: Event) {
+    pub fn schedule(&mut self, event: T) {
         self.seq += 1;
         self.scheduled.push(std::cmp::Reverse(Scheduled {
             ts: event.ts(),
@@ -318,7 +348,7 @@ impl Staging {
         rng: &mut R,
         disorder: Disorder,
         horizon: i64,
-    ) -> Option<Event> {
+    ) -> Option<T> {
         while self.scheduled.peek().is_some_and(|s| s.0.ts <= horizon) {
             if let Some(s) = self.scheduled.pop() {
                 self.arrivals.push(rng, disorder, s.0.event);
