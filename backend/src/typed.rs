@@ -116,6 +116,21 @@ fn register<B: StateBackend + ?Sized>(
     backend.register_state(&descriptor)
 }
 
+/// Whether `scope` holds no entry: a scan that stops at the first one.
+fn scope_is_empty<B: StateBackend + ?Sized>(backend: &B, scope: Scope<'_>) -> Result<bool> {
+    let mut empty = true;
+    backend.scan(
+        scope,
+        UserKeyRange::all(),
+        Direction::Forward,
+        &mut |_, _| {
+            empty = false;
+            Ok(Visit::Stop)
+        },
+    )?;
+    Ok(empty)
+}
+
 fn decode_named<V: DeserializeOwned>(bytes: &[u8], state: StateId) -> Result<V> {
     decode_value(bytes).map_err(|e| e.context(format!("state #{}", state.index())))
 }
@@ -490,17 +505,7 @@ impl<K: KeyCodec, V: Serialize + DeserializeOwned> MapState<K, V> {
         backend: &B,
         ctx: &KeyContext,
     ) -> Result<bool> {
-        let mut empty = true;
-        backend.scan(
-            ctx.scope(self.id),
-            UserKeyRange::all(),
-            Direction::Forward,
-            &mut |_, _| {
-                empty = false;
-                Ok(Visit::Stop)
-            },
-        )?;
-        Ok(empty)
+        scope_is_empty(backend, ctx.scope(self.id))
     }
 
     /// Removes the keys in `range` with one range delete, without reading them.
@@ -658,17 +663,7 @@ impl<K: KeyCodec, V: Serialize + DeserializeOwned> ListMapState<K, V> {
         backend: &B,
         ctx: &KeyContext,
     ) -> Result<bool> {
-        let mut empty = true;
-        backend.scan(
-            ctx.scope(self.id),
-            UserKeyRange::all(),
-            Direction::Forward,
-            &mut |_, _| {
-                empty = false;
-                Ok(Visit::Stop)
-            },
-        )?;
-        Ok(empty)
+        scope_is_empty(backend, ctx.scope(self.id))
     }
 
     /// Removes the list under `key`.
