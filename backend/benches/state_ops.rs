@@ -1,5 +1,7 @@
 //! Point and range operations per backend: get, put, merge and a bounded range read, on the
-//! in-memory backend and (with feature `rocksdb`) the RocksDB backend.
+//! in-memory backend and (with feature `rocksdb`) the RocksDB backend; and the memory
+//! backend on a million keys with one small map each (ad-click's users), where every lookup
+//! misses the CPU caches and the cost of reaching a key shows.
 //!
 //! `cargo bench --release -p statekit-backend --features rocksdb --bench state_ops`
 // criterion_group! generates undocumented functions.
@@ -11,7 +13,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use statekit_backend::memory::MemoryBackend;
 use statekit_backend::{
     key_group_of, Direction, InstanceConfig, Scope, StateBackend, StateDescriptor, StateId,
-    StateKind, UserKeyRange, Visit,
+    StateKind, StateRead, StateWrite, UserKeyRange, Visit,
 };
 
 const MAX_PAR: u16 = 128;
@@ -32,10 +34,14 @@ struct Keys(u64);
 
 impl Keys {
     fn next(&mut self) -> u32 {
+        self.below(KEYS)
+    }
+
+    fn below(&mut self, n: u32) -> u32 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
-        (self.0 % u64::from(KEYS)) as u32
+        (self.0 % u64::from(n)) as u32
     }
 }
 
@@ -140,5 +146,52 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+/// Keys of the many-keys group.
+const MANY_KEYS: u32 = 1_000_000;
+
+fn bench_many_keys(c: &mut Criterion) {
+    let mut backend =
+        MemoryBackend::open(InstanceConfig::single(MAX_PAR).expect("config")).expect("memory");
+    let map = backend
+        .register_state(&StateDescriptor::new("map", StateKind::Map))
+        .expect("register");
+    for k in 0..MANY_KEYS {
+        backend
+            .put(
+                scope(map, &k.to_be_bytes()),
+                &1u64.to_be_bytes(),
+                &[1u8; 64],
+            )
+            .expect("put");
+    }
+    let mut group = c.benchmark_group("memory_1m_keys");
+    group.throughput(Throughput::Elements(1));
+    let mut keys = Keys(0x2545_F491_4F6C_DD1D);
+    let mut next = move || keys.below(MANY_KEYS);
+    group.bench_function("get", |bench| {
+        bench.iter(|| {
+            let key = next().to_be_bytes();
+            black_box(
+                backend
+                    .get(scope(map, &key), &1u64.to_be_bytes())
+                    .expect("get"),
+            )
+        })
+    });
+    // The interval join's per-bucket life: append to a list, later drop it.
+    group.bench_function("merge_then_delete", |bench| {
+        bench.iter(|| {
+            let key = next().to_be_bytes();
+            backend
+                .merge(scope(map, &key), &2u64.to_be_bytes(), &[3u8; 64])
+                .expect("merge");
+            backend
+                .delete(scope(map, &key), &2u64.to_be_bytes())
+                .expect("delete")
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench, bench_many_keys);
 criterion_main!(benches);
