@@ -131,6 +131,32 @@ fn scope_is_empty<B: StateBackend + ?Sized>(backend: &B, scope: Scope<'_>) -> Re
     Ok(empty)
 }
 
+/// The stored form of list elements (a list state's value, one merge operand): each
+/// element's encoding behind its varint length.
+fn encode_list<'a, V: Serialize + 'a>(values: impl IntoIterator<Item = &'a V>) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    for v in values {
+        put_length_prefixed(&mut out, &encode_value(v)?);
+    }
+    Ok(out)
+}
+
+/// Decodes the elements of one stored list of `state` into `visit`, stopping when it says so.
+fn decode_list<V: DeserializeOwned>(
+    mut bytes: &[u8],
+    state: StateId,
+    mut visit: impl FnMut(V) -> Result<Visit>,
+) -> Result<Visit> {
+    while !bytes.is_empty() {
+        let element = get_length_prefixed(&mut bytes)
+            .map_err(|e| e.context(format!("list of state #{}", state.index())))?;
+        if visit(decode_named(element, state)?)? == Visit::Stop {
+            return Ok(Visit::Stop);
+        }
+    }
+    Ok(Visit::Continue)
+}
+
 fn decode_named<V: DeserializeOwned>(bytes: &[u8], state: StateId) -> Result<V> {
     decode_value(bytes).map_err(|e| e.context(format!("state #{}", state.index())))
 }
@@ -244,29 +270,17 @@ impl<V: Serialize + DeserializeOwned> ListState<V> {
         self.id
     }
 
-    fn encode_elements<'a>(values: impl IntoIterator<Item = &'a V>) -> Result<Vec<u8>>
-    where
-        V: 'a,
-    {
-        let mut out = Vec::new();
-        for v in values {
-            put_length_prefixed(&mut out, &encode_value(v)?);
-        }
-        Ok(out)
-    }
-
     /// The elements, oldest first (empty if none).
     ///
     /// # Errors
     /// Backend errors; `Corruption` if the stored bytes are not a list of `V`.
     pub fn get<B: StateBackend + ?Sized>(&self, backend: &B, ctx: &KeyContext) -> Result<Vec<V>> {
-        let Some(bytes) = backend.get(ctx.scope(self.id), &[])? else {
-            return Ok(Vec::new());
-        };
-        let mut input = &bytes[..];
         let mut out = Vec::new();
-        while !input.is_empty() {
-            out.push(decode_named(get_length_prefixed(&mut input)?, self.id)?);
+        if let Some(bytes) = backend.get(ctx.scope(self.id), &[])? {
+            decode_list(&bytes, self.id, |v| {
+                out.push(v);
+                Ok(Visit::Continue)
+            })?;
         }
         Ok(out)
     }
@@ -297,7 +311,7 @@ impl<V: Serialize + DeserializeOwned> ListState<V> {
         if values.is_empty() {
             return Ok(());
         }
-        backend.merge(ctx.scope(self.id), &[], &Self::encode_elements(values)?)
+        backend.merge(ctx.scope(self.id), &[], &encode_list(values)?)
     }
 
     /// Replaces the whole list.
@@ -313,7 +327,7 @@ impl<V: Serialize + DeserializeOwned> ListState<V> {
         if values.is_empty() {
             return self.clear(backend, ctx);
         }
-        backend.put(ctx.scope(self.id), &[], &Self::encode_elements(values)?)
+        backend.put(ctx.scope(self.id), &[], &encode_list(values)?)
     }
 
     /// Removes the list.
@@ -587,9 +601,7 @@ impl<K: KeyCodec, V: Serialize + DeserializeOwned> ListMapState<K, V> {
         key: &K,
         value: &V,
     ) -> Result<()> {
-        let encoded = encode_value(value)?;
-        let mut element = Vec::with_capacity(encoded.len() + 10);
-        put_length_prefixed(&mut element, &encoded);
+        let element = encode_list(std::slice::from_ref(value))?;
         backend.merge(ctx.scope(self.id), &encode_key(key), &element)
     }
 
@@ -605,7 +617,7 @@ impl<K: KeyCodec, V: Serialize + DeserializeOwned> ListMapState<K, V> {
     ) -> Result<Vec<V>> {
         let mut out = Vec::new();
         if let Some(bytes) = backend.get(ctx.scope(self.id), &encode_key(key))? {
-            self.decode_list(&bytes, |v| {
+            decode_list(&bytes, self.id, |v| {
                 out.push(v);
                 Ok(Visit::Continue)
             })?;
@@ -633,25 +645,9 @@ impl<K: KeyCodec, V: Serialize + DeserializeOwned> ListMapState<K, V> {
             direction,
             &mut |k, list| {
                 let key: K = decode_key(k)?;
-                self.decode_list(list, |v| visit(&key, v))
+                decode_list(list, self.id, |v| visit(&key, v))
             },
         )
-    }
-
-    /// Decodes the elements of one stored list into `visit`, stopping when it says so.
-    fn decode_list(
-        &self,
-        mut bytes: &[u8],
-        mut visit: impl FnMut(V) -> Result<Visit>,
-    ) -> Result<Visit> {
-        while !bytes.is_empty() {
-            let element = get_length_prefixed(&mut bytes)
-                .map_err(|e| e.context(format!("list of state #{}", self.id.index())))?;
-            if visit(decode_named(element, self.id)?)? == Visit::Stop {
-                return Ok(Visit::Stop);
-            }
-        }
-        Ok(Visit::Continue)
     }
 
     /// Whether no list is stored for `ctx`.

@@ -445,25 +445,16 @@ pub fn render_markdown(results: &Results) -> String {
         let f = |v: Option<u64>| v.map_or("n/a".to_string(), format_size);
         let _ = writeln!(md, "- {}: memory {}, stored {}, live data {}, user bytes written {}, bytes written to storage {}, write stalls {}", r.label, f(s.memory_bytes), f(s.disk_bytes), f(s.live_data_bytes), f(s.user_bytes_written), f(s.disk_bytes_written), s.write_stall_micros.map_or("n/a".to_string(), |us| format!("{:.1} ms", us as f64 / 1e3)));
         if !s.memory_by_component.is_empty() {
-            let parts: Vec<String> = s
-                .memory_by_component
-                .iter()
-                .map(|(name, bytes)| format!("{name} {}", format_size(*bytes)))
-                .collect();
-            let _ = writeln!(md, "  - memory at the end: {}", parts.join(", "));
+            let _ = writeln!(md, "  - memory at the end: {}", components(s));
         }
         if let Some(full) = &r.stats_at_end_of_input {
-            let parts: Vec<String> = full
-                .memory_by_component
-                .iter()
-                .map(|(name, bytes)| format!("{name} {}", format_size(*bytes)))
-                .collect();
+            let parts = components(full);
             let _ = writeln!(
                 md,
                 "  - at the end of input, before the final watermark's drain ({:.1} s of the run): memory {}{}, stored {}, live data {}",
                 r.drain_seconds,
                 f(full.memory_bytes),
-                if parts.is_empty() { String::new() } else { format!(" ({})", parts.join(", ")) },
+                if parts.is_empty() { String::new() } else { format!(" ({parts})") },
                 f(full.disk_bytes),
                 f(full.live_data_bytes)
             );
@@ -471,6 +462,16 @@ pub fn render_markdown(results: &Results) -> String {
     }
     md.push_str(DEFINITIONS);
     md
+}
+
+/// A backend's memory by component, `name size, name size, ...`.
+fn components(stats: &statekit_backend::BackendStats) -> String {
+    stats
+        .memory_by_component
+        .iter()
+        .map(|(name, bytes)| format!("{name} {}", format_size(*bytes)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// What every figure of the report means, the same for every backend.

@@ -52,6 +52,15 @@ struct ScopeKeyRef<'a> {
     namespace: &'a [u8],
 }
 
+impl<'a> ScopeKeyRef<'a> {
+    fn of(scope: &Scope<'a>) -> Self {
+        ScopeKeyRef {
+            key: scope.key,
+            namespace: scope.namespace,
+        }
+    }
+}
+
 impl Equivalent<ScopeKey> for ScopeKeyRef<'_> {
     fn equivalent(&self, other: &ScopeKey) -> bool {
         *self.key == *other.key && *self.namespace == *other.namespace
@@ -184,23 +193,21 @@ impl MemoryBackend {
         let Table::Kv(groups) = &self.tables[scope.state.index()] else {
             unreachable!("check_scope verified the state kind")
         };
-        let probe = ScopeKeyRef {
-            key: scope.key,
-            namespace: scope.namespace,
-        };
-        Ok(groups[self.config.group_index(scope.key_group)].get(&probe))
+        Ok(groups[self.config.group_index(scope.key_group)].get(&ScopeKeyRef::of(scope)))
     }
 
-    fn user_map_mut(&mut self, scope: &Scope<'_>) -> &mut UserMap {
+    /// The hash map of the scope's state and key group (the caller checked the scope).
+    fn key_group_map_mut(&mut self, scope: &Scope<'_>) -> &mut KeyGroupMap {
         let index = self.config.group_index(scope.key_group);
         let Table::Kv(groups) = &mut self.tables[scope.state.index()] else {
             unreachable!("callers check the scope first")
         };
-        groups[index]
-            .entry_ref(&ScopeKeyRef {
-                key: scope.key,
-                namespace: scope.namespace,
-            })
+        &mut groups[index]
+    }
+
+    fn user_map_mut(&mut self, scope: &Scope<'_>) -> &mut UserMap {
+        self.key_group_map_mut(scope)
+            .entry_ref(&ScopeKeyRef::of(scope))
             .or_default()
     }
 
@@ -208,15 +215,8 @@ impl MemoryBackend {
     /// empty, so removed keys free their hash slot: one hash lookup, and none of the
     /// allocation `user_map_mut` makes for a scope that does not exist.
     fn remove_in_scope(&mut self, scope: &Scope<'_>, change: impl FnOnce(&mut UserMap)) {
-        let index = self.config.group_index(scope.key_group);
-        let Table::Kv(groups) = &mut self.tables[scope.state.index()] else {
-            unreachable!("callers check the scope first")
-        };
-        let probe = ScopeKeyRef {
-            key: scope.key,
-            namespace: scope.namespace,
-        };
-        if let MapEntry::Occupied(mut entry) = groups[index].entry_ref(&probe) {
+        let probe = ScopeKeyRef::of(scope);
+        if let MapEntry::Occupied(mut entry) = self.key_group_map_mut(scope).entry_ref(&probe) {
             change(entry.get_mut());
             if entry.get().is_empty() {
                 entry.remove();

@@ -113,9 +113,7 @@ impl UserMap {
             }
             UserMap::Large(m) => {
                 m.remove(key);
-                if m.len() <= SMALL_MAX / 2 {
-                    self.shrink();
-                }
+                self.shrink_if_small();
             }
         }
     }
@@ -138,9 +136,7 @@ impl UserMap {
                 for k in doomed {
                     m.remove(&k);
                 }
-                if m.len() <= SMALL_MAX / 2 {
-                    self.shrink();
-                }
+                self.shrink_if_small();
             }
         }
     }
@@ -173,9 +169,7 @@ impl UserMap {
             UserMap::Small(v) => v.retain(|(_, s)| keep(s)),
             UserMap::Large(m) => {
                 m.retain(|_, s| keep(s));
-                if m.len() <= SMALL_MAX / 2 {
-                    self.shrink();
-                }
+                self.shrink_if_small();
             }
         }
     }
@@ -196,9 +190,13 @@ impl UserMap {
         }
     }
 
-    fn shrink(&mut self) {
+    /// Back to a vector once a B-tree has shrunk to half of [`SMALL_MAX`] (not at
+    /// `SMALL_MAX` itself, so a scope at the edge does not convert on every write).
+    fn shrink_if_small(&mut self) {
         if let UserMap::Large(m) = self {
-            *self = UserMap::Small(std::mem::take(m).into_iter().collect());
+            if m.len() <= SMALL_MAX / 2 {
+                *self = UserMap::Small(std::mem::take(m).into_iter().collect());
+            }
         }
     }
 }
