@@ -43,6 +43,7 @@ pub mod memory;
 pub mod remote;
 #[cfg(feature = "rocksdb")]
 pub mod rocksdb;
+pub mod rocksdb_config;
 pub mod size;
 pub mod typed;
 

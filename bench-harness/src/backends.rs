@@ -65,12 +65,16 @@ impl BackendKind {
 }
 
 /// One backend/configuration pair of a comparison.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BackendSpec {
     /// The backend.
     pub kind: BackendKind,
-    /// A preset name or a configuration file, for backends that take one.
+    /// A preset name or a configuration file, for backends that take one; with `rocksdb`
+    /// set, only the name of that configuration in reports.
     pub config: Option<String>,
+    /// RocksDB options as data (a tuner's candidate, say), used instead of reading `config`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rocksdb: Option<Box<statekit_backend::rocksdb_config::RocksDbConfig>>,
 }
 
 impl BackendSpec {
@@ -107,11 +111,16 @@ impl BackendSpec {
                 Vec::new()
             };
             if mine.is_empty() {
-                out.push(BackendSpec { kind, config: None });
+                out.push(BackendSpec {
+                    kind,
+                    config: None,
+                    rocksdb: None,
+                });
             } else {
                 out.extend(mine.into_iter().map(|c| BackendSpec {
                     kind,
                     config: Some(c),
+                    rocksdb: None,
                 }));
             }
         }
@@ -298,9 +307,13 @@ fn effective_rocksdb_config(
     options: &OpenOptions<'_>,
 ) -> Result<statekit_backend::rocksdb::RocksDbConfig> {
     let budget = options.memory_budget.unwrap_or(DEFAULT_ROCKSDB_BUDGET);
-    let mut config = match &spec.config {
-        Some(value) => rocksdb_config(value, budget)?,
-        None => statekit_backend::rocksdb::RocksDbConfig::default(),
+    let mut config = match (&spec.rocksdb, &spec.config) {
+        (Some(data), _) => {
+            data.validate()?;
+            (**data).clone()
+        }
+        (None, Some(value)) => rocksdb_config(value, budget)?,
+        (None, None) => statekit_backend::rocksdb::RocksDbConfig::default(),
     };
     if options.direct_io {
         // A real memory budget: the page cache must not hold the state behind the budget's
@@ -323,7 +336,11 @@ fn open_rocksdb(spec: &BackendSpec, options: OpenOptions<'_>) -> Result<Box<dyn 
     let config = effective_rocksdb_config(spec, &options)?;
     std::fs::create_dir_all(options.work_dir)
         .map_err(|e| Error::io(options.work_dir.display(), e))?;
-    let resources = RocksDbResources::new(MemoryBudget::new(budget))?;
+    let mut memory = MemoryBudget::new(budget);
+    if let Some(ratio) = config.backend.write_buffer_ratio {
+        memory.write_buffer_ratio = ratio;
+    }
+    let resources = RocksDbResources::new(memory)?;
     let settings = RocksDbSettings::new(options.work_dir, resources).with_config(config);
     Ok(Box::new(RocksDbBackend::open(options.instance, settings)?))
 }
@@ -363,6 +380,7 @@ mod tests {
             &BackendSpec {
                 kind: BackendKind::Memory,
                 config: None,
+                rocksdb: None,
             },
             opts(),
         )
@@ -371,6 +389,7 @@ mod tests {
         let spec = BackendSpec {
             kind: BackendKind::Memory,
             config: Some("x".into()),
+            rocksdb: None,
         };
         assert!(open_backend(&spec, opts()).is_err());
     }
@@ -390,6 +409,7 @@ mod tests {
         let spec = |kind, config: Option<&std::path::Path>| BackendSpec {
             kind,
             config: config.map(|p| p.display().to_string()),
+            rocksdb: None,
         };
         assert!(bypasses_page_cache(&spec(BackendKind::Rocksdb, None), &opts(true)).unwrap());
         assert!(!bypasses_page_cache(&spec(BackendKind::Rocksdb, None), &opts(false)).unwrap());

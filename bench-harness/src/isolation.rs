@@ -233,6 +233,7 @@ mod tests {
             spec: BackendSpec {
                 kind: crate::backends::BackendKind::Memory,
                 config: None,
+                rocksdb: None,
             },
             memory_budget: Some(1 << 20),
             work_dir: "w".into(),

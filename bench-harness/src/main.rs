@@ -277,6 +277,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let spec = BackendSpec {
                 kind: backend,
                 config,
+                rocksdb: None,
             };
             let (run, records) = runner::record(
                 &profile,

@@ -268,6 +268,7 @@ fn null_spec() -> BackendSpec {
     BackendSpec {
         kind: crate::backends::BackendKind::Memory,
         config: Some(HARNESS_LABEL.into()),
+        rocksdb: None,
     }
 }
 

@@ -39,6 +39,7 @@ fn replay_reproduces_operation_counts() {
     let memory = BackendSpec {
         kind: BackendKind::Memory,
         config: None,
+        rocksdb: None,
     };
     for sizes_only in [false, true] {
         let trace = dir.path().join(format!("run-{sizes_only}.sktrace"));
@@ -121,6 +122,7 @@ fn gadget_sample_imports_and_replays() {
         &[BackendSpec {
             kind: BackendKind::Memory,
             config: None,
+            rocksdb: None,
         }],
         &dir.path().join("out"),
         None,

@@ -561,7 +561,7 @@ fn register_all(
             if is_new {
                 let name = cf_name(&d.name);
                 let opts = cf_options(&backend.settings, d, &backend.config.clock);
-                open.create_cf(&name, opts)?;
+                open.create_cf(&name, opts, &backend.settings.config)?;
                 states.push(d.clone());
             }
             Ok(id)

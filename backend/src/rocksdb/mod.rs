@@ -19,10 +19,9 @@
 //! operand that was written while the value was still live would otherwise lose its base if
 //! the filter ran before the merge; after one more TTL every such operand has expired too.
 
+mod apply;
 mod checkpoint;
-mod config;
 mod keys;
-pub mod options_file;
 mod resources;
 mod stats;
 
@@ -37,9 +36,10 @@ use ::rocksdb::{
 };
 
 pub use checkpoint::{CheckpointStats, ROCKSDB_FORMAT};
-pub use config::{
-    BackendOptions, CfOptions, CompactionStyle, Compression, DbOptions, IndexType, InfoLogLevel,
-    PinningTier, Preset, RocksDbConfig, TableOptions,
+pub use crate::rocksdb_config::{
+    options_file, BackendOptions, CfOptions, CompactionStyle, Compression, DbOptions,
+    DeletionTriggeredCompaction, IndexType, InfoLogLevel, PinningTier, Preset, RocksDbConfig,
+    StateOptions, TableOptions,
 };
 pub use resources::{MemoryBudget, RocksDbResources};
 pub use stats::RocksDbStats;
@@ -135,12 +135,29 @@ struct OpenDb {
 }
 
 impl OpenDb {
-    fn create_cf(&mut self, name: &str, opts: Options) -> Result<()> {
+    fn create_cf(&mut self, name: &str, opts: Options, config: &RocksDbConfig) -> Result<()> {
         self.db
             .create_cf(name, &opts)
             .map_err(|e| rocks_err(format!("creating column family '{name}'"), e))?;
         self.cf_options.push(opts);
-        Ok(())
+        self.set_dynamic_options(name, config)
+    }
+
+    /// Sets the options of column family `name` that RocksDB's C API can only change on an
+    /// open column family.
+    fn set_dynamic_options(&self, name: &str, config: &RocksDbConfig) -> Result<()> {
+        let state = name.strip_prefix(options_file::STATE_CF_PREFIX).unwrap_or(name);
+        let options = config.for_state(state).0.dynamic_options();
+        if options.is_empty() {
+            return Ok(());
+        }
+        let cf = self.db.cf_handle(name).ok_or_else(|| {
+            Error::new(ErrorKind::Internal, format!("no column family '{name}'"))
+        })?;
+        let pairs: Vec<(&str, &str)> = options.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        self.db
+            .set_options_cf(cf, &pairs)
+            .map_err(|e| rocks_err(format!("setting {pairs:?} on column family '{name}'"), e))
     }
 }
 
@@ -264,7 +281,7 @@ fn cf_options(settings: &RocksDbSettings, desc: &StateDescriptor, clock: &Shared
     table.set_index_type(::rocksdb::BlockBasedIndexType::TwoLevelIndexSearch);
     table.set_partition_filters(true);
     table.set_pin_top_level_index_and_filter(true);
-    settings.config.apply_cf(&mut opts, &mut table);
+    settings.config.apply_state(&desc.name, &mut opts, &mut table);
     opts.set_block_based_table_factory(&table);
     if desc.kind != StateKind::Timers {
         match desc.ttl {
@@ -604,12 +621,16 @@ fn open_db(
     }
     let db = DB::open_cf_descriptors(&options, path, descriptors)
         .map_err(|e| rocks_err(format!("opening RocksDB at {}", path.display()), e))?;
-    Ok(OpenDb {
+    let open = OpenDb {
         db,
         options,
         cf_options: Vec::new(),
         _dir: guard,
-    })
+    };
+    for desc in states {
+        open.set_dynamic_options(&cf_name(&desc.name), &settings.config)?;
+    }
+    Ok(open)
 }
 
 fn db_options(settings: &RocksDbSettings) -> Options {
@@ -925,7 +946,7 @@ impl StateBackend for RocksDbBackend {
             )?;
             let name = cf_name(&descriptor.name);
             let opts = cf_options(&self.settings, descriptor, &self.config.clock);
-            self.open.create_cf(&name, opts)?;
+            self.open.create_cf(&name, opts, &self.settings.config)?;
             self.states.push(descriptor.clone());
             self.cf_names.push(name);
             self.timer_floor.push(None);

@@ -1,30 +1,30 @@
-//! RocksDB configuration as plain data.
+//! RocksDB configuration as plain data, usable without compiling RocksDB.
 //!
-//! [`RocksDbConfig`] holds the DB options, the column-family options (applied to every
-//! state's column family) and the block-based table options, each field named exactly as in
-//! a RocksDB `OPTIONS` file, each `None` meaning "RocksDB's default". It is what a tuner
-//! produces and what a person edits: it reads from TOML ([`RocksDbConfig::load`]; an option
-//! left out keeps its default, and `default.toml` beside this file lists every option at the
-//! value a statekit backend then runs with), reads from and writes to the `OPTIONS` INI
-//! format ([`super::options_file`]), and the backend applies it to `rocksdb::Options`
-//! ([`RocksDbConfig::apply_db`], [`RocksDbConfig::apply_cf`]).
+//! [`RocksDbConfig`] holds the DB options, the column-family options applied to every
+//! state's column family, overrides of both per state name ([`StateOptions`]), and the
+//! block-based table options, each field named exactly as in a RocksDB `OPTIONS` file, each
+//! `None` meaning "RocksDB's default". It is what the tuner produces and what a person
+//! edits: it reads from TOML ([`RocksDbConfig::load`]; an option left out keeps its default,
+//! and `default.toml` beside this file lists every option at the value a statekit backend
+//! then runs with), reads from and writes to the `OPTIONS` INI format ([`options_file`]);
+//! the RocksDB backend (feature `rocksdb`) applies it to `rocksdb::Options`.
 //!
 //! Named presets ([`Preset`]) are the baselines a tuner must beat.
 //!
-//! The memory model is not part of this data: block cache and write buffer manager come from
-//! the process-wide [`super::RocksDbResources`], and the backend sets
+//! The memory budget is not part of this data: block cache and write buffer manager are
+//! process-wide (the RocksDB backend's `RocksDbResources`), and the backend sets
 //! `cache_index_and_filter_blocks`, `cache_index_and_filter_blocks_with_high_priority` and
 //! `pin_l0_filter_and_index_blocks_in_cache` to true, `unpartitioned_pinning` to `kAll`, and
 //! partitions index and filters (`index_type = kTwoLevelIndexSearch`, `partition_filters`)
 //! before applying the config, so a config that sets them explicitly overrides them (and
-//! leaves the budget's guarantee).
+//! leaves the budget's guarantee). How the budget is split is data here
+//! ([`BackendOptions::write_buffer_ratio`]).
 
+pub mod options_file;
+
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use ::rocksdb::{
-    BlockBasedIndexType, BlockBasedOptions, BlockBasedTablePinningTier, DBCompactionStyle,
-    DBCompressionType, LogLevel, Options,
-};
 use serde::{Deserialize, Serialize};
 
 use crate::config_file::{self, FieldError};
@@ -43,6 +43,20 @@ pub struct RocksDbConfig {
     /// How statekit uses RocksDB (`[backend]`; not RocksDB options, so not in `OPTIONS`
     /// files).
     pub backend: BackendOptions,
+    /// Overrides per state name (`[states.<name>.cf]`, `[states.<name>.table]`): each state
+    /// has its own access pattern. An option a state leaves unset takes the `cf` / `table`
+    /// value above.
+    pub states: BTreeMap<String, StateOptions>,
+}
+
+/// Options of one state's column family that differ from the config's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateOptions {
+    /// Column-family options.
+    pub cf: CfOptions,
+    /// Block-based table options.
+    pub table: TableOptions,
 }
 
 /// How the statekit backend uses RocksDB.
@@ -51,8 +65,17 @@ pub struct RocksDbConfig {
 pub struct BackendOptions {
     /// A bounded range delete that covers at most this many stored keys is written as point
     /// deletes of those keys instead of a range tombstone; 0: always a tombstone. Default
-    /// [`super::DEFAULT_POINT_DELETE_LIMIT`], which says when each is cheaper.
+    /// the RocksDB backend's `DEFAULT_POINT_DELETE_LIMIT`, whose
+    /// documentation says when each is cheaper.
     pub point_delete_limit: Option<usize>,
+    /// Share of the memory budget memtables may take (Flink's
+    /// `state.backend.rocksdb.memory.write-buffer-ratio`); the rest is block cache. Default
+    /// 0.5. Applies when the process's budget is built from this config.
+    pub write_buffer_ratio: Option<f64>,
+    /// Bytes per second that flushes and compactions may write (RocksDB's rate limiter, in
+    /// auto-tuned mode: it adapts below this bound to the demand); `None`: unlimited. Not
+    /// an `OPTIONS` file option.
+    pub rate_limit_bytes_per_sec: Option<u64>,
 }
 
 /// DB-wide options (the `[DBOptions]` section).
@@ -137,6 +160,42 @@ pub struct CfOptions {
     pub optimize_filters_for_hits: Option<bool>,
     /// Disable background compactions.
     pub disable_auto_compactions: Option<bool>,
+    /// Range tombstones a memtable holds before it is flushed (0: no limit): reads merge
+    /// every tombstone in the memtable over their range.
+    pub memtable_max_range_deletions: Option<u32>,
+    /// Seconds after which a file's data is compacted down whatever the level sizes say
+    /// (0: never), so expired or deleted entries are dropped.
+    pub ttl: Option<u64>,
+    /// Seconds after which a file is recompacted (0: never): compaction filters (statekit's
+    /// TTL) see every entry at least this often.
+    pub periodic_compaction_seconds: Option<u64>,
+    /// Values of at least `min_blob_size` bytes go to blob files (BlobDB): compaction then
+    /// moves only references.
+    pub enable_blob_files: Option<bool>,
+    /// Smallest value stored in a blob file.
+    pub min_blob_size: Option<u64>,
+    /// Size of a blob file.
+    pub blob_file_size: Option<u64>,
+    /// Compression of blob files.
+    pub blob_compression_type: Option<Compression>,
+    /// Relocate live blobs out of old blob files during compaction.
+    pub enable_blob_garbage_collection: Option<bool>,
+    /// Compact a file once a sliding window of its entries holds many deletions (RocksDB's
+    /// `CompactOnDeletionCollector`). Not an `OPTIONS` file option: RocksDB does not write
+    /// table-property collectors there.
+    pub compact_on_deletion: Option<DeletionTriggeredCompaction>,
+}
+
+/// When RocksDB's `CompactOnDeletionCollector` marks a file for compaction.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeletionTriggeredCompaction {
+    /// Entries in the sliding window.
+    pub window_size: usize,
+    /// Deletions within one window that mark the file.
+    pub deletion_trigger: usize,
+    /// Or: deletions over all entries of the file at least this ratio (0: off).
+    pub deletion_ratio: f64,
 }
 
 /// Block-based table options (the `[TableOptions/BlockBasedTable "default"]` section).
@@ -300,6 +359,16 @@ impl Preset {
 const MIB: u64 = 1 << 20;
 
 impl CfOptions {
+    /// The options RocksDB's C API sets only on an open column family (`SetOptions`), as
+    /// name and value.
+    pub fn dynamic_options(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if let Some(v) = self.memtable_max_range_deletions {
+            out.push(("memtable_max_range_deletions", v.to_string()));
+        }
+        out
+    }
+
     /// The memtable arena block RocksDB derives from `write_buffer_size` (its default,
     /// 64 MiB, when unset): an eighth of it, at most 1 MiB, rounded up to 4 KiB. Every column
     /// family that is written holds at least one.
@@ -372,7 +441,7 @@ impl RocksDbConfig {
                     bloom_filter_bits_per_key: Some(10.0),
                     ..TableOptions::default()
                 },
-                backend: BackendOptions::default(),
+                ..RocksDbConfig::default()
             },
             Preset::FlinkFlashSsdOptimized => RocksDbConfig {
                 db: flink_db(Some(4), Some(-1)),
@@ -449,38 +518,14 @@ impl RocksDbConfig {
 
     /// What [`RocksDbConfig::validate`] checks, with the field each error concerns.
     fn check(&self) -> std::result::Result<(), FieldError> {
-        let positive = |name: &str, v: Option<u64>| match v {
-            Some(0) => Err(FieldError::new(name, "must be greater than 0")),
-            _ => Ok(()),
-        };
-        positive("cf.write_buffer_size", self.cf.write_buffer_size)?;
-        positive("cf.target_file_size_base", self.cf.target_file_size_base)?;
-        positive(
-            "cf.max_bytes_for_level_base",
-            self.cf.max_bytes_for_level_base,
-        )?;
-        positive("table.block_size", self.table.block_size)?;
-        if matches!(self.cf.max_write_buffer_number, Some(n) if n < 2) {
-            return Err(FieldError::new(
-                "cf.max_write_buffer_number",
-                "must be at least 2",
-            ));
-        }
-        if matches!(self.cf.num_levels, Some(n) if !(1..=64).contains(&n)) {
-            return Err(FieldError::new("cf.num_levels", "must be in 1..=64"));
-        }
-        if matches!(self.cf.max_bytes_for_level_multiplier, Some(m) if !(m > 0.0 && m.is_finite()))
-        {
-            return Err(FieldError::new(
-                "cf.max_bytes_for_level_multiplier",
-                "must be positive",
-            ));
-        }
-        if matches!(self.table.bloom_filter_bits_per_key, Some(b) if !(0.0..=100.0).contains(&b)) {
-            return Err(FieldError::new(
-                "table.bloom_filter_bits_per_key",
-                "must be in 0..=100",
-            ));
+        check_cf("cf", &self.cf)?;
+        check_table("table", &self.table)?;
+        for (name, state) in &self.states {
+            if name.is_empty() {
+                return Err(FieldError::new("states", "a state name must not be empty"));
+            }
+            check_cf(&format!("states.{name}.cf"), &state.cf)?;
+            check_table(&format!("states.{name}.table"), &state.table)?;
         }
         if matches!(self.db.max_background_jobs, Some(n) if n < 1) {
             return Err(FieldError::new(
@@ -488,203 +533,138 @@ impl RocksDbConfig {
                 "must be at least 1",
             ));
         }
+        if matches!(self.backend.write_buffer_ratio, Some(r) if !(r > 0.0 && r < 1.0)) {
+            return Err(FieldError::new(
+                "backend.write_buffer_ratio",
+                "must be in (0, 1)",
+            ));
+        }
+        if self.backend.rate_limit_bytes_per_sec == Some(0) {
+            return Err(FieldError::new(
+                "backend.rate_limit_bytes_per_sec",
+                "must be greater than 0 (leave it out for no limit)",
+            ));
+        }
         Ok(())
     }
 
-    /// Applies the DB options.
-    pub fn apply_db(&self, opts: &mut Options) {
-        let d = &self.db;
-        if let Some(v) = d.max_background_jobs {
-            opts.set_max_background_jobs(v);
-        }
-        if let Some(v) = d.max_subcompactions {
-            opts.set_max_subcompactions(v);
-        }
-        if let Some(v) = d.max_open_files {
-            opts.set_max_open_files(v);
-        }
-        if let Some(v) = d.use_fsync {
-            opts.set_use_fsync(v);
-        }
-        if let Some(v) = d.info_log_level {
-            opts.set_log_level(match v {
-                InfoLogLevel::Debug => LogLevel::Debug,
-                InfoLogLevel::Info => LogLevel::Info,
-                InfoLogLevel::Warn => LogLevel::Warn,
-                InfoLogLevel::Error => LogLevel::Error,
-                InfoLogLevel::Fatal => LogLevel::Fatal,
-                InfoLogLevel::Header => LogLevel::Header,
-            });
-        }
-        if let Some(v) = d.stats_dump_period_sec {
-            opts.set_stats_dump_period_sec(v);
-        }
-        if let Some(v) = d.keep_log_file_num {
-            opts.set_keep_log_file_num(v as usize);
-        }
-        if let Some(v) = d.max_log_file_size {
-            opts.set_max_log_file_size(v as usize);
-        }
-        if let Some(v) = d.use_direct_reads {
-            opts.set_use_direct_reads(v);
-        }
-        if let Some(v) = d.use_direct_io_for_flush_and_compaction {
-            opts.set_use_direct_io_for_flush_and_compaction(v);
-        }
-        if let Some(v) = d.compaction_readahead_size {
-            opts.set_compaction_readahead_size(v as usize);
-        }
-        if let Some(v) = d.bytes_per_sync {
-            opts.set_bytes_per_sync(v);
-        }
-        if let Some(v) = d.max_total_wal_size {
-            opts.set_max_total_wal_size(v);
-        }
-        if let Some(v) = d.allow_concurrent_memtable_write {
-            opts.set_allow_concurrent_memtable_write(v);
-        }
-        if let Some(v) = d.enable_pipelined_write {
-            opts.set_enable_pipelined_write(v);
-        }
-    }
-
-    /// Applies the column-family options to `opts` and the table options to `table`; the
-    /// caller installs `table` afterwards (it also carries the shared cache).
-    pub fn apply_cf(&self, opts: &mut Options, table: &mut BlockBasedOptions) {
-        let c = &self.cf;
-        if let Some(v) = c.write_buffer_size {
-            opts.set_write_buffer_size(v as usize);
-        }
-        if let Some(v) = c.max_write_buffer_number {
-            opts.set_max_write_buffer_number(v);
-        }
-        if let Some(v) = c.min_write_buffer_number_to_merge {
-            opts.set_min_write_buffer_number_to_merge(v);
-        }
-        if let Some(v) = c.compaction_style {
-            opts.set_compaction_style(match v {
-                CompactionStyle::Level => DBCompactionStyle::Level,
-                CompactionStyle::Universal => DBCompactionStyle::Universal,
-                CompactionStyle::Fifo => DBCompactionStyle::Fifo,
-            });
-        }
-        if let Some(v) = c.num_levels {
-            opts.set_num_levels(v);
-        }
-        if let Some(v) = c.level0_file_num_compaction_trigger {
-            opts.set_level_zero_file_num_compaction_trigger(v);
-        }
-        if let Some(v) = c.level0_slowdown_writes_trigger {
-            opts.set_level_zero_slowdown_writes_trigger(v);
-        }
-        if let Some(v) = c.level0_stop_writes_trigger {
-            opts.set_level_zero_stop_writes_trigger(v);
-        }
-        if let Some(v) = c.target_file_size_base {
-            opts.set_target_file_size_base(v);
-        }
-        if let Some(v) = c.target_file_size_multiplier {
-            opts.set_target_file_size_multiplier(v);
-        }
-        if let Some(v) = c.max_bytes_for_level_base {
-            opts.set_max_bytes_for_level_base(v);
-        }
-        if let Some(v) = c.max_bytes_for_level_multiplier {
-            opts.set_max_bytes_for_level_multiplier(v);
-        }
-        if let Some(v) = c.level_compaction_dynamic_level_bytes {
-            opts.set_level_compaction_dynamic_level_bytes(v);
-        }
-        if let Some(v) = c.max_compaction_bytes {
-            opts.set_max_compaction_bytes(v);
-        }
-        if let Some(v) = c.soft_pending_compaction_bytes_limit {
-            opts.set_soft_pending_compaction_bytes_limit(v as usize);
-        }
-        if let Some(v) = c.hard_pending_compaction_bytes_limit {
-            opts.set_hard_pending_compaction_bytes_limit(v as usize);
-        }
-        if let Some(v) = c.compression {
-            opts.set_compression_type(v.into());
-        }
-        if let Some(v) = c.bottommost_compression {
-            opts.set_bottommost_compression_type(v.into());
-        }
-        if let Some(v) = &c.compression_per_level {
-            let levels: Vec<DBCompressionType> = v.iter().map(|&c| c.into()).collect();
-            opts.set_compression_per_level(&levels);
-        }
-        if let Some(v) = c.optimize_filters_for_hits {
-            opts.set_optimize_filters_for_hits(v);
-        }
-        if let Some(v) = c.disable_auto_compactions {
-            opts.set_disable_auto_compactions(v);
-        }
-        let t = &self.table;
-        if let Some(v) = t.block_size {
-            table.set_block_size(v as usize);
-        }
-        if let Some(v) = t.metadata_block_size {
-            table.set_metadata_block_size(v as usize);
-        }
-        if let Some(v) = t.cache_index_and_filter_blocks {
-            table.set_cache_index_and_filter_blocks(v);
-        }
-        if let Some(v) = t.cache_index_and_filter_blocks_with_high_priority {
-            table.set_cache_index_and_filter_blocks_with_high_priority(v);
-        }
-        if let Some(v) = t.pin_l0_filter_and_index_blocks_in_cache {
-            table.set_pin_l0_filter_and_index_blocks_in_cache(v);
-        }
-        if let Some(v) = t.pin_top_level_index_and_filter {
-            table.set_pin_top_level_index_and_filter(v);
-        }
-        if let Some(v) = t.unpartitioned_pinning {
-            table.set_unpartitioned_pinning_tier(match v {
-                PinningTier::Fallback => BlockBasedTablePinningTier::Fallback,
-                PinningTier::None => BlockBasedTablePinningTier::None,
-                PinningTier::FlushedAndSimilar => BlockBasedTablePinningTier::FlushAndSimilar,
-                PinningTier::All => BlockBasedTablePinningTier::All,
-            });
-        }
-        if let Some(v) = t.index_type {
-            table.set_index_type(match v {
-                IndexType::BinarySearch => BlockBasedIndexType::BinarySearch,
-                IndexType::HashSearch => BlockBasedIndexType::HashSearch,
-                IndexType::TwoLevelIndexSearch => BlockBasedIndexType::TwoLevelIndexSearch,
-            });
-        }
-        if let Some(v) = t.partition_filters {
-            table.set_partition_filters(v);
-        }
-        if let Some(v) = t.format_version {
-            table.set_format_version(v);
-        }
-        if let Some(v) = t.block_restart_interval {
-            table.set_block_restart_interval(v);
-        }
-        if let Some(v) = t.whole_key_filtering {
-            table.set_whole_key_filtering(v);
-        }
-        if let Some(v) = t.optimize_filters_for_memory {
-            table.set_optimize_filters_for_memory(v);
-        }
-        if let Some(v) = t.bloom_filter_bits_per_key {
-            table.set_bloom_filter(v, false);
+    /// The column-family and table options of state `name`: its overrides over the defaults.
+    pub fn for_state(&self, name: &str) -> (CfOptions, TableOptions) {
+        match self.states.get(name) {
+            None => (self.cf.clone(), self.table.clone()),
+            Some(state) => (
+                overlay(&self.cf, &state.cf),
+                overlay(&self.table, &state.table),
+            ),
         }
     }
 }
 
-impl From<Compression> for DBCompressionType {
-    fn from(c: Compression) -> Self {
-        match c {
-            Compression::None => DBCompressionType::None,
-            Compression::Snappy => DBCompressionType::Snappy,
-            Compression::Lz4 => DBCompressionType::Lz4,
-            Compression::Lz4hc => DBCompressionType::Lz4hc,
-            Compression::Zstd => DBCompressionType::Zstd,
+/// `over`'s set options on top of `base`'s.
+fn overlay<T: Serialize + serde::de::DeserializeOwned + Clone>(base: &T, over: &T) -> T {
+    let (Ok(serde_json::Value::Object(mut merged)), Ok(serde_json::Value::Object(top))) =
+        (serde_json::to_value(base), serde_json::to_value(over))
+    else {
+        return base.clone();
+    };
+    for (key, value) in top {
+        if !value.is_null() {
+            merged.insert(key, value);
         }
     }
+    serde_json::from_value(serde_json::Value::Object(merged)).unwrap_or_else(|_| base.clone())
+}
+
+/// `full` without the options whose value equals `base`'s: what a state overrides.
+pub(crate) fn difference<T: Serialize + serde::de::DeserializeOwned + Default>(
+    base: &T,
+    full: &T,
+) -> T {
+    let (Ok(serde_json::Value::Object(base)), Ok(serde_json::Value::Object(full))) =
+        (serde_json::to_value(base), serde_json::to_value(full))
+    else {
+        return T::default();
+    };
+    let kept = full
+        .into_iter()
+        .filter(|(key, value)| !value.is_null() && base.get(key) != Some(value))
+        .collect();
+    serde_json::from_value(serde_json::Value::Object(kept)).unwrap_or_default()
+}
+
+fn check_cf(prefix: &str, cf: &CfOptions) -> std::result::Result<(), FieldError> {
+    let field = |name: &str| format!("{prefix}.{name}");
+    let positive = |name: &str, v: Option<u64>| match v {
+        Some(0) => Err(FieldError::new(field(name), "must be greater than 0")),
+        _ => Ok(()),
+    };
+    positive("write_buffer_size", cf.write_buffer_size)?;
+    positive("target_file_size_base", cf.target_file_size_base)?;
+    positive("max_bytes_for_level_base", cf.max_bytes_for_level_base)?;
+    positive("blob_file_size", cf.blob_file_size)?;
+    if matches!(cf.max_write_buffer_number, Some(n) if n < 2) {
+        return Err(FieldError::new(
+            field("max_write_buffer_number"),
+            "must be at least 2",
+        ));
+    }
+    if matches!(cf.min_write_buffer_number_to_merge, Some(n) if n < 1) {
+        return Err(FieldError::new(
+            field("min_write_buffer_number_to_merge"),
+            "must be at least 1",
+        ));
+    }
+    if matches!(cf.num_levels, Some(n) if !(1..=64).contains(&n)) {
+        return Err(FieldError::new(field("num_levels"), "must be in 1..=64"));
+    }
+    if matches!(cf.max_bytes_for_level_multiplier, Some(m) if !(m > 0.0 && m.is_finite())) {
+        return Err(FieldError::new(
+            field("max_bytes_for_level_multiplier"),
+            "must be positive",
+        ));
+    }
+    if let (Some(l0), Some(slowdown)) = (
+        cf.level0_file_num_compaction_trigger,
+        cf.level0_slowdown_writes_trigger,
+    ) {
+        if slowdown < l0 {
+            return Err(FieldError::new(
+                field("level0_slowdown_writes_trigger"),
+                format!("{slowdown} is below level0_file_num_compaction_trigger = {l0}"),
+            ));
+        }
+    }
+    if let Some(d) = cf.compact_on_deletion {
+        if d.window_size == 0 || d.deletion_trigger > d.window_size {
+            return Err(FieldError::new(
+                field("compact_on_deletion"),
+                "window_size must be positive and at least deletion_trigger",
+            ));
+        }
+        if !(0.0..=1.0).contains(&d.deletion_ratio) {
+            return Err(FieldError::new(
+                field("compact_on_deletion.deletion_ratio"),
+                "must be in 0..=1",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_table(prefix: &str, table: &TableOptions) -> std::result::Result<(), FieldError> {
+    if table.block_size == Some(0) {
+        return Err(FieldError::new(
+            format!("{prefix}.block_size"),
+            "must be greater than 0",
+        ));
+    }
+    if matches!(table.bloom_filter_bits_per_key, Some(b) if !(0.0..=100.0).contains(&b)) {
+        return Err(FieldError::new(
+            format!("{prefix}.bloom_filter_bits_per_key"),
+            "must be in 0..=100",
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -742,17 +722,5 @@ mod tests {
                 ..RocksDbConfig::default()
             }
         );
-    }
-
-    #[test]
-    fn presets_apply() {
-        for preset in Preset::all() {
-            let config = RocksDbConfig::preset(preset);
-            config.validate().unwrap();
-            let mut opts = Options::default();
-            let mut table = BlockBasedOptions::default();
-            config.apply_db(&mut opts);
-            config.apply_cf(&mut opts, &mut table);
-        }
     }
 }

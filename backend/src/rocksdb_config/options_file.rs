@@ -2,8 +2,13 @@
 //! every DB directory and reads with `LoadOptionsFromFile`; Speedb reads it too).
 //!
 //! Sections: `[Version]`, `[DBOptions]`, `[CFOptions "default"]` and
-//! `[TableOptions/BlockBasedTable "default"]`. Keys are RocksDB's option names; the Bloom
-//! filter is written as `filter_policy=bloomfilter:<bits>:false`.
+//! `[TableOptions/BlockBasedTable "default"]`, then one `[CFOptions "state:<name>"]` and
+//! `[TableOptions/BlockBasedTable "state:<name>"]` pair per state with overrides (the column
+//! family the RocksDB backend gives the state, with every option it then runs with, as
+//! RocksDB writes them). Keys are RocksDB's option names; the Bloom filter is written as
+//! `filter_policy=bloomfilter:<bits>:false`. The `[backend]` settings and
+//! `compact_on_deletion` are not RocksDB options that such files carry: they are left out
+//! (the TOML form keeps them).
 //!
 //! [`RocksDbConfig::from_options_str`] is strict: an unknown section or key, or a value that
 //! does not parse, is an error naming the file, line and key. [`RocksDbConfig::
@@ -17,7 +22,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::config::{CfOptions, DbOptions, RocksDbConfig, TableOptions};
+use super::{difference, CfOptions, DbOptions, RocksDbConfig, StateOptions, TableOptions};
 use crate::error::{Error, ErrorKind, Result};
 
 const DB_SECTION: &str = "DBOptions";
@@ -28,6 +33,10 @@ const BLOOM_BITS: &str = "bloom_filter_bits_per_key";
 /// RocksDB nests the pinning tiers in one struct-valued option.
 const METADATA_CACHE: &str = "metadata_cache_options";
 const UNPARTITIONED_PINNING: &str = "unpartitioned_pinning";
+/// Options that `OPTIONS` files do not carry.
+const NOT_IN_OPTIONS_FILES: [&str; 1] = ["compact_on_deletion"];
+/// The column family of a state in the RocksDB backend is `state:<name>`.
+pub const STATE_CF_PREFIX: &str = "state:";
 
 impl RocksDbConfig {
     /// Renders the configuration as an `OPTIONS` file.
@@ -46,6 +55,16 @@ impl RocksDbConfig {
             "[TableOptions/BlockBasedTable \"default\"]",
             &self.table,
         )?;
+        for name in self.states.keys() {
+            let (cf, table) = self.for_state(name);
+            let escaped = escape(&format!("{STATE_CF_PREFIX}{name}"));
+            write_section(&mut out, &format!("[CFOptions \"{escaped}\"]"), &cf)?;
+            write_section(
+                &mut out,
+                &format!("[TableOptions/BlockBasedTable \"{escaped}\"]"),
+                &table,
+            )?;
+        }
         Ok(out)
     }
 
@@ -96,6 +115,7 @@ fn write_section<T: Serialize>(out: &mut String, header: &str, section: &T) -> R
         for (key, v) in map {
             let text = match (&*key, v) {
                 (_, Value::Null) => continue,
+                (key, _) if NOT_IN_OPTIONS_FILES.contains(&key) => continue,
                 (BLOOM_BITS, v) => {
                     out.push_str(&format!("  {FILTER_POLICY}=bloomfilter:{v}:false\n"));
                     continue;
@@ -120,15 +140,18 @@ fn write_section<T: Serialize>(out: &mut String, header: &str, section: &T) -> R
     Ok(())
 }
 
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, PartialEq)]
 enum Section {
     Version,
     Db,
     Cf,
     Table,
+    StateCf(String),
+    StateTable(String),
     Skipped,
 }
 
+#[derive(Default)]
 struct Collected {
     entries: Vec<(String, Value, usize)>,
 }
@@ -145,6 +168,8 @@ fn parse(text: &str, source: &str, lenient_cf: Option<&str>) -> Result<RocksDbCo
     let mut table = Collected {
         entries: Vec::new(),
     };
+    let mut states: std::collections::BTreeMap<String, (Collected, Collected)> =
+        std::collections::BTreeMap::new();
     let wanted_cf = lenient_cf.unwrap_or("default");
     for (index, raw) in text.lines().enumerate() {
         let line_no = index + 1;
@@ -166,33 +191,50 @@ fn parse(text: &str, source: &str, lenient_cf: Option<&str>) -> Result<RocksDbCo
                 (DB_SECTION, None) => Section::Db,
                 (CF_SECTION, Some(cf_name)) if cf_name == wanted_cf => Section::Cf,
                 (TABLE_SECTION, Some(cf_name)) if cf_name == wanted_cf => Section::Table,
+                (CF_SECTION | TABLE_SECTION, Some(cf_name))
+                    if lenient_cf.is_none() && cf_name.starts_with(STATE_CF_PREFIX) =>
+                {
+                    let state = cf_name[STATE_CF_PREFIX.len()..].to_string();
+                    if state.is_empty() {
+                        return Err(err(line_no, format!("section [{header}] names no state")));
+                    }
+                    if name == CF_SECTION {
+                        Section::StateCf(state)
+                    } else {
+                        Section::StateTable(state)
+                    }
+                }
                 (CF_SECTION, Some(_)) | (_, _) if lenient_cf.is_some() => Section::Skipped,
                 _ => {
                     return Err(err(
                         line_no,
                         format!(
                             "unknown section [{header}] (expected [Version], [{DB_SECTION}], \
-                             [{CF_SECTION} \"default\"] or [{TABLE_SECTION} \"default\"])"
+                             [{CF_SECTION} \"default\"], [{TABLE_SECTION} \"default\"] or \
+                             those of a column family \"{STATE_CF_PREFIX}<state name>\")"
                         ),
                     ))
                 }
             });
             continue;
         }
-        let Some(current) = section else {
+        let Some(current) = section.clone() else {
             return Err(err(line_no, format!("'{line}' comes before any section")));
         };
         let (key, value) = line
             .split_once('=')
             .ok_or_else(|| err(line_no, format!("'{line}' is not key=value")))?;
         let (key, value) = (key.trim(), value.trim());
+        let is_table = matches!(current, Section::Table | Section::StateTable(_));
         let target = match current {
             Section::Version | Section::Skipped => continue,
             Section::Db => &mut db,
             Section::Cf => &mut cf,
             Section::Table => &mut table,
+            Section::StateCf(state) => &mut states.entry(state).or_default().0,
+            Section::StateTable(state) => &mut states.entry(state).or_default().1,
         };
-        let (key, value) = if current == Section::Table && key == FILTER_POLICY {
+        let (key, value) = if is_table && key == FILTER_POLICY {
             match parse_filter_policy(value) {
                 Some(v) => (BLOOM_BITS.to_string(), v),
                 None if lenient_cf.is_some() => continue,
@@ -206,7 +248,7 @@ fn parse(text: &str, source: &str, lenient_cf: Option<&str>) -> Result<RocksDbCo
                     ))
                 }
             }
-        } else if current == Section::Table && key == METADATA_CACHE {
+        } else if is_table && key == METADATA_CACHE {
             // `{top_level_index_pinning=kFallback;partition_pinning=...;unpartitioned_pinning=...;}`:
             // statekit models the last.
             let fields = value.trim_start_matches('{').trim_end_matches('}');
@@ -226,14 +268,37 @@ fn parse(text: &str, source: &str, lenient_cf: Option<&str>) -> Result<RocksDbCo
         };
         target.entries.push((key, value, line_no));
     }
-    let config = RocksDbConfig {
-        db: build::<DbOptions>(&db, source, lenient_cf.is_some())?,
-        cf: build::<CfOptions>(&cf, source, lenient_cf.is_some())?,
-        table: build::<TableOptions>(&table, source, lenient_cf.is_some())?,
-        backend: Default::default(),
+    let lenient = lenient_cf.is_some();
+    let mut config = RocksDbConfig {
+        db: build::<DbOptions>(&db, source, lenient)?,
+        cf: build::<CfOptions>(&cf, source, lenient)?,
+        table: build::<TableOptions>(&table, source, lenient)?,
+        ..RocksDbConfig::default()
     };
+    for (name, (cf, table)) in states {
+        // A state's sections list every option it runs with; keep what differs.
+        let state = StateOptions {
+            cf: difference(&config.cf, &build::<CfOptions>(&cf, source, lenient)?),
+            table: difference(&config.table, &build::<TableOptions>(&table, source, lenient)?),
+        };
+        if state != StateOptions::default() {
+            config.states.insert(name, state);
+        }
+    }
     config.validate().map_err(|e| e.context(source))?;
     Ok(config)
+}
+
+/// RocksDB's escaping of names in section headers.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, ':' | '\\' | '#') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Undoes RocksDB's escaping of names in section headers (`state\:s` is `state:s`).
@@ -317,7 +382,7 @@ fn build<T: DeserializeOwned + Default>(
 
 #[cfg(test)]
 mod tests {
-    use super::super::config::Preset;
+    use super::super::{IndexType, PinningTier, Preset};
     use super::*;
 
     #[test]
@@ -333,7 +398,7 @@ mod tests {
     #[test]
     fn pinning_tier_round_trips_as_rocksdb_nests_it() {
         let mut config = RocksDbConfig::default();
-        config.table.unpartitioned_pinning = Some(super::super::config::PinningTier::All);
+        config.table.unpartitioned_pinning = Some(PinningTier::All);
         let text = config.to_options_string().unwrap();
         assert!(
             text.contains("metadata_cache_options={unpartitioned_pinning=kAll;}"),
@@ -350,14 +415,15 @@ mod tests {
         assert_eq!(back, config);
     }
 
+    #[cfg(feature = "rocksdb")]
     #[test]
     fn rocksdb_itself_accepts_the_file() {
         let dir = tempfile::tempdir().unwrap();
         for (i, preset) in Preset::all().into_iter().enumerate() {
             let mut config = RocksDbConfig::preset(preset);
             config.db.use_direct_reads = Some(false);
-            config.table.index_type = Some(super::super::config::IndexType::BinarySearch);
-            config.table.unpartitioned_pinning = Some(super::super::config::PinningTier::All);
+            config.table.index_type = Some(IndexType::BinarySearch);
+            config.table.unpartitioned_pinning = Some(PinningTier::All);
             let path = dir.path().join(format!("OPTIONS-{:06}", i + 1));
             config.write_options_file(&path).unwrap();
             let (opts, cfs) = ::rocksdb::Options::load_latest(
@@ -371,6 +437,50 @@ mod tests {
             assert_eq!(cfs.len(), 1);
             std::fs::remove_file(&path).unwrap();
         }
+    }
+
+    #[test]
+    fn per_state_sections_round_trip() {
+        let mut config = RocksDbConfig::preset(Preset::FlinkSpinningDiskOptimizedHighMem);
+        config.states.insert(
+            "left:buffer".into(),
+            StateOptions {
+                cf: CfOptions {
+                    write_buffer_size: Some(8 << 20),
+                    memtable_max_range_deletions: Some(1000),
+                    ..CfOptions::default()
+                },
+                table: TableOptions {
+                    bloom_filter_bits_per_key: Some(14.0),
+                    ..TableOptions::default()
+                },
+            },
+        );
+        let text = config.to_options_string().unwrap();
+        // RocksDB's escaping of the column family name, every option the state runs with.
+        assert!(text.contains("[CFOptions \"state\\:left\\:buffer\"]"), "{text}");
+        assert!(
+            text.contains("[TableOptions/BlockBasedTable \"state\\:left\\:buffer\"]"),
+            "{text}"
+        );
+        let back = RocksDbConfig::from_options_str(&text, "OPTIONS").unwrap();
+        assert_eq!(back, config, "{text}");
+        for state in ["left:buffer", "other"] {
+            assert_eq!(back.for_state(state), config.for_state(state));
+        }
+        assert_eq!(
+            config.for_state("left:buffer").0.write_buffer_size,
+            Some(8 << 20)
+        );
+        assert_eq!(
+            config.for_state("left:buffer").0.min_write_buffer_number_to_merge,
+            Some(3),
+            "unset options of a state take the defaults"
+        );
+        let msg = RocksDbConfig::from_options_str("[CFOptions \"state\\:\"]\n", "O")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("O:1") && msg.contains("names no state"), "{msg}");
     }
 
     #[test]
