@@ -91,156 +91,156 @@ impl RocksDbConfig {
 }
 
 fn apply_cf(c: &CfOptions, opts: &mut Options) {
-        if let Some(v) = c.write_buffer_size {
-            opts.set_write_buffer_size(v as usize);
-        }
-        if let Some(v) = c.max_write_buffer_number {
-            opts.set_max_write_buffer_number(v);
-        }
-        if let Some(v) = c.min_write_buffer_number_to_merge {
-            opts.set_min_write_buffer_number_to_merge(v);
-        }
-        if let Some(v) = c.compaction_style {
-            opts.set_compaction_style(match v {
-                CompactionStyle::Level => DBCompactionStyle::Level,
-                CompactionStyle::Universal => DBCompactionStyle::Universal,
-                CompactionStyle::Fifo => DBCompactionStyle::Fifo,
-            });
-        }
-        if let Some(v) = c.num_levels {
-            opts.set_num_levels(v);
-        }
-        if let Some(v) = c.level0_file_num_compaction_trigger {
-            opts.set_level_zero_file_num_compaction_trigger(v);
-        }
-        if let Some(v) = c.level0_slowdown_writes_trigger {
-            opts.set_level_zero_slowdown_writes_trigger(v);
-        }
-        if let Some(v) = c.level0_stop_writes_trigger {
-            opts.set_level_zero_stop_writes_trigger(v);
-        }
-        if let Some(v) = c.target_file_size_base {
-            opts.set_target_file_size_base(v);
-        }
-        if let Some(v) = c.target_file_size_multiplier {
-            opts.set_target_file_size_multiplier(v);
-        }
-        if let Some(v) = c.max_bytes_for_level_base {
-            opts.set_max_bytes_for_level_base(v);
-        }
-        if let Some(v) = c.max_bytes_for_level_multiplier {
-            opts.set_max_bytes_for_level_multiplier(v);
-        }
-        if let Some(v) = c.level_compaction_dynamic_level_bytes {
-            opts.set_level_compaction_dynamic_level_bytes(v);
-        }
-        if let Some(v) = c.max_compaction_bytes {
-            opts.set_max_compaction_bytes(v);
-        }
-        if let Some(v) = c.soft_pending_compaction_bytes_limit {
-            opts.set_soft_pending_compaction_bytes_limit(v as usize);
-        }
-        if let Some(v) = c.hard_pending_compaction_bytes_limit {
-            opts.set_hard_pending_compaction_bytes_limit(v as usize);
-        }
-        if let Some(v) = c.compression {
-            opts.set_compression_type(v.into());
-        }
-        if let Some(v) = c.bottommost_compression {
-            opts.set_bottommost_compression_type(v.into());
-        }
-        if let Some(v) = &c.compression_per_level {
-            let levels: Vec<DBCompressionType> = v.iter().map(|&c| c.into()).collect();
-            opts.set_compression_per_level(&levels);
-        }
-        if let Some(v) = c.optimize_filters_for_hits {
-            opts.set_optimize_filters_for_hits(v);
-        }
-        if let Some(v) = c.disable_auto_compactions {
-            opts.set_disable_auto_compactions(v);
-        }
-        if let Some(v) = c.ttl {
-            opts.set_ttl(v);
-        }
-        if let Some(v) = c.periodic_compaction_seconds {
-            opts.set_periodic_compaction_seconds(v);
-        }
-        if let Some(v) = c.enable_blob_files {
-            opts.set_enable_blob_files(v);
-        }
-        if let Some(v) = c.min_blob_size {
-            opts.set_min_blob_size(v);
-        }
-        if let Some(v) = c.blob_file_size {
-            opts.set_blob_file_size(v);
-        }
-        if let Some(v) = c.blob_compression_type {
-            opts.set_blob_compression_type(v.into());
-        }
-        if let Some(v) = c.enable_blob_garbage_collection {
-            opts.set_enable_blob_gc(v);
-        }
-        if let Some(d) = c.compact_on_deletion {
-            opts.add_compact_on_deletion_collector_factory(
-                d.window_size,
-                d.deletion_trigger,
-                d.deletion_ratio,
-            );
-        }
+    if let Some(v) = c.write_buffer_size {
+        opts.set_write_buffer_size(v as usize);
+    }
+    if let Some(v) = c.max_write_buffer_number {
+        opts.set_max_write_buffer_number(v);
+    }
+    if let Some(v) = c.min_write_buffer_number_to_merge {
+        opts.set_min_write_buffer_number_to_merge(v);
+    }
+    if let Some(v) = c.compaction_style {
+        opts.set_compaction_style(match v {
+            CompactionStyle::Level => DBCompactionStyle::Level,
+            CompactionStyle::Universal => DBCompactionStyle::Universal,
+            CompactionStyle::Fifo => DBCompactionStyle::Fifo,
+        });
+    }
+    if let Some(v) = c.num_levels {
+        opts.set_num_levels(v);
+    }
+    if let Some(v) = c.level0_file_num_compaction_trigger {
+        opts.set_level_zero_file_num_compaction_trigger(v);
+    }
+    if let Some(v) = c.level0_slowdown_writes_trigger {
+        opts.set_level_zero_slowdown_writes_trigger(v);
+    }
+    if let Some(v) = c.level0_stop_writes_trigger {
+        opts.set_level_zero_stop_writes_trigger(v);
+    }
+    if let Some(v) = c.target_file_size_base {
+        opts.set_target_file_size_base(v);
+    }
+    if let Some(v) = c.target_file_size_multiplier {
+        opts.set_target_file_size_multiplier(v);
+    }
+    if let Some(v) = c.max_bytes_for_level_base {
+        opts.set_max_bytes_for_level_base(v);
+    }
+    if let Some(v) = c.max_bytes_for_level_multiplier {
+        opts.set_max_bytes_for_level_multiplier(v);
+    }
+    if let Some(v) = c.level_compaction_dynamic_level_bytes {
+        opts.set_level_compaction_dynamic_level_bytes(v);
+    }
+    if let Some(v) = c.max_compaction_bytes {
+        opts.set_max_compaction_bytes(v);
+    }
+    if let Some(v) = c.soft_pending_compaction_bytes_limit {
+        opts.set_soft_pending_compaction_bytes_limit(v as usize);
+    }
+    if let Some(v) = c.hard_pending_compaction_bytes_limit {
+        opts.set_hard_pending_compaction_bytes_limit(v as usize);
+    }
+    if let Some(v) = c.compression {
+        opts.set_compression_type(v.into());
+    }
+    if let Some(v) = c.bottommost_compression {
+        opts.set_bottommost_compression_type(v.into());
+    }
+    if let Some(v) = &c.compression_per_level {
+        let levels: Vec<DBCompressionType> = v.iter().map(|&c| c.into()).collect();
+        opts.set_compression_per_level(&levels);
+    }
+    if let Some(v) = c.optimize_filters_for_hits {
+        opts.set_optimize_filters_for_hits(v);
+    }
+    if let Some(v) = c.disable_auto_compactions {
+        opts.set_disable_auto_compactions(v);
+    }
+    if let Some(v) = c.ttl {
+        opts.set_ttl(v);
+    }
+    if let Some(v) = c.periodic_compaction_seconds {
+        opts.set_periodic_compaction_seconds(v);
+    }
+    if let Some(v) = c.enable_blob_files {
+        opts.set_enable_blob_files(v);
+    }
+    if let Some(v) = c.min_blob_size {
+        opts.set_min_blob_size(v);
+    }
+    if let Some(v) = c.blob_file_size {
+        opts.set_blob_file_size(v);
+    }
+    if let Some(v) = c.blob_compression_type {
+        opts.set_blob_compression_type(v.into());
+    }
+    if let Some(v) = c.enable_blob_garbage_collection {
+        opts.set_enable_blob_gc(v);
+    }
+    if let Some(d) = c.compact_on_deletion {
+        opts.add_compact_on_deletion_collector_factory(
+            d.window_size,
+            d.deletion_trigger,
+            d.deletion_ratio,
+        );
+    }
 }
 
 fn apply_table(t: &TableOptions, table: &mut BlockBasedOptions) {
-        if let Some(v) = t.block_size {
-            table.set_block_size(v as usize);
-        }
-        if let Some(v) = t.metadata_block_size {
-            table.set_metadata_block_size(v as usize);
-        }
-        if let Some(v) = t.cache_index_and_filter_blocks {
-            table.set_cache_index_and_filter_blocks(v);
-        }
-        if let Some(v) = t.cache_index_and_filter_blocks_with_high_priority {
-            table.set_cache_index_and_filter_blocks_with_high_priority(v);
-        }
-        if let Some(v) = t.pin_l0_filter_and_index_blocks_in_cache {
-            table.set_pin_l0_filter_and_index_blocks_in_cache(v);
-        }
-        if let Some(v) = t.pin_top_level_index_and_filter {
-            table.set_pin_top_level_index_and_filter(v);
-        }
-        if let Some(v) = t.unpartitioned_pinning {
-            table.set_unpartitioned_pinning_tier(match v {
-                PinningTier::Fallback => BlockBasedTablePinningTier::Fallback,
-                PinningTier::None => BlockBasedTablePinningTier::None,
-                PinningTier::FlushedAndSimilar => BlockBasedTablePinningTier::FlushAndSimilar,
-                PinningTier::All => BlockBasedTablePinningTier::All,
-            });
-        }
-        if let Some(v) = t.index_type {
-            table.set_index_type(match v {
-                IndexType::BinarySearch => BlockBasedIndexType::BinarySearch,
-                IndexType::HashSearch => BlockBasedIndexType::HashSearch,
-                IndexType::TwoLevelIndexSearch => BlockBasedIndexType::TwoLevelIndexSearch,
-            });
-        }
-        if let Some(v) = t.partition_filters {
-            table.set_partition_filters(v);
-        }
-        if let Some(v) = t.format_version {
-            table.set_format_version(v);
-        }
-        if let Some(v) = t.block_restart_interval {
-            table.set_block_restart_interval(v);
-        }
-        if let Some(v) = t.whole_key_filtering {
-            table.set_whole_key_filtering(v);
-        }
-        if let Some(v) = t.optimize_filters_for_memory {
-            table.set_optimize_filters_for_memory(v);
-        }
-        if let Some(v) = t.bloom_filter_bits_per_key {
-            table.set_bloom_filter(v, false);
-        }
+    if let Some(v) = t.block_size {
+        table.set_block_size(v as usize);
+    }
+    if let Some(v) = t.metadata_block_size {
+        table.set_metadata_block_size(v as usize);
+    }
+    if let Some(v) = t.cache_index_and_filter_blocks {
+        table.set_cache_index_and_filter_blocks(v);
+    }
+    if let Some(v) = t.cache_index_and_filter_blocks_with_high_priority {
+        table.set_cache_index_and_filter_blocks_with_high_priority(v);
+    }
+    if let Some(v) = t.pin_l0_filter_and_index_blocks_in_cache {
+        table.set_pin_l0_filter_and_index_blocks_in_cache(v);
+    }
+    if let Some(v) = t.pin_top_level_index_and_filter {
+        table.set_pin_top_level_index_and_filter(v);
+    }
+    if let Some(v) = t.unpartitioned_pinning {
+        table.set_unpartitioned_pinning_tier(match v {
+            PinningTier::Fallback => BlockBasedTablePinningTier::Fallback,
+            PinningTier::None => BlockBasedTablePinningTier::None,
+            PinningTier::FlushedAndSimilar => BlockBasedTablePinningTier::FlushAndSimilar,
+            PinningTier::All => BlockBasedTablePinningTier::All,
+        });
+    }
+    if let Some(v) = t.index_type {
+        table.set_index_type(match v {
+            IndexType::BinarySearch => BlockBasedIndexType::BinarySearch,
+            IndexType::HashSearch => BlockBasedIndexType::HashSearch,
+            IndexType::TwoLevelIndexSearch => BlockBasedIndexType::TwoLevelIndexSearch,
+        });
+    }
+    if let Some(v) = t.partition_filters {
+        table.set_partition_filters(v);
+    }
+    if let Some(v) = t.format_version {
+        table.set_format_version(v);
+    }
+    if let Some(v) = t.block_restart_interval {
+        table.set_block_restart_interval(v);
+    }
+    if let Some(v) = t.whole_key_filtering {
+        table.set_whole_key_filtering(v);
+    }
+    if let Some(v) = t.optimize_filters_for_memory {
+        table.set_optimize_filters_for_memory(v);
+    }
+    if let Some(v) = t.bloom_filter_bits_per_key {
+        table.set_bloom_filter(v, false);
+    }
 }
 
 impl From<Compression> for DBCompressionType {
@@ -254,4 +254,3 @@ impl From<Compression> for DBCompressionType {
         }
     }
 }
-

@@ -35,12 +35,12 @@ use ::rocksdb::{
     WriteOptions, DB,
 };
 
-pub use checkpoint::{CheckpointStats, ROCKSDB_FORMAT};
 pub use crate::rocksdb_config::{
     options_file, BackendOptions, CfOptions, CompactionStyle, Compression, DbOptions,
     DeletionTriggeredCompaction, IndexType, InfoLogLevel, PinningTier, Preset, RocksDbConfig,
     StateOptions, TableOptions,
 };
+pub use checkpoint::{CheckpointStats, ROCKSDB_FORMAT};
 pub use resources::{MemoryBudget, RocksDbResources};
 pub use stats::RocksDbStats;
 
@@ -146,14 +146,17 @@ impl OpenDb {
     /// Sets the options of column family `name` that RocksDB's C API can only change on an
     /// open column family.
     fn set_dynamic_options(&self, name: &str, config: &RocksDbConfig) -> Result<()> {
-        let state = name.strip_prefix(options_file::STATE_CF_PREFIX).unwrap_or(name);
+        let state = name
+            .strip_prefix(options_file::STATE_CF_PREFIX)
+            .unwrap_or(name);
         let options = config.for_state(state).0.dynamic_options();
         if options.is_empty() {
             return Ok(());
         }
-        let cf = self.db.cf_handle(name).ok_or_else(|| {
-            Error::new(ErrorKind::Internal, format!("no column family '{name}'"))
-        })?;
+        let cf = self
+            .db
+            .cf_handle(name)
+            .ok_or_else(|| Error::new(ErrorKind::Internal, format!("no column family '{name}'")))?;
         let pairs: Vec<(&str, &str)> = options.iter().map(|(k, v)| (*k, v.as_str())).collect();
         self.db
             .set_options_cf(cf, &pairs)
@@ -281,7 +284,9 @@ fn cf_options(settings: &RocksDbSettings, desc: &StateDescriptor, clock: &Shared
     table.set_index_type(::rocksdb::BlockBasedIndexType::TwoLevelIndexSearch);
     table.set_partition_filters(true);
     table.set_pin_top_level_index_and_filter(true);
-    settings.config.apply_state(&desc.name, &mut opts, &mut table);
+    settings
+        .config
+        .apply_state(&desc.name, &mut opts, &mut table);
     opts.set_block_based_table_factory(&table);
     if desc.kind != StateKind::Timers {
         match desc.ttl {

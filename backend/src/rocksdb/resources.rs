@@ -64,7 +64,7 @@ impl MemoryBudget {
     pub fn new(total_bytes: u64) -> Self {
         MemoryBudget {
             total_bytes,
-            write_buffer_ratio: 0.5,
+            write_buffer_ratio: crate::rocksdb_config::DEFAULT_WRITE_BUFFER_RATIO,
             stall_writes_at_limit: false,
         }
     }

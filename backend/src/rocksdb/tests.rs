@@ -484,7 +484,11 @@ fn an_options_file_with_per_state_sections_opens_rocksdb_with_those_options() {
     let db = DB::open_cf_descriptors(&db_opts, &db_dir, cfs).unwrap();
     drop(db);
     let (_, text) = latest_options_file(&db_dir);
-    assert_effective(&text, "default", (options.cf.clone(), options.table.clone()));
+    assert_effective(
+        &text,
+        "default",
+        (options.cf.clone(), options.table.clone()),
+    );
     assert_effective(&text, "state:hot", options.for_state("hot"));
 }
 
@@ -492,8 +496,8 @@ fn an_options_file_with_per_state_sections_opens_rocksdb_with_those_options() {
 fn the_backend_applies_each_states_options() {
     let env = Env::new();
     let config = per_state_config();
-    let settings = RocksDbSettings::new(env.dir.path().join("o"), resources())
-        .with_config(config.clone());
+    let settings =
+        RocksDbSettings::new(env.dir.path().join("o"), resources()).with_config(config.clone());
     let mut b = RocksDbBackend::open(env.config(), settings).unwrap();
     for name in ["hot", "cold"] {
         b.register_state(&StateDescriptor::new(name, StateKind::Map))

@@ -186,6 +186,10 @@ pub struct CfOptions {
     pub compact_on_deletion: Option<DeletionTriggeredCompaction>,
 }
 
+/// Flink's default share of the memory budget for memtables
+/// (`state.backend.rocksdb.memory.write-buffer-ratio`).
+pub const DEFAULT_WRITE_BUFFER_RATIO: f64 = 0.5;
+
 /// When RocksDB's `CompactOnDeletionCollector` marks a file for compaction.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -279,7 +279,10 @@ fn parse(text: &str, source: &str, lenient_cf: Option<&str>) -> Result<RocksDbCo
         // A state's sections list every option it runs with; keep what differs.
         let state = StateOptions {
             cf: difference(&config.cf, &build::<CfOptions>(&cf, source, lenient)?),
-            table: difference(&config.table, &build::<TableOptions>(&table, source, lenient)?),
+            table: difference(
+                &config.table,
+                &build::<TableOptions>(&table, source, lenient)?,
+            ),
         };
         if state != StateOptions::default() {
             config.states.insert(name, state);
@@ -458,7 +461,10 @@ mod tests {
         );
         let text = config.to_options_string().unwrap();
         // RocksDB's escaping of the column family name, every option the state runs with.
-        assert!(text.contains("[CFOptions \"state\\:left\\:buffer\"]"), "{text}");
+        assert!(
+            text.contains("[CFOptions \"state\\:left\\:buffer\"]"),
+            "{text}"
+        );
         assert!(
             text.contains("[TableOptions/BlockBasedTable \"state\\:left\\:buffer\"]"),
             "{text}"
@@ -473,14 +479,20 @@ mod tests {
             Some(8 << 20)
         );
         assert_eq!(
-            config.for_state("left:buffer").0.min_write_buffer_number_to_merge,
+            config
+                .for_state("left:buffer")
+                .0
+                .min_write_buffer_number_to_merge,
             Some(3),
             "unset options of a state take the defaults"
         );
         let msg = RocksDbConfig::from_options_str("[CFOptions \"state\\:\"]\n", "O")
             .unwrap_err()
             .to_string();
-        assert!(msg.contains("O:1") && msg.contains("names no state"), "{msg}");
+        assert!(
+            msg.contains("O:1") && msg.contains("names no state"),
+            "{msg}"
+        );
     }
 
     #[test]
