@@ -7,6 +7,7 @@
 //! `report.html`. The `statekit` binary is its command line.
 
 pub mod backends;
+pub mod disk_probe;
 pub mod event;
 pub mod isolation;
 pub mod metrics;
@@ -16,7 +17,9 @@ pub mod profile;
 pub mod report;
 pub mod results;
 pub mod runner;
+pub mod shape;
 pub mod trace;
+pub mod tune;
 pub mod util;
 pub mod watermark;
 pub mod workloads;

@@ -34,6 +34,17 @@ struct Cli {
     command: Command,
 }
 
+/// How `tune` learns about the disk.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DiskArg {
+    /// A solid-state disk.
+    Ssd,
+    /// A spinning disk.
+    Hdd,
+    /// Measure the disk under the output directory.
+    Measure,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run a workload profile on one or more backend/configuration pairs, side by side, and
@@ -113,6 +124,44 @@ enum Command {
         /// Replay on every backend in this process instead of one child process per run.
         #[arg(long)]
         in_process: bool,
+    },
+    /// Derive RocksDB settings for a workload (a profile at a scale, or a trace) and explain
+    /// every value: writes OUT/tuned.toml (run it with `bench --config rocksdb=OUT/tuned.toml`),
+    /// OUT/OPTIONS (RocksDB's own format), OUT/explain.md and OUT/shape.json.
+    Tune {
+        /// The profile (profiles/*.toml); or give --trace.
+        #[arg(required_unless_present = "trace", conflicts_with = "trace")]
+        profile: Option<PathBuf>,
+        /// The scale to tune for.
+        #[arg(long, default_value = "quick")]
+        scale: String,
+        /// Events of the scaled-down sample run that measures the profile's shape.
+        #[arg(long, default_value_t = 300_000)]
+        sample_events: u64,
+        /// A trace (recorded by `statekit record`, or imported from Gadget) instead of a profile.
+        #[arg(long)]
+        trace: Option<PathBuf>,
+        /// Seconds of stream the trace covers, when its recorded time does not say (a
+        /// Gadget trace has no timing).
+        #[arg(long, requires = "trace")]
+        seconds: Option<f64>,
+        /// Memory budget for block cache and memtables, like 256MiB (default: the scale's,
+        /// else 512 MiB).
+        #[arg(long, value_parser = statekit_bench::util::parse_size)]
+        memory_budget: Option<u64>,
+        /// The disk: declared `ssd` or `hdd`, or `measure` (O_DIRECT writes and reads of a
+        /// 256 MiB file under OUT).
+        #[arg(long, default_value = "ssd")]
+        disk: DiskArg,
+        /// Cores for the job (default: what this machine offers).
+        #[arg(long)]
+        cores: Option<u32>,
+        /// Tune for buffered I/O (the page cache allowed) instead of direct I/O.
+        #[arg(long)]
+        buffered: bool,
+        /// Output directory.
+        #[arg(long, default_value = "statekit-tuned")]
+        out: PathBuf,
     },
     /// Run one request of a parent `statekit` in this process (how `bench` and `replay`
     /// give every run a process of its own).
@@ -297,6 +346,69 @@ fn run(cli: Cli) -> Result<ExitCode> {
             );
             for (k, s) in &run.ops {
                 eprintln!("{k:>16}: {}", s.count);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tune {
+            profile,
+            scale,
+            sample_events,
+            trace,
+            seconds,
+            memory_budget,
+            disk,
+            cores,
+            buffered,
+            out,
+        } => {
+            use statekit_tuner::{Disk, DiskKind, Machine};
+            let (shape, scale_budget) = match (&profile, &trace) {
+                (_, Some(trace)) => (
+                    statekit_bench::tune::shape_from_trace(trace, seconds)?,
+                    None,
+                ),
+                (Some(profile), None) => {
+                    let profile = Profile::load(profile)?;
+                    let work = tempfile::Builder::new()
+                        .prefix("statekit-tune")
+                        .tempdir()
+                        .map_err(|e| statekit_backend::Error::io("temporary directory", e))?;
+                    let budget = profile.scale(&scale)?.memory_budget;
+                    let shape = statekit_bench::tune::shape_from_profile(
+                        &profile,
+                        &scale,
+                        sample_events,
+                        work.path(),
+                        progress,
+                    )?;
+                    (shape, budget)
+                }
+                (None, None) => unreachable!("clap requires a profile or --trace"),
+            };
+            let disk = match disk {
+                DiskArg::Ssd => Disk::declared(DiskKind::Ssd),
+                DiskArg::Hdd => Disk::declared(DiskKind::Hdd),
+                DiskArg::Measure => statekit_bench::disk_probe::measure(&out, 256 << 20)?,
+            };
+            let machine = Machine {
+                cores: cores.unwrap_or_else(|| {
+                    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+                }),
+                memory_budget: memory_budget
+                    .or(scale_budget)
+                    .unwrap_or(statekit_bench::backends::DEFAULT_ROCKSDB_BUDGET),
+                disk,
+                direct_io: !buffered,
+            };
+            let tuning = statekit_bench::tune::tune_and_write(&shape, &machine, &out)?;
+            eprintln!(
+                "tuned {} options for {} states; wrote {}/tuned.toml, OPTIONS, explain.md, shape.json",
+                tuning.reasons.len(),
+                shape.states.len(),
+                out.display()
+            );
+            for w in &tuning.warnings {
+                eprintln!("warning: {w}");
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -134,7 +134,7 @@ pub(crate) fn derive(
     let levels = compression_levels(machine);
     explain(
         "cf.compression_per_level",
-        format!("{levels:?}"),
+        serde_json::to_string(&levels).unwrap_or_default(),
         format!(
             "no compression on L0 and L1 (short-lived, rewritten soon), LZ4 below, {} at the \
              bottom, which holds ~90% of the data (RocksDB tuning guide, TiKV)",
@@ -241,7 +241,7 @@ pub(crate) fn derive(
     };
     explain(
         "table.index_type",
-        format!("{:?}", table.index_type),
+        serde_json::to_string(&table.index_type).unwrap_or_default(),
         rule.into(),
         figures.clone(),
     );
