@@ -21,5 +21,6 @@ pub mod shape;
 pub mod trace;
 pub mod tune;
 pub mod util;
+pub mod validate;
 pub mod watermark;
 pub mod workloads;

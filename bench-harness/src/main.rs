@@ -162,6 +162,18 @@ enum Command {
         /// Output directory.
         #[arg(long, default_value = "statekit-tuned")]
         out: PathBuf,
+        /// Then run the tuned configuration and every baseline (statekit's default, RocksDB's
+        /// defaults, Flink's four presets, OptimizeLevelStyleCompaction) on the same stream
+        /// and budget, each in its own process, interleaved, and write OUT/validation.md and
+        /// the full report under OUT/validation.
+        #[arg(long)]
+        validate: bool,
+        /// Runs of each configuration when validating.
+        #[arg(long, default_value_t = 2)]
+        repeats: usize,
+        /// Stop a validation run still going after this long (like 10m).
+        #[arg(long, value_parser = statekit_bench::util::parse_duration)]
+        time_limit: Option<Duration>,
     },
     /// Run one request of a parent `statekit` in this process (how `bench` and `replay`
     /// give every run a process of its own).
@@ -360,22 +372,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
             cores,
             buffered,
             out,
+            validate,
+            repeats,
+            time_limit,
         } => {
             use statekit_tuner::{Disk, DiskKind, Machine};
-            let (shape, scale_budget) = match (&profile, &trace) {
+            let loaded = profile.as_deref().map(Profile::load).transpose()?;
+            let (shape, scale_budget) = match (&loaded, &trace) {
                 (_, Some(trace)) => (
                     statekit_bench::tune::shape_from_trace(trace, seconds)?,
                     None,
                 ),
                 (Some(profile), None) => {
-                    let profile = Profile::load(profile)?;
                     let work = tempfile::Builder::new()
                         .prefix("statekit-tune")
                         .tempdir()
                         .map_err(|e| statekit_backend::Error::io("temporary directory", e))?;
                     let budget = profile.scale(&scale)?.memory_budget;
                     let shape = statekit_bench::tune::shape_from_profile(
-                        &profile,
+                        profile,
                         &scale,
                         sample_events,
                         work.path(),
@@ -410,7 +425,50 @@ fn run(cli: Cli) -> Result<ExitCode> {
             for w in &tuning.warnings {
                 eprintln!("warning: {w}");
             }
-            Ok(ExitCode::SUCCESS)
+            if !validate {
+                return Ok(ExitCode::SUCCESS);
+            }
+            use statekit_bench::validate::{candidates, interleaved_specs, validation_markdown};
+            let candidates = candidates(&tuning.config, machine.memory_budget);
+            let specs = interleaved_specs(&candidates, repeats);
+            let dir = out.join("validation");
+            let budget = Some(machine.memory_budget);
+            let results = match (loaded, &trace) {
+                (_, Some(trace)) => runner::replay_all(
+                    trace,
+                    &specs,
+                    &dir,
+                    budget,
+                    progress,
+                    &isolation(false)?,
+                    time_limit,
+                )?,
+                (Some(profile), None) => runner::bench(&BenchOptions {
+                    profile,
+                    scale,
+                    specs,
+                    memory_budget: budget,
+                    out: dir.clone(),
+                    input: None,
+                    keep_state: false,
+                    progress,
+                    isolation: isolation(false)?,
+                    time_limit,
+                })?,
+                (None, None) => unreachable!("clap requires a profile or --trace"),
+            };
+            runner::write_all(&results, &dir)?;
+            let md = validation_markdown(&results, &candidates, machine.memory_budget);
+            let path = out.join("validation.md");
+            std::fs::write(&path, &md)
+                .map_err(|e| statekit_backend::Error::io(path.display(), e))?;
+            println!("{md}");
+            eprintln!(
+                "wrote {} and the full report under {}",
+                path.display(),
+                dir.display()
+            );
+            Ok(verdict(&results))
         }
         Command::Replay {
             trace,

@@ -1,7 +1,7 @@
 //! The statekit tuner: derives RocksDB settings from what a workload does and the machine it
 //! runs on, and explains every value.
 //!
-//! [`derive`] is a pure function: a [`WorkloadShape`] (per state, operation rates, sizes,
+//! [`derive()`] is a pure function: a [`WorkloadShape`] (per state, operation rates, sizes,
 //! misses, scan lengths, live size; the harness computes it from a profile or a trace) and a
 //! [`Machine`] (cores, disk, direct I/O, memory budget) in; a [`Tuning`] out: a
 //! [`RocksDbConfig`](statekit_backend::rocksdb_config::RocksDbConfig) that the RocksDB backend
