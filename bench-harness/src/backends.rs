@@ -15,7 +15,7 @@ pub const ROCKSDB_AVAILABLE: bool = cfg!(feature = "rocksdb");
 pub const REMOTE_AVAILABLE: bool = cfg!(feature = "remote");
 
 /// The backends the harness can open.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BackendKind {
     /// Everything on the heap.
@@ -51,11 +51,13 @@ impl BackendKind {
 
     /// The backend of a command-line name.
     pub fn from_name(name: &str) -> Option<BackendKind> {
-        use clap::ValueEnum;
-        BackendKind::value_variants()
-            .iter()
-            .copied()
-            .find(|k| k.name() == name)
+        [
+            BackendKind::Memory,
+            BackendKind::Rocksdb,
+            BackendKind::Remote,
+        ]
+        .into_iter()
+        .find(|k| k.name() == name)
     }
 
     /// Whether `--config` applies to this backend.

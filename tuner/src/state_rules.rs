@@ -32,21 +32,22 @@ pub(crate) fn derive(
     let r = &state.rates;
     let write_bytes = state.write_bytes_per_sec();
 
-    // Memtables: the write buffer manager's memory, shared in proportion to write bytes;
-    // the manager flushes the largest memtable once all reach its limit, so half of each
-    // share is the active memtable and half the one being flushed.
+    // Memtables: the write buffer manager's memory, shared in proportion to write bytes. The
+    // manager flushes the largest memtable once all mutable ones reach its limit, so a
+    // state's memtable fills to about its share before it is flushed, whatever its size.
     let share = if total_write_bytes > 0.0 {
         write_bytes / total_write_bytes
     } else {
         1.0 / shape.states.len().max(1) as f64
     };
-    let memtable = round_mib((memory.memtables as f64 * share / 2.0) as u64).clamp(MIB, 256 * MIB);
+    let memtable = round_mib((memory.memtables as f64 * share) as u64).clamp(MIB, 256 * MIB);
     cf.write_buffer_size = Some(memtable);
     explain(
         "cf.write_buffer_size",
         bytes(memtable),
-        "half of this state's share of the memtable memory (shares follow write bytes; the \
-         other half holds the memtable being flushed), whole MiB, 1 to 256 MiB"
+        "this state's share of the memtable memory (shares follow write bytes), whole MiB, 1 \
+         to 256 MiB: the write buffer manager flushes when all memtables together reach its \
+         limit, so a smaller size would only flush smaller L0 files more often"
             .into(),
         format!(
             "memtable writes {} = {:.0}% of all; memtable memory {}",
@@ -94,16 +95,20 @@ pub(crate) fn derive(
     // L0 and L1 (RocksDB's tuning guide): L0 holds about memtable x merge x trigger; L1 as
     // large, so an L0->L1 compaction is quick; target files a tenth of L1.
     let reads = r.reads();
-    let scan_heavy = r.scans > 0.0 && r.scans >= 0.1 * reads.max(r.entry_writes() * 0.1);
+    // Each L0->L1 compaction of keys spread over the whole range rewrites L1: a shorter L0
+    // pays that twice as often, which only scans as frequent as writes repay.
+    let scan_heavy = r.scans > 0.0 && r.scans >= r.entry_writes();
     let trigger = if scan_heavy { 2 } else { 4 };
     cf.level0_file_num_compaction_trigger = Some(trigger);
     explain(
         "cf.level0_file_num_compaction_trigger",
         trigger.to_string(),
         if scan_heavy {
-            "scans are frequent: a scan reads one block per L0 file, so L0 is kept short"
+            "scans are as frequent as writes: a scan reads one block per L0 file, so L0 is \
+             kept short (each L0->L1 compaction then rewrites L1 twice as often)"
         } else {
-            "RocksDB's default: point access gains little from a shorter L0"
+            "RocksDB's default: scans are rarer than writes, and a shorter L0 would rewrite \
+             L1 more often"
         }
         .into(),
         format!("scans {:.0}/s, point reads {:.0}/s", r.scans, r.gets),
@@ -271,7 +276,7 @@ pub(crate) fn derive(
     } else {
         0.0
     };
-    if removal_share >= 0.3 {
+    if removal_share >= 0.3 && r.scans >= r.entry_writes() {
         let trigger = DeletionTriggeredCompaction {
             window_size: 1024,
             deletion_trigger: 512,
@@ -281,7 +286,8 @@ pub(crate) fn derive(
         explain(
             "cf.compact_on_deletion",
             "{ window_size = 1024, deletion_trigger = 512, deletion_ratio = 0.5 }".into(),
-            "most of what is written is deleted again: compact a file once half of any 1024 \
+            "most of what is written is deleted again and scans are as frequent as writes: \
+             compact a file once half of any 1024 \
              consecutive entries (or of the file) are deletions, so tombstones and what they \
              cover leave early instead of slowing scans until size-based compaction reaches \
              them (RocksDB's CompactOnDeletionCollector)"

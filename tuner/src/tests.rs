@@ -161,18 +161,22 @@ fn a_smaller_budget_gives_smaller_buffers_and_a_partitioned_index() {
 fn longer_scans_give_larger_blocks() {
     let scanning = |entries: f64| {
         let mut s = state("s");
-        s.rates.scans = 1_000.0;
+        s.rates.scans = 5_000.0;
         s.scan_entries = entries;
         tune(&shape(vec![s]), &machine(256 * MIB))
     };
     let short = table_of(&scanning(2.0), "s").block_size.unwrap();
     let long = table_of(&scanning(400.0), "s").block_size.unwrap();
     assert!(long > short, "{long} vs {short}");
-    // And frequent scans keep L0 short.
+    // Scans as frequent as writes keep L0 short; rarer ones leave RocksDB's trigger.
     assert_eq!(
         cf_of(&scanning(400.0), "s").level0_file_num_compaction_trigger,
         Some(2)
     );
+    let mut rare = state("s");
+    rare.rates.scans = 100.0;
+    let t = tune(&shape(vec![rare]), &machine(256 * MIB));
+    assert_eq!(cf_of(&t, "s").level0_file_num_compaction_trigger, Some(4));
 }
 
 #[test]
@@ -214,6 +218,7 @@ fn small_range_deletes_become_point_deletes_and_wide_ones_flush_memtables() {
     let ranged = |keys: f64| {
         let mut s = state("window");
         s.rates.range_deletes = 400.0;
+        s.rates.scans = 3_000.0;
         s.range_delete_keys = keys;
         tune(&shape(vec![s]), &machine(256 * MIB))
     };
@@ -226,6 +231,12 @@ fn small_range_deletes_become_point_deletes_and_wide_ones_flush_memtables() {
         Some(2_000)
     );
     assert!(cf_of(&wide, "window").compact_on_deletion.is_some());
+    // Deletions that scans do not have to step over leave compaction to sizes.
+    let mut unscanned = state("window");
+    unscanned.rates.range_deletes = 400.0;
+    unscanned.range_delete_keys = 5_000.0;
+    let t = tune(&shape(vec![unscanned]), &machine(256 * MIB));
+    assert_eq!(cf_of(&t, "window").compact_on_deletion, None);
     assert_every_option_explained(&wide);
 }
 

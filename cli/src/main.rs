@@ -1,5 +1,5 @@
 //! `statekit`: run the reference workloads against state backends, record and replay
-//! state-access traces, and write reports.
+//! state-access traces, write reports, and tune RocksDB for a workload.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,7 +24,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[command(
     name = "statekit",
     version,
-    about = "Benchmark keyed state backends on real streaming operators"
+    about = "Benchmark keyed state backends on real streaming operators, and tune RocksDB for them"
 )]
 struct Cli {
     /// Hide progress bars.
@@ -32,6 +32,31 @@ struct Cli {
     quiet: bool,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The backends on the command line.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BackendArg {
+    /// Everything on the heap.
+    Memory,
+    /// Embedded RocksDB (feature `rocksdb`).
+    Rocksdb,
+    /// State in object storage (feature `remote`).
+    Remote,
+}
+
+impl From<BackendArg> for BackendKind {
+    fn from(arg: BackendArg) -> Self {
+        match arg {
+            BackendArg::Memory => BackendKind::Memory,
+            BackendArg::Rocksdb => BackendKind::Rocksdb,
+            BackendArg::Remote => BackendKind::Remote,
+        }
+    }
+}
+
+fn kinds(args: &[BackendArg]) -> Vec<BackendKind> {
+    args.iter().copied().map(BackendKind::from).collect()
 }
 
 /// How `tune` learns about the disk.
@@ -56,8 +81,8 @@ enum Command {
         #[arg(long, default_value = "quick")]
         scale: String,
         /// A backend to run (repeat for a comparison).
-        #[arg(long = "backend", value_enum, default_values_t = [BackendKind::Memory])]
-        backends: Vec<BackendKind>,
+        #[arg(long = "backend", value_enum, default_values_t = [BackendArg::Memory])]
+        backends: Vec<BackendArg>,
         /// A configuration preset or file for backends that take one (repeat to compare);
         /// `BACKEND=VALUE` (e.g. `rocksdb=flink-default`, `remote=store.toml`) targets one.
         #[arg(long = "config")]
@@ -90,8 +115,8 @@ enum Command {
         #[arg(long, default_value = "quick")]
         scale: String,
         /// The backend to record on.
-        #[arg(long, value_enum, default_value_t = BackendKind::Memory)]
-        backend: BackendKind,
+        #[arg(long, value_enum, default_value_t = BackendArg::Memory)]
+        backend: BackendArg,
         /// A configuration for it.
         #[arg(long)]
         config: Option<String>,
@@ -107,8 +132,8 @@ enum Command {
         /// The trace.
         trace: PathBuf,
         /// A backend to replay on (repeat to compare).
-        #[arg(long = "backend", value_enum, default_values_t = [BackendKind::Memory])]
-        backends: Vec<BackendKind>,
+        #[arg(long = "backend", value_enum, default_values_t = [BackendArg::Memory])]
+        backends: Vec<BackendArg>,
         /// Configurations for backends that take one (`BACKEND=VALUE` targets one).
         #[arg(long = "config")]
         configs: Vec<String>,
@@ -308,7 +333,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let options = BenchOptions {
                 profile: Profile::load(&profile)?,
                 scale,
-                specs: BackendSpec::pairs(&backends, &configs),
+                specs: BackendSpec::pairs(&kinds(&backends), &configs),
                 memory_budget,
                 out: out.clone(),
                 input,
@@ -336,7 +361,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .tempdir()
                 .map_err(|e| statekit_backend::Error::io("temporary directory", e))?;
             let spec = BackendSpec {
-                kind: backend,
+                kind: backend.into(),
                 config,
                 rocksdb: None,
             };
@@ -481,7 +506,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let results = runner::replay_all(
                 &trace,
-                &BackendSpec::pairs(&backends, &configs),
+                &BackendSpec::pairs(&kinds(&backends), &configs),
                 &out,
                 memory_budget,
                 progress,
