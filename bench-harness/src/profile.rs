@@ -137,13 +137,38 @@ impl WorkloadKind {
                 budgeted(min(60), 50_000_000, 100_000.0),
             ],
         };
-        REQUIRED_SCALES
+        let mut scales: BTreeMap<String, ScaleSpec> = REQUIRED_SCALES
             .iter()
             .map(|n| n.to_string())
             .zip([q, s, l])
-            .collect()
+            .collect();
+        // `statekit tune --validate`: state over 8x a 128 MiB budget, minutes per run.
+        let validate = |duration, keys, rate| ScaleSpec {
+            memory_budget: Some(128 * MIB),
+            ..scale(duration, keys, rate)
+        };
+        let sec = Duration::from_secs;
+        match self {
+            // ~1.2 GB buffered.
+            WorkloadKind::AdClickIntervalJoin => {
+                scales.insert(
+                    VALIDATE_SCALE.into(),
+                    validate(sec(150), 2_000_000, 20_000.0),
+                );
+            }
+            // ~1.3 GB in flight.
+            WorkloadKind::FeatureConcat => {
+                scales.insert(VALIDATE_SCALE.into(), validate(sec(90), 1, 20_000.0));
+            }
+            // Not measured yet at 8x a budget within minutes.
+            WorkloadKind::SlidingWindowDemand | WorkloadKind::DailyUv => {}
+        }
+        scales
     }
 }
+
+/// The scale `statekit tune --validate` is meant for, where a workload has one.
+pub const VALIDATE_SCALE: &str = "validate";
 
 /// The parameters of a profile's workload.
 #[derive(Debug, Clone, PartialEq, Serialize)]

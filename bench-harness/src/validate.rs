@@ -85,7 +85,10 @@ fn run_label(name: &str, round: usize) -> String {
 }
 
 fn candidate_of(run: &RunResult) -> &str {
-    let config = run.config.as_deref().unwrap_or_default();
+    candidate_of_config(run.config.as_deref().unwrap_or_default())
+}
+
+fn candidate_of_config(config: &str) -> &str {
     config.rsplit_once(" run ").map_or(config, |(name, _)| name)
 }
 
@@ -295,17 +298,10 @@ mod tests {
         assert_eq!(specs[0].label(), "rocksdb/tuned run 1");
         assert_eq!(specs[8].label(), "rocksdb/tuned run 2");
         assert_eq!(specs[9].config.as_deref(), Some("statekit-default run 2"));
-        let mut run: RunResult = serde_json::from_value(serde_json::json!({
-            "label": "x", "backend": "rocksdb", "config": "flink-default run 2", "error": null,
-            "events": 1, "wall_seconds": 1.0, "events_per_sec": 1.0, "state_ops": 1,
-            "ops_per_sec": 1.0, "ops": {}, "volume": {}, "counters": {}, "checks": [],
-            "peak_rss_bytes": 0, "baseline_rss_bytes": 0, "disk_bytes": 0, "samples": [],
-            "backend_stats": {}, "write_amplification": null, "space_amplification": null,
-            "cache_hit_rate": null, "checkpoints": [], "divergent_reads": null
-        }))
-        .unwrap();
-        assert_eq!(candidate_of(&run), "flink-default");
-        run.config = Some("optimize-level-style-compaction run 1".into());
-        assert_eq!(candidate_of(&run), "optimize-level-style-compaction");
+        assert_eq!(candidate_of_config("flink-default run 2"), "flink-default");
+        assert_eq!(
+            candidate_of_config("optimize-level-style-compaction run 1"),
+            "optimize-level-style-compaction"
+        );
     }
 }
