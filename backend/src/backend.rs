@@ -519,6 +519,11 @@ pub struct BackendStats {
     pub cache_misses: Option<u64>,
     /// Microseconds writes were stalled.
     pub write_stall_micros: Option<u64>,
+    /// Backend-specific counters by the backend's own names, for tools that know the
+    /// backend (the tuner's advisor reads RocksDB's: `rocksdb.l0-files`,
+    /// `rocksdb.bloom.filter.useful`, ...).
+    #[serde(default)]
+    pub details: std::collections::BTreeMap<String, u64>,
 }
 
 /// Point and range reads.

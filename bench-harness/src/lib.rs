@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod null_backend;
 pub mod operators;
 pub mod profile;
+pub mod refine;
 pub mod report;
 pub mod results;
 pub mod runner;

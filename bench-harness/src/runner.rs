@@ -85,36 +85,7 @@ fn events(
 }
 
 fn empty_run(spec: &BackendSpec) -> RunResult {
-    RunResult {
-        label: spec.label(),
-        backend: spec.kind.name().to_string(),
-        config: spec.config.clone(),
-        error: None,
-        events: 0,
-        wall_seconds: 0.0,
-        events_per_sec: 0.0,
-        state_ops: 0,
-        ops_per_sec: 0.0,
-        ops: Default::default(),
-        volume: Default::default(),
-        counters: Default::default(),
-        checks: Vec::new(),
-        peak_rss_bytes: 0,
-        baseline_rss_bytes: 0,
-        disk_bytes: 0,
-        samples: Vec::new(),
-        backend_stats: Default::default(),
-        write_amplification: None,
-        space_amplification: None,
-        cache_hit_rate: None,
-        checkpoints: Vec::new(),
-        divergent_reads: None,
-        direct_io: false,
-        stats_at_end_of_input: None,
-        drain_seconds: 0.0,
-        input_seconds: 0.0,
-        close_seconds: 0.0,
-    }
+    RunResult::empty(spec)
 }
 
 /// Fills in the figures every run reports from the metered backend and the samples.

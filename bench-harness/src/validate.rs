@@ -20,23 +20,34 @@ pub struct Candidate {
     pub config: RocksDbConfig,
 }
 
-/// The name of the tuned candidate.
+/// The name of the tuned candidate (derived, no trial runs).
 pub const TUNED: &str = "tuned";
+/// The name of the refined candidate (the tuned one with the changes refinement kept).
+pub const REFINED: &str = "refined";
 
-/// The tuned configuration first, then the baselines: statekit's default, RocksDB's
-/// defaults, Flink's four presets, and `OptimizeLevelStyleCompaction` with the memtable
-/// share of `budget` (all under the same budget model: one cache and write buffer manager).
-pub fn candidates(tuned: &RocksDbConfig, budget: u64) -> Vec<Candidate> {
-    let mut out = vec![
-        Candidate {
-            name: TUNED.into(),
-            config: tuned.clone(),
-        },
-        Candidate {
-            name: "statekit-default".into(),
-            config: RocksDbConfig::default(),
-        },
-    ];
+/// The tuned configuration first, the refined one if it differs, then the baselines:
+/// statekit's default, RocksDB's defaults, Flink's four presets, and
+/// `OptimizeLevelStyleCompaction` with the memtable share of `budget` (all under the same
+/// budget model: one cache and write buffer manager).
+pub fn candidates(
+    tuned: &RocksDbConfig,
+    refined: Option<&RocksDbConfig>,
+    budget: u64,
+) -> Vec<Candidate> {
+    let mut out = vec![Candidate {
+        name: TUNED.into(),
+        config: tuned.clone(),
+    }];
+    if let Some(refined) = refined.filter(|r| *r != tuned) {
+        out.push(Candidate {
+            name: REFINED.into(),
+            config: refined.clone(),
+        });
+    }
+    out.extend([Candidate {
+        name: "statekit-default".into(),
+        config: RocksDbConfig::default(),
+    }]);
     for (name, preset) in [
         ("rocksdb-defaults", Preset::RocksdbDefaults),
         ("flink-default", Preset::FlinkDefault),
@@ -82,6 +93,10 @@ pub fn interleaved_specs(candidates: &[Candidate], repeats: usize) -> Vec<Backen
 
 fn run_label(name: &str, round: usize) -> String {
     format!("{name} run {round}")
+}
+
+fn is_reference(name: &str) -> bool {
+    name == TUNED || name == REFINED
 }
 
 fn candidate_of(run: &RunResult) -> &str {
@@ -167,12 +182,21 @@ pub fn validation_markdown(results: &Results, candidates: &[Candidate], budget: 
          machine.\n",
         bytesize::ByteSize(budget).display().iec()
     );
-    let tuned = by.get(TUNED);
-    let _ = writeln!(
-        md,
-        "| configuration | runs | events/s mean (min-max) | tuned / this | verdict | peak RSS (max) | within the budget rule | write amp. | space amp. | write stalls |"
+    let references: Vec<&str> = [TUNED, REFINED]
+        .into_iter()
+        .filter(|r| by.get(r).is_some_and(|f| !f.runs.is_empty()))
+        .collect();
+    let mut header = "| configuration | runs | events/s mean (min-max) |".to_string();
+    let mut rule = "|---|---:|---:|".to_string();
+    for r in &references {
+        header.push_str(&format!(" {r} / this | verdict |"));
+        rule.push_str("---:|---|");
+    }
+    header.push_str(
+        " peak RSS (max) | within the budget rule | write amp. | space amp. | write stalls |",
     );
-    let _ = writeln!(md, "|---|---:|---:|---:|---|---:|---|---:|---:|---:|");
+    rule.push_str("---:|---|---:|---:|---:|");
+    let _ = writeln!(md, "{header}\n{rule}");
     for c in candidates {
         let f = &by[c.name.as_str()];
         let runs = format!(
@@ -185,23 +209,26 @@ pub fn validation_markdown(results: &Results, candidates: &[Candidate], budget: 
             }
         );
         if f.runs.is_empty() {
-            let _ = writeln!(md, "| {} | {runs} | n/a | | | | | | | |", c.name);
+            let _ = writeln!(md, "| {} | {runs} | n/a |", c.name);
             continue;
         }
-        let (ratio, verdict) = match tuned {
-            Some(t) if c.name != TUNED && !t.runs.is_empty() => {
-                let ratio = t.mean_rate() / f.mean_rate().max(1e-9);
-                let verdict = if t.min_rate() > f.max_rate() {
-                    "tuned wins"
-                } else if t.max_rate() < f.min_rate() {
-                    "tuned loses"
-                } else {
-                    "within noise"
-                };
-                (format!("{ratio:.2}x"), verdict)
+        let mut ratios = String::new();
+        for r in &references {
+            let t = &by[*r];
+            if is_reference(&c.name) {
+                ratios.push_str(" | |");
+                continue;
             }
-            _ => (String::new(), ""),
-        };
+            let ratio = t.mean_rate() / f.mean_rate().max(1e-9);
+            let verdict = if t.min_rate() > f.max_rate() {
+                "win"
+            } else if t.max_rate() < f.min_rate() {
+                "loss"
+            } else {
+                "within noise"
+            };
+            ratios.push_str(&format!(" {ratio:.2}x | {verdict} |"));
+        }
         let peak = f.runs.iter().map(|r| r.peak_rss_bytes).max().unwrap_or(0);
         let within = match limit {
             Some(l) if peak <= l => "yes",
@@ -224,7 +251,7 @@ pub fn validation_markdown(results: &Results, candidates: &[Candidate], budget: 
             .collect();
         let _ = writeln!(
             md,
-            "| {} | {runs} | {:.0} ({:.0}-{:.0}) | {ratio} | {verdict} | {} | {within} | {} | {} | {} |",
+            "| {} | {runs} | {:.0} ({:.0}-{:.0}) |{ratios} {} | {within} | {} | {} | {} |",
             c.name,
             f.mean_rate(),
             f.min_rate(),
@@ -240,40 +267,39 @@ pub fn validation_markdown(results: &Results, candidates: &[Candidate], budget: 
         );
     }
     md.push('\n');
-    // Tail latency per operation: the tuned configuration's worst p99 over its repeats
-    // against the best baseline's.
-    let ops: Vec<String> = tuned
-        .map(|t| {
-            let mut ops: Vec<String> = t.runs.iter().flat_map(|r| r.ops.keys().cloned()).collect();
-            ops.sort();
-            ops.dedup();
-            ops
-        })
-        .unwrap_or_default();
+    // Tail latency per operation: each reference's worst p99 over its repeats against the
+    // best baseline's.
+    let mut ops: Vec<String> = references
+        .iter()
+        .flat_map(|r| by[*r].runs.iter().flat_map(|run| run.ops.keys().cloned()))
+        .collect();
+    ops.sort();
+    ops.dedup();
     if !ops.is_empty() {
         let _ = writeln!(
             md,
             "p99 latency per operation (the worst of each configuration's repeats):\n"
         );
-        let _ = writeln!(md, "| operation | tuned | best baseline | tuned / best |");
-        let _ = writeln!(md, "|---|---:|---|---:|");
+        let mut header = "| operation |".to_string();
+        let mut rule = "|---|".to_string();
+        for r in &references {
+            header.push_str(&format!(" {r} |"));
+            rule.push_str("---:|");
+        }
+        let _ = writeln!(md, "{header} best baseline |\n{rule}---|");
         for op in &ops {
-            let Some(mine) = tuned.and_then(|t| t.worst_p99(op)) else {
-                continue;
-            };
+            let mut row = format!("| {op} |");
+            for r in &references {
+                let cell = by[*r].worst_p99(op).map_or("n/a".into(), micros);
+                row.push_str(&format!(" {cell} |"));
+            }
             let best = candidates
                 .iter()
-                .filter(|c| c.name != TUNED)
+                .filter(|c| !is_reference(&c.name))
                 .filter_map(|c| by[c.name.as_str()].worst_p99(op).map(|p| (p, &c.name)))
                 .min();
-            let (best_text, ratio) = match best {
-                Some((p, name)) => (
-                    format!("{} ({name})", micros(p)),
-                    format!("{:.2}", mine as f64 / p.max(1) as f64),
-                ),
-                None => ("n/a".into(), String::new()),
-            };
-            let _ = writeln!(md, "| {op} | {} | {best_text} | {ratio} |", micros(mine));
+            let best = best.map_or("n/a".into(), |(p, name)| format!("{} ({name})", micros(p)));
+            let _ = writeln!(md, "{row} {best} |");
         }
         md.push('\n');
     }
@@ -290,7 +316,23 @@ mod tests {
 
     #[test]
     fn runs_are_interleaved_and_labelled_by_candidate() {
-        let c = candidates(&RocksDbConfig::default(), 256 << 20);
+        let mut refined = RocksDbConfig::default();
+        refined.db.max_background_jobs = Some(3);
+        assert_eq!(
+            candidates(
+                &RocksDbConfig::default(),
+                Some(&RocksDbConfig::default()),
+                1 << 28
+            )
+            .len(),
+            8,
+            "a refinement that kept nothing is not run twice"
+        );
+        assert_eq!(
+            candidates(&RocksDbConfig::default(), Some(&refined), 1 << 28)[1].name,
+            REFINED
+        );
+        let c = candidates(&RocksDbConfig::default(), None, 256 << 20);
         assert_eq!(c.len(), 8);
         assert_eq!(c[0].name, TUNED);
         let specs = interleaved_specs(&c, 2);

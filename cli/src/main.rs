@@ -193,9 +193,15 @@ enum Command {
         /// the full report under OUT/validation.
         #[arg(long)]
         validate: bool,
-        /// Runs of each configuration when validating.
+        /// Runs of each configuration when validating (and of each side of a refinement
+        /// trial).
         #[arg(long, default_value_t = 2)]
         repeats: usize,
+        /// Before validating, let the advisor refine the tuned configuration for this many
+        /// minutes: it reads the runs' statistics, proposes changes, and each is kept only
+        /// when it beats the current best beyond the noise (OUT/refine.md, OUT/refined.toml).
+        #[arg(long, default_value_t = 0.0, requires = "validate")]
+        refine_minutes: f64,
         /// Stop a validation run still going after this long (like 10m).
         #[arg(long, value_parser = statekit_bench::util::parse_duration)]
         time_limit: Option<Duration>,
@@ -399,6 +405,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             out,
             validate,
             repeats,
+            refine_minutes,
             time_limit,
         } => {
             use statekit_tuner::{Disk, DiskKind, Machine};
@@ -454,35 +461,76 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             use statekit_bench::validate::{candidates, interleaved_specs, validation_markdown};
-            let candidates = candidates(&tuning.config, machine.memory_budget);
+            let budget = Some(machine.memory_budget);
+            // Runs specs on the workload (a profile's scale, or the trace), each in its own
+            // process, writing the full results under `dir`.
+            let run_specs = |specs: &[BackendSpec], dir: &std::path::Path| -> Result<Results> {
+                let results = match (&loaded, &trace) {
+                    (_, Some(trace)) => runner::replay_all(
+                        trace,
+                        specs,
+                        dir,
+                        budget,
+                        progress,
+                        &isolation(false)?,
+                        time_limit,
+                    )?,
+                    (Some(profile), None) => runner::bench(&BenchOptions {
+                        profile: profile.clone(),
+                        scale: scale.clone(),
+                        specs: specs.to_vec(),
+                        memory_budget: budget,
+                        out: dir.to_path_buf(),
+                        input: None,
+                        keep_state: false,
+                        progress,
+                        isolation: isolation(false)?,
+                        time_limit,
+                    })?,
+                    (None, None) => unreachable!("clap requires a profile or --trace"),
+                };
+                runner::write_all(&results, dir)?;
+                Ok(results)
+            };
+            let refined = if refine_minutes > 0.0 {
+                let deadline =
+                    std::time::Instant::now() + Duration::from_secs_f64(refine_minutes * 60.0);
+                let mut trial = 0;
+                let (refined, steps) = statekit_bench::refine::refine(
+                    &tuning.config,
+                    &shape,
+                    &machine,
+                    repeats,
+                    deadline,
+                    &mut |specs| {
+                        trial += 1;
+                        run_specs(specs, &out.join("refine").join(format!("trial-{trial}")))
+                    },
+                )?;
+                let write = |name: &str, text: String| {
+                    let path = out.join(name);
+                    std::fs::write(&path, text)
+                        .map_err(|e| statekit_backend::Error::io(path.display(), e))
+                };
+                write(
+                    "refine.md",
+                    statekit_bench::refine::refine_markdown(&steps, refine_minutes),
+                )?;
+                write(
+                    "refined.toml",
+                    format!(
+                        "# The tuned configuration with the changes refinement kept (refine.md).\n\n{}",
+                        refined.to_toml()?
+                    ),
+                )?;
+                Some(refined)
+            } else {
+                None
+            };
+            let candidates = candidates(&tuning.config, refined.as_ref(), machine.memory_budget);
             let specs = interleaved_specs(&candidates, repeats);
             let dir = out.join("validation");
-            let budget = Some(machine.memory_budget);
-            let results = match (loaded, &trace) {
-                (_, Some(trace)) => runner::replay_all(
-                    trace,
-                    &specs,
-                    &dir,
-                    budget,
-                    progress,
-                    &isolation(false)?,
-                    time_limit,
-                )?,
-                (Some(profile), None) => runner::bench(&BenchOptions {
-                    profile,
-                    scale,
-                    specs,
-                    memory_budget: budget,
-                    out: dir.clone(),
-                    input: None,
-                    keep_state: false,
-                    progress,
-                    isolation: isolation(false)?,
-                    time_limit,
-                })?,
-                (None, None) => unreachable!("clap requires a profile or --trace"),
-            };
-            runner::write_all(&results, &dir)?;
+            let results = run_specs(&specs, &dir)?;
             let md = validation_markdown(&results, &candidates, machine.memory_budget);
             let path = out.join("validation.md");
             std::fs::write(&path, &md)

@@ -9,6 +9,7 @@
 //! source, the figures it used). [`explain_markdown`] renders the reasons. It depends on the
 //! configuration as plain data only: no RocksDB build.
 
+mod advisor;
 mod derive;
 mod explain;
 mod machine;
@@ -16,6 +17,7 @@ mod shape;
 mod state_rules;
 mod tuning;
 
+pub use advisor::{advise, Observation, Proposal};
 pub use derive::{derive, MIN_BUDGET};
 pub use explain::explain_markdown;
 pub use machine::{Disk, DiskKind, Machine};

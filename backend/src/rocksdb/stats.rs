@@ -53,7 +53,21 @@ pub struct RocksDbStats {
     pub l0_files: u64,
     /// Column families (states) open.
     pub column_families: usize,
+    /// RocksDB's tickers the tuner's advisor reads, by RocksDB's names: filter and index
+    /// block cache hits and misses, Bloom filter outcomes.
+    pub tickers: std::collections::BTreeMap<String, u64>,
 }
+
+/// The tickers [`RocksDbStats::tickers`] holds.
+const ADVISOR_TICKERS: [Ticker; 7] = [
+    Ticker::BlockCacheIndexHit,
+    Ticker::BlockCacheIndexMiss,
+    Ticker::BlockCacheFilterHit,
+    Ticker::BlockCacheFilterMiss,
+    Ticker::BloomFilterUseful,
+    Ticker::BloomFilterFullPositive,
+    Ticker::BloomFilterFullTruePositive,
+];
 
 impl RocksDbStats {
     /// The engine-neutral subset. Memory is the shared cache's usage (which holds the
@@ -88,6 +102,27 @@ impl RocksDbStats {
             cache_hits: Some(self.block_cache_hits),
             cache_misses: Some(self.block_cache_misses),
             write_stall_micros: Some(self.stall_micros),
+            details: self
+                .tickers
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .chain([
+                    ("rocksdb.l0-files".to_string(), self.l0_files),
+                    (
+                        "rocksdb.estimate-pending-compaction-bytes".to_string(),
+                        self.pending_compaction_bytes,
+                    ),
+                    (
+                        "rocksdb.block.cache.data.hit".to_string(),
+                        self.block_cache_hits,
+                    ),
+                    (
+                        "rocksdb.block.cache.data.miss".to_string(),
+                        self.block_cache_misses,
+                    ),
+                    ("rocksdb.stall.micros".to_string(), self.stall_micros),
+                ])
+                .collect(),
         }
     }
 }
@@ -115,6 +150,10 @@ impl RocksDbBackend {
             // counted when the WAL is off.
             user_bytes_written: self.user_bytes_written,
             column_families: self.cf_names.len(),
+            tickers: ADVISOR_TICKERS
+                .iter()
+                .map(|t| (t.name().to_string(), opts.get_ticker_count(*t)))
+                .collect(),
             ..RocksDbStats::default()
         };
         for name in &self.cf_names {
