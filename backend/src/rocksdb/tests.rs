@@ -370,8 +370,6 @@ fn damaged_shared_file_fails_restore_and_keeps_state() {
     assert_eq!(r.get(scope(mine, b"x"), b"").unwrap(), Some(b"y".to_vec()));
 }
 
-/// What RocksDB wrote into its newest OPTIONS file for state `s` of a backend opened with
-/// `config`, read back as a configuration.
 /// The text of the newest `OPTIONS-*` file RocksDB wrote into `dir`.
 fn latest_options_file(dir: &Path) -> (PathBuf, String) {
     let mut files: Vec<_> = std::fs::read_dir(dir)
@@ -515,25 +513,15 @@ fn the_backend_applies_each_states_options() {
     assert_eq!(cold.cf.write_buffer_size, Some(4 << 20));
 }
 
+/// What RocksDB wrote into its newest OPTIONS file for state `s` of a backend opened with
+/// `config`, read back as a configuration.
 fn options_rocksdb_wrote(env: &Env, config: RocksDbConfig) -> RocksDbConfig {
     let settings = RocksDbSettings::new(env.dir.path().join("o"), resources()).with_config(config);
     let mut b = RocksDbBackend::open(env.config(), settings).unwrap();
     b.register_state(&StateDescriptor::new("s", StateKind::Map))
         .unwrap();
     b.compact().unwrap();
-    let mut files: Vec<_> = std::fs::read_dir(b.db_path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("OPTIONS-")
-        })
-        .collect();
-    files.sort();
-    let path = files.last().unwrap();
-    let text = std::fs::read_to_string(path).unwrap();
+    let (path, text) = latest_options_file(b.db_path());
     RocksDbConfig::from_rocksdb_options_str(&text, &path.display().to_string(), "state:s").unwrap()
 }
 
