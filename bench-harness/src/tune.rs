@@ -25,11 +25,8 @@ pub fn shape_from_trace(path: &Path, seconds: Option<f64>) -> Result<WorkloadSha
     let mut builder = ShapeBuilder::new();
     builder.read_trace(path)?;
     let source = match seconds {
-        Some(s) => format!("trace {} (covering {s} s of stream)", path.display()),
-        None => format!(
-            "trace {} (rates per second of its recorded time)",
-            path.display()
-        ),
+        Some(s) => format!("trace {}, its span given as {s} s", path.display()),
+        None => format!("trace {}, over its recorded time", path.display()),
     };
     Ok(builder.finish(&source, seconds))
 }

@@ -36,7 +36,7 @@ fn an_imported_gadget_trace_is_tuned() {
     let out = dir.path().join("tuned");
     let tuning = tune_and_write(&shape, &machine, &out).unwrap();
     let explain = std::fs::read_to_string(out.join("explain.md")).unwrap();
-    assert!(explain.contains("covering 50 s of stream"), "{explain}");
+    assert!(explain.contains("its span given as 50 s"), "{explain}");
     // Point reads that often miss: a filter, with bits above the 10 baseline.
     let bits = tuning
         .config
