@@ -239,6 +239,11 @@ impl<B: StateBackend + ?Sized> Metered<B> {
         std::mem::take(&mut *self.lock())
     }
 
+    /// The latency summaries so far, per kind (the metrics keep counting).
+    pub fn summaries(&self) -> BTreeMap<String, OpSummary> {
+        self.lock().summaries()
+    }
+
     /// Unwraps the backend.
     pub fn into_inner(self) -> Box<B> {
         self.inner

@@ -232,6 +232,11 @@ pub struct RunResult {
     pub ops_per_sec: f64,
     /// Latency per operation kind.
     pub ops: BTreeMap<String, OpSummary>,
+    /// Latency per operation kind up to the end of the input, before the final watermark
+    /// drains the state (bench runs only): the steady state, without the drain's bulk
+    /// cleanups.
+    #[serde(default)]
+    pub ops_before_drain: BTreeMap<String, OpSummary>,
     /// Data volumes.
     pub volume: Volume,
     /// The operator's result counters (equal across backends for the same input).
@@ -294,6 +299,7 @@ impl RunResult {
             state_ops: 0,
             ops_per_sec: 0.0,
             ops: Default::default(),
+            ops_before_drain: Default::default(),
             volume: Default::default(),
             counters: Default::default(),
             checks: Vec::new(),

@@ -450,6 +450,7 @@ fn bench_one(
         // and space amplification mean. Reading it is not part of the run's time.
         let pause = Instant::now();
         run.stats_at_end_of_input = Some(backend.stats()?);
+        run.ops_before_drain = backend.summaries();
         paused += pause.elapsed();
         let drain = Instant::now();
         operator.finish(&mut backend)?;

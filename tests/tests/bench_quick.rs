@@ -61,6 +61,13 @@ fn quick_ad_click_writes_results_and_reports_with_equal_counters() {
         // Cleanup range deletes go in one write per batch of fired timers.
         assert!(run.ops["scan"].count > 0 && run.ops["write_batch"].count > 0);
         assert!(run.peak_rss_bytes > 0 && !run.samples.is_empty());
+        // Latency until the end of the input: fewer calls than the whole run, whose final
+        // watermark fires the last timers.
+        let (steady, all) = (&run.ops_before_drain["pop_timers"], &run.ops["pop_timers"]);
+        assert!(
+            steady.count > 0 && steady.count < all.count,
+            "{steady:?} {all:?}"
+        );
     }
     assert!(
         results.comparison.counters_equal,
