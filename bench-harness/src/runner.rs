@@ -202,6 +202,8 @@ pub fn bench(options: &BenchOptions) -> Result<Results> {
         }
         Isolation::InProcess => None,
     };
+    // The runs' directories are gone; their parent goes too unless it still holds kept state.
+    let _ = std::fs::remove_dir(options.out.join("work"));
     let profile = &options.profile;
     Ok(Results {
         version: crate::results::RESULTS_VERSION,
@@ -592,6 +594,7 @@ pub fn replay_all(
         let _ = std::fs::remove_dir_all(&work_dir);
         runs.push(run);
     }
+    let _ = std::fs::remove_dir(out.join("work"));
     let records = runs.iter().map(|r| r.events).max().unwrap_or(0);
     Ok(Results {
         version: crate::results::RESULTS_VERSION,

@@ -74,6 +74,10 @@ fn quick_ad_click_writes_results_and_reports_with_equal_counters() {
         "{:?}",
         results.comparison.differing
     );
+    assert!(
+        !out.join("work").exists(),
+        "no empty working directory is left behind"
+    );
     let back = Results::read(&out.join("results.json")).unwrap();
     assert_eq!(back.runs.len(), results.runs.len());
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
