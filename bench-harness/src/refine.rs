@@ -8,8 +8,13 @@ use statekit_backend::rocksdb_config::RocksDbConfig;
 use statekit_backend::Result;
 use statekit_tuner::{advise, Machine, Observation, Proposal, WorkloadShape};
 
-use crate::backends::{BackendKind, BackendSpec};
+use crate::backends::BackendSpec;
 use crate::results::{Results, RunResult};
+use crate::validate::{beyond_noise, run_spec};
+
+/// The names of a trial's two sides in its runs' labels.
+const BEST: &str = "best";
+const CANDIDATE: &str = "candidate";
 
 /// One tried proposal and what it measured.
 #[derive(Debug, Clone)]
@@ -49,31 +54,15 @@ pub fn observe(runs: &[&RunResult]) -> Observation {
     }
 }
 
-/// Whether `after` beats `before` by more than the spread of the repeats: its slowest run
-/// is faster than the fastest of `before`.
-pub fn beyond_noise(before: &[f64], after: &[f64]) -> bool {
-    !before.is_empty()
-        && !after.is_empty()
-        && after.iter().copied().fold(f64::INFINITY, f64::min)
-            > before.iter().copied().fold(0.0, f64::max)
-}
-
 /// Runs the given specs (each in its own process) and returns the results.
 pub type RunSpecs<'a> = dyn FnMut(&[BackendSpec]) -> Result<Results> + 'a;
 
-fn spec(name: &str, config: &RocksDbConfig) -> BackendSpec {
-    BackendSpec {
-        kind: BackendKind::Rocksdb,
-        config: Some(name.to_string()),
-        rocksdb: Some(Box::new(config.clone())),
-    }
-}
-
 fn rates(results: &Results, name: &str) -> (Vec<f64>, Vec<RunResult>) {
+    let prefix = format!("{name} run ");
     let runs: Vec<RunResult> = results
         .runs
         .iter()
-        .filter(|r| r.ok() && r.config.as_deref().is_some_and(|c| c.starts_with(name)))
+        .filter(|r| r.ok() && r.config.as_deref().is_some_and(|c| c.starts_with(&prefix)))
         .cloned()
         .collect();
     (runs.iter().map(|r| r.events_per_sec).collect(), runs)
@@ -95,9 +84,9 @@ pub fn refine(
     let repeats = repeats.max(1);
     let mut best = tuned.clone();
     let first = run(&(1..=repeats)
-        .map(|i| spec(&format!("best run {i}"), &best))
+        .map(|i| run_spec(BEST, i, &best))
         .collect::<Vec<_>>())?;
-    let (_, runs) = rates(&first, "best");
+    let (_, runs) = rates(&first, BEST);
     let mut observed = observe(&runs.iter().collect::<Vec<_>>());
     let mut tried = Vec::new();
     let mut steps = Vec::new();
@@ -111,12 +100,12 @@ pub fn refine(
         tried.push(proposal.key.clone());
         let mut specs = Vec::new();
         for i in 1..=repeats {
-            specs.push(spec(&format!("candidate run {i}"), &proposal.config));
-            specs.push(spec(&format!("best run {i}"), &best));
+            specs.push(run_spec(CANDIDATE, i, &proposal.config));
+            specs.push(run_spec(BEST, i, &best));
         }
         let results = run(&specs)?;
-        let (after, after_runs) = rates(&results, "candidate");
-        let (before, _) = rates(&results, "best");
+        let (after, after_runs) = rates(&results, CANDIDATE);
+        let (before, _) = rates(&results, BEST);
         let complete = after.len() == repeats && before.len() == repeats;
         let kept = complete && beyond_noise(&before, &after);
         if kept {
@@ -198,19 +187,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_change_is_kept_only_beyond_the_spread_of_repeats() {
-        assert!(beyond_noise(&[100.0, 104.0], &[105.0, 110.0]));
-        assert!(
-            !beyond_noise(&[100.0, 110.0], &[105.0, 130.0]),
-            "ranges overlap"
-        );
-        assert!(!beyond_noise(&[100.0], &[]), "a failed run wins nothing");
-    }
-
-    #[test]
     fn observations_average_the_runs_statistics() {
         let run = |stall: u64, l0: u64, wa: f64| {
-            let mut r = RunResult::empty(&spec("x", &RocksDbConfig::default()));
+            let mut r = RunResult::empty(&run_spec("x", 1, &RocksDbConfig::default()));
             r.wall_seconds = 10.0;
             r.write_amplification = Some(wa);
             r.backend_stats.details = [

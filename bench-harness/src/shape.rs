@@ -114,7 +114,7 @@ impl ShapeBuilder {
                 s.touch(&key, user_key);
                 let hit = match found {
                     Some(f) => f.is_some(),
-                    None => s.live.get(&key).is_some_and(|m| m.contains_key(user_key)),
+                    None => s.holds(&key, user_key),
                 };
                 if !hit {
                     s.get_misses += 1.0;
@@ -126,7 +126,7 @@ impl ShapeBuilder {
                     let s = self.state(scope.state.index());
                     let key = scope_key(scope);
                     s.touch(&key, user_key);
-                    let hit = s.live.get(&key).is_some_and(|m| m.contains_key(user_key));
+                    let hit = s.holds(&key, user_key);
                     let e = misses_by_state.entry(scope.state.index()).or_default();
                     e.0 += 1.0;
                     if !hit {
@@ -358,12 +358,17 @@ impl StateAcc {
         *self.accesses.entry(hash).or_default() += 1;
     }
 
+    /// Whether the model holds `user_key` in scope `key`: a read without a recorded answer
+    /// hits or misses by it.
+    fn holds(&self, key: &ScopeKey, user_key: &[u8]) -> bool {
+        self.live.get(key).is_some_and(|m| m.contains_key(user_key))
+    }
+
     fn touch(&mut self, key: &ScopeKey, user_key: &[u8]) {
         *self.accesses.entry(hash_key(key, user_key)).or_default() += 1;
     }
 
     fn into_shape(mut self, seconds: f64, growth: f64) -> StateShape {
-        let per_sec = |n: f64| n / seconds;
         let r = self.rates;
         let written = self.written.max(1.0);
         self.value_sizes.sort_unstable();
@@ -381,16 +386,7 @@ impl StateAcc {
             name: self.name,
             kind: self.kind.unwrap_or(StateKind::Map),
             ttl_ms: self.ttl_ms,
-            rates: OpRates {
-                puts: per_sec(r.puts),
-                merges: per_sec(r.merges),
-                gets: per_sec(r.gets),
-                deletes: per_sec(r.deletes),
-                range_deletes: per_sec(r.range_deletes),
-                scans: per_sec(r.scans),
-                timers_registered: per_sec(r.timers_registered),
-                timers_removed: per_sec(r.timers_removed),
-            },
+            rates: r.scaled(1.0 / seconds),
             get_miss_ratio: if r.gets > 0.0 {
                 (self.get_misses / r.gets).clamp(0.0, 1.0)
             } else {

@@ -79,20 +79,8 @@ pub fn shape_from_profile(
     let mut shape = builder.finish("", Some(seconds));
     let _ = std::fs::remove_file(&trace);
     for s in &mut shape.states {
-        let r = &mut s.rates;
-        for v in [
-            &mut r.puts,
-            &mut r.merges,
-            &mut r.gets,
-            &mut r.deletes,
-            &mut r.range_deletes,
-            &mut r.scans,
-            &mut r.timers_registered,
-            &mut r.timers_removed,
-            &mut s.live_growth_bytes_per_sec,
-        ] {
-            *v *= factor;
-        }
+        s.rates = s.rates.scaled(factor);
+        s.live_growth_bytes_per_sec *= factor;
         s.live_bytes = (s.live_bytes as f64 * factor) as u64;
         s.distinct_keys = (s.distinct_keys as f64 * factor) as u64;
     }

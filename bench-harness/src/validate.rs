@@ -81,18 +81,29 @@ pub fn interleaved_specs(candidates: &[Candidate], repeats: usize) -> Vec<Backen
     let mut specs = Vec::new();
     for round in 1..=repeats.max(1) {
         for c in candidates {
-            specs.push(BackendSpec {
-                kind: BackendKind::Rocksdb,
-                config: Some(run_label(&c.name, round)),
-                rocksdb: Some(Box::new(c.config.clone())),
-            });
+            specs.push(run_spec(&c.name, round, &c.config));
         }
     }
     specs
 }
 
-fn run_label(name: &str, round: usize) -> String {
-    format!("{name} run {round}")
+/// Run `round` of configuration `name` on RocksDB with `config` as data, labelled so that
+/// its runs group by name.
+pub fn run_spec(name: &str, round: usize, config: &RocksDbConfig) -> BackendSpec {
+    BackendSpec {
+        kind: BackendKind::Rocksdb,
+        config: Some(format!("{name} run {round}")),
+        rocksdb: Some(Box::new(config.clone())),
+    }
+}
+
+/// Whether `after` beats `before` by more than the spread of the repeats: its slowest run
+/// is faster than the fastest of `before`.
+pub fn beyond_noise(before: &[f64], after: &[f64]) -> bool {
+    !before.is_empty()
+        && !after.is_empty()
+        && after.iter().copied().fold(f64::INFINITY, f64::min)
+            > before.iter().copied().fold(0.0, f64::max)
 }
 
 fn is_reference(name: &str) -> bool {
@@ -230,9 +241,9 @@ pub fn validation_markdown(results: &Results, candidates: &[Candidate], budget: 
                 continue;
             }
             let ratio = t.mean_rate() / f.mean_rate().max(1e-9);
-            let verdict = if t.min_rate() > f.max_rate() {
+            let verdict = if beyond_noise(&f.rates(), &t.rates()) {
                 "win"
-            } else if t.max_rate() < f.min_rate() {
+            } else if beyond_noise(&t.rates(), &f.rates()) {
                 "loss"
             } else {
                 "within noise"
@@ -330,6 +341,16 @@ fn micros(ns: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_difference_counts_only_beyond_the_spread_of_repeats() {
+        assert!(beyond_noise(&[100.0, 104.0], &[105.0, 110.0]));
+        assert!(
+            !beyond_noise(&[100.0, 110.0], &[105.0, 130.0]),
+            "ranges overlap"
+        );
+        assert!(!beyond_noise(&[100.0], &[]), "a failed run wins nothing");
+    }
 
     #[test]
     fn runs_are_interleaved_and_labelled_by_candidate() {

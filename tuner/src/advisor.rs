@@ -127,12 +127,10 @@ pub fn advise(
         for state in &busy {
             let mut c = config.clone();
             let cf = &mut c.states.entry((*state).to_string()).or_default().cf;
-            let (cur_slow, cur_stop) = config
-                .for_state(state)
-                .0
-                .level0_slowdown_writes_trigger
-                .zip(config.for_state(state).0.level0_stop_writes_trigger)
-                .unwrap_or((20, 36));
+            // RocksDB's defaults where the config leaves them.
+            let current = config.for_state(state).0;
+            let cur_slow = current.level0_slowdown_writes_trigger.unwrap_or(20);
+            let cur_stop = current.level0_stop_writes_trigger.unwrap_or(36);
             cf.level0_slowdown_writes_trigger = Some(cur_slow * 2);
             cf.level0_stop_writes_trigger = Some(cur_stop * 2);
             propose(

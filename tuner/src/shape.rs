@@ -70,6 +70,21 @@ pub struct OpRates {
 }
 
 impl OpRates {
+    /// Every rate multiplied by `factor` (counts to rates with `1 / seconds`, a sample's
+    /// rates to the full stream's).
+    pub fn scaled(self, factor: f64) -> OpRates {
+        OpRates {
+            puts: self.puts * factor,
+            merges: self.merges * factor,
+            gets: self.gets * factor,
+            deletes: self.deletes * factor,
+            range_deletes: self.range_deletes * factor,
+            scans: self.scans * factor,
+            timers_registered: self.timers_registered * factor,
+            timers_removed: self.timers_removed * factor,
+        }
+    }
+
     /// Writes of entries per second: puts, merges, and timer registrations.
     pub fn entry_writes(&self) -> f64 {
         self.puts + self.merges + self.timers_registered

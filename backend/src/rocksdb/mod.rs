@@ -222,7 +222,7 @@ fn random_id() -> String {
 }
 
 fn cf_name(state: &str) -> String {
-    format!("state:{state}")
+    format!("{}{state}", options_file::STATE_CF_PREFIX)
 }
 
 /// Appends operands to a value: list state's merge, without a TTL.
