@@ -40,7 +40,9 @@
 //! # Merge
 //! `merge` appends: the new value is the live old value followed by the operand. List state
 //! encodes each element length-prefixed, so an append never reads the old list; RocksDB maps
-//! this onto a merge operator.
+//! this onto a merge operator. Only list and map states take merges
+//! ([`StateKind::takes_merges`]); a value is then either appended to or written whole, never
+//! both, which is what lets a backend remove expired whole values safely.
 
 use std::ops::Bound;
 
@@ -83,6 +85,16 @@ pub enum StateKind {
     Aggregating,
     /// An event-time timer queue (registered timers, popped in time order).
     Timers,
+}
+
+impl StateKind {
+    /// Whether [`StateWrite::merge`] applies: list state appends elements, map state appends
+    /// to the list under a user key. Value, reducing and aggregating states hold one whole
+    /// value (written with `put`): a backend can then remove an expired one without looking
+    /// for appends that might have extended it.
+    pub fn takes_merges(self) -> bool {
+        matches!(self, StateKind::List | StateKind::Map)
+    }
 }
 
 /// Time-to-live of a state's entries, in milliseconds of processing time.
@@ -594,7 +606,8 @@ pub trait StateWrite {
     /// and refreshes its TTL.
     ///
     /// # Errors
-    /// As [`StateRead::get`].
+    /// As [`StateRead::get`]; `InvalidArgument` for a state that takes no merges
+    /// ([`StateKind::takes_merges`]).
     fn merge(&mut self, scope: Scope<'_>, user_key: &[u8], operand: &[u8]) -> Result<()>;
 
     /// Removes the value under `user_key`, if any.
@@ -773,6 +786,22 @@ pub fn check_scope(
         )));
     }
     Ok(())
+}
+
+/// Checks that the state a merge addresses takes merges (see [`StateKind::takes_merges`]);
+/// call after [`check_scope`].
+///
+/// # Errors
+/// `InvalidArgument` naming the state and its kind.
+pub fn check_merge(scope: &Scope<'_>, states: &[StateDescriptor]) -> Result<()> {
+    match states.get(scope.state.index()) {
+        Some(desc) if !desc.kind.takes_merges() => Err(Error::invalid(format!(
+            "state '{}' is a {:?} state: only list and map states take merges (appends); \
+             write its whole value with put",
+            desc.name, desc.kind
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Checks a descriptor against those already registered and returns the id to use: the

@@ -346,6 +346,81 @@ pub fn merge_appends<F: BackendFactory>() {
     assert_eq!(&v[v.len() - 4..], &499u32.to_be_bytes());
 }
 
+/// Only list and map states take merges: a value is appended to or written whole, never both,
+/// which is what lets a backend drop an expired whole value without looking for appends.
+pub fn merges_only_onto_list_and_map_states<F: BackendFactory>() {
+    let h = Harness::<F>::new();
+    let mut b = h.open();
+    let list = b
+        .register_state(&StateDescriptor::new("list", StateKind::List))
+        .unwrap();
+    let a = Addr::new(b"k", b"");
+    for kind in [
+        StateKind::Value,
+        StateKind::Reducing,
+        StateKind::Aggregating,
+    ] {
+        let s = b
+            .register_state(&StateDescriptor::new(format!("{kind:?}"), kind))
+            .unwrap();
+        let err = b.merge(a.scope(s), b"", b"x").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{kind:?}: {err}");
+        assert!(err.to_string().contains(&format!("{kind:?}")), "{err}");
+        let mut batch = WriteBatch::new();
+        batch.merge(a.scope(list), b"", b"first");
+        batch.merge(a.scope(s), b"", b"x");
+        assert_eq!(
+            b.write(batch).unwrap_err().kind(),
+            ErrorKind::InvalidArgument
+        );
+        assert_eq!(b.get(a.scope(s), b"").unwrap(), None);
+        assert_eq!(
+            b.get(a.scope(list), b"").unwrap(),
+            None,
+            "a rejected batch writes nothing"
+        );
+    }
+}
+
+/// Each append refreshes the whole value's TTL, so a chain of appends outlives its base's own
+/// expiry; no backend's removal of expired entries (a sweep, a compaction) may cut it.
+pub fn ttl_append_chain_outlives_its_base<F: BackendFactory>() {
+    let h = Harness::<F>::new();
+    let mut b = h.open();
+    let ttl = std::time::Duration::from_millis(100);
+    let s = b
+        .register_state(&StateDescriptor::new("list", StateKind::List).with_ttl(ttl))
+        .unwrap();
+    let chain = Addr::new(b"chain", b"");
+    b.put(chain.scope(s), b"", b"a").unwrap();
+    for (i, operand) in [b"b", b"c", b"d"].into_iter().enumerate() {
+        h.clock.advance(99);
+        // Enough other writes for every backend's periodic sweep of expired entries to pass
+        // over the chain's key, some of them expiring.
+        for n in 0..3_000u32 {
+            let other = format!("other-{i}-{n}");
+            b.merge(Addr::new(other.as_bytes(), b"").scope(s), b"", b"o")
+                .unwrap();
+        }
+        b.merge(chain.scope(s), b"", operand).unwrap();
+    }
+    h.clock.advance(53);
+    assert_eq!(
+        b.get(chain.scope(s), b"").unwrap(),
+        Some(b"abcd".to_vec()),
+        "the chain is live until 100 ms after its last append"
+    );
+    let handle = b.checkpoint(1).unwrap();
+    let mut restored = h.open();
+    restored.restore(&[handle]).unwrap();
+    assert_eq!(
+        restored.get(chain.scope(s), b"").unwrap(),
+        Some(b"abcd".to_vec())
+    );
+    h.clock.advance(47);
+    assert_eq!(restored.get(chain.scope(s), b"").unwrap(), None);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Ranges
 

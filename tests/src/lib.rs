@@ -57,6 +57,8 @@ macro_rules! conformance_suite {
             binary_and_unicode_keys,
             scopes_are_isolated,
             merge_appends,
+            merges_only_onto_list_and_map_states,
+            ttl_append_chain_outlives_its_base,
             scan_bounds_and_directions,
             scan_stops_and_propagates_errors,
             prefix_iteration,

@@ -299,18 +299,19 @@ pub(crate) fn derive(
         );
     }
 
-    // TTL: statekit's compaction filter drops expired entries only from files it compacts.
-    if let Some(ttl_ms) = state.ttl_ms {
-        let secs = (2 * ttl_ms / 1000).clamp(3600, 30 * 86_400);
+    // TTL: statekit's compaction filter drops an expired whole value (value, reducing and
+    // aggregating state) only from files it compacts. Lists and maps take appends that extend
+    // a value's life, so the backend removes their expired entries with a sweep instead.
+    if let (Some(ttl_ms), false) = (state.ttl_ms, state.kind.takes_merges()) {
+        let secs = (ttl_ms / 1000).clamp(3600, 30 * 86_400);
         cf.periodic_compaction_seconds = Some(secs);
         explain(
             "cf.periodic_compaction_seconds",
             secs.to_string(),
-            "the TTL filter keeps an entry one extra TTL (see the backend) and sees only files \
-             that are compacted: recompact every file after twice the TTL (1 h to 30 days), \
-             so expired state leaves the disk"
+            "the TTL filter sees only files that are compacted: recompact every file once per \
+             TTL (1 h to 30 days), so expired state leaves the disk within two TTLs"
                 .into(),
-            format!("TTL {ttl_ms} ms"),
+            format!("TTL {ttl_ms} ms, {:?} state", state.kind),
         );
     }
 

@@ -243,12 +243,18 @@ fn small_range_deletes_become_point_deletes_and_wide_ones_flush_memtables() {
 #[test]
 fn ttl_and_large_values_are_handled() {
     let mut s = state("uv");
+    s.kind = StateKind::Value;
     s.ttl_ms = Some(86_400_000);
     s.value_bytes = 64.0 * 1024.0;
     s.value_bytes_p99 = 128.0 * 1024.0;
-    let t = tune(&shape(vec![s]), &machine(256 * MIB));
+    let mut list = s.clone();
+    list.name = "list".into();
+    list.kind = StateKind::List;
+    let t = tune(&shape(vec![s, list]), &machine(256 * MIB));
     let cf = cf_of(&t, "uv");
-    assert_eq!(cf.periodic_compaction_seconds, Some(2 * 86_400));
+    assert_eq!(cf.periodic_compaction_seconds, Some(86_400));
+    // Appends extend a list's life: the filter leaves them to the backend's sweep.
+    assert_eq!(cf_of(&t, "list").periodic_compaction_seconds, None);
     assert_eq!(cf.enable_blob_files, Some(true));
     assert_eq!(table_of(&t, "uv").block_size, Some(64 << 10));
     assert_every_option_explained(&t);

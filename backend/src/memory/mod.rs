@@ -16,8 +16,8 @@ use hashbrown::hash_map::EntryRef as MapEntry;
 use hashbrown::{Equivalent, HashMap};
 
 use crate::backend::{
-    check_scope, resolve_registration, BackendStats, Checkpointing, Direction, EntryRef,
-    EntryVisitor, Scope, StateBackend, StateDescriptor, StateId, StateKind, StateRead,
+    check_merge, check_scope, resolve_registration, BackendStats, Checkpointing, Direction,
+    EntryRef, EntryVisitor, Scope, StateBackend, StateDescriptor, StateId, StateKind, StateRead,
     StateVisitor, StateWrite, Timer, TimerStore, UserKeyRange, Visit, WriteBatch, WriteOp,
 };
 use crate::checkpoint::{
@@ -455,6 +455,7 @@ impl StateWrite for MemoryBackend {
 
     fn merge(&mut self, scope: Scope<'_>, user_key: &[u8], operand: &[u8]) -> Result<()> {
         check_scope(&scope, self.config.key_groups, &self.states, false)?;
+        check_merge(&scope, &self.states)?;
         self.apply_merge(&scope, user_key.to_vec(), operand);
         self.after_write();
         Ok(())
@@ -484,6 +485,9 @@ impl StateWrite for MemoryBackend {
                 &self.states,
                 false,
             )?;
+            if matches!(op, WriteOp::Merge { .. }) {
+                check_merge(&op.scope().as_scope(), &self.states)?;
+            }
         }
         for op in batch.into_ops() {
             self.apply(op);

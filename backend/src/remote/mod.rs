@@ -92,9 +92,10 @@ use slatedb_common::metrics::{DefaultMetricsRecorder, MetricValue, Metrics};
 use tokio::sync::Semaphore;
 
 use crate::backend::{
-    check_scope, resolve_registration, BackendStats, CheckpointSize, Checkpointing, Direction,
-    EntryRef, EntryVisitor, Scope, StateBackend, StateDescriptor, StateId, StateKind, StateRead,
-    StateVisitor, StateWrite, Timer, TimerStore, UserKeyRange, Visit, WriteBatch, WriteOp,
+    check_merge, check_scope, resolve_registration, BackendStats, CheckpointSize, Checkpointing,
+    Direction, EntryRef, EntryVisitor, Scope, StateBackend, StateDescriptor, StateId, StateKind,
+    StateRead, StateVisitor, StateWrite, Timer, TimerStore, UserKeyRange, Visit, WriteBatch,
+    WriteOp,
 };
 use crate::checkpoint::{
     checkpoint_location, decode_manifest, encode_manifest, handles_for_range, read_full_snapshot,
@@ -768,6 +769,7 @@ impl RemoteBackend {
             WriteOp::Merge {
                 user_key, operand, ..
             } => {
+                check_merge(&op.scope().as_scope(), &self.states)?;
                 Self::check_size("key", user_key.len() + op.scope().key.len())?;
                 Self::check_size("merge operand", operand.len())
             }

@@ -444,7 +444,7 @@ impl RocksDbBackend {
                 }
                 states = m.states.clone();
                 // From here on the opened DB's guard removes the directory on any error.
-                let open = open_db(&self.settings, &self.config.clock, &db_path, &states)?;
+                let open = open_db(&self.settings, &self.ttl_clock, &db_path, &states)?;
                 known = m
                     .files
                     .iter()
@@ -454,7 +454,7 @@ impl RocksDbBackend {
                 clip(&open.db, &states, owned)?;
                 open
             }
-            None => open_db(&self.settings, &self.config.clock, &db_path, &[])?,
+            None => open_db(&self.settings, &self.ttl_clock, &db_path, &[])?,
         };
         for (i, handle) in handles.iter().enumerate() {
             if base.is_some_and(|(b, _)| b == i) {
@@ -560,7 +560,7 @@ fn register_all(
             let (id, is_new) = resolve_registration(states, d)?;
             if is_new {
                 let name = cf_name(&d.name);
-                let opts = cf_options(&backend.settings, d, &backend.config.clock);
+                let opts = cf_options(&backend.settings, d, &backend.ttl_clock);
                 open.create_cf(&name, opts, &backend.settings.config)?;
                 states.push(d.clone());
             }
@@ -631,7 +631,7 @@ fn copy_range(
     for d in source_states {
         descriptors.push(ColumnFamilyDescriptor::new(
             cf_name(&d.name),
-            cf_options(&backend.settings, d, &backend.config.clock),
+            cf_options(&backend.settings, d, &backend.ttl_clock),
         ));
     }
     let source = DB::open_cf_descriptors_read_only(&Options::default(), dir, descriptors, false)

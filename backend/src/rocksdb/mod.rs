@@ -15,21 +15,20 @@
 //! A merge operand carries the expiry of its write (`write time + ttl`), so the merge operator
 //! knows each operand's write time and decides, independently of when it runs, whether the
 //! value before it had expired (then the append starts afresh, like the in-memory backend).
-//! The compaction filter drops a value only once it has been expired for a whole TTL: an
-//! operand that was written while the value was still live would otherwise lose its base if
-//! the filter ran before the merge; after one more TTL every such operand has expired too.
+//! Removing expired entries must never remove a base that a newer append still extends:
+//! `ttl.rs` says how.
 
 mod apply;
 mod checkpoint;
 mod keys;
 mod resources;
 mod stats;
+mod ttl;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ::rocksdb::compaction_filter::Decision;
 use ::rocksdb::{
     BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, MergeOperands, Options, ReadOptions,
     WriteOptions, DB,
@@ -45,11 +44,10 @@ pub use resources::{MemoryBudget, RocksDbResources};
 pub use stats::RocksDbStats;
 
 use crate::backend::{
-    check_scope, resolve_registration, BackendStats, Direction, EntryRef, EntryVisitor, Scope,
-    StateBackend, StateDescriptor, StateId, StateKind, StateRead, StateVisitor, StateWrite, Timer,
-    TimerStore, UserKeyRange, Visit, WriteBatch, WriteOp,
+    check_merge, check_scope, resolve_registration, BackendStats, Direction, EntryRef,
+    EntryVisitor, Scope, StateBackend, StateDescriptor, StateId, StateKind, StateRead,
+    StateVisitor, StateWrite, Timer, TimerStore, UserKeyRange, Visit, WriteBatch, WriteOp,
 };
-use crate::clock::SharedClock;
 use crate::error::{Error, ErrorKind, Result};
 use crate::instance::{CheckpointLog, InstanceConfig};
 use crate::keygroup::KeyGroupRange;
@@ -58,6 +56,7 @@ use keys::{
     split_expiry, timer_due_upper, timer_group_bounds, timer_group_key, timer_time_key,
     with_expiry, TIMER_BY_GROUP, TIMER_BY_TIME,
 };
+use ttl::{ttl_merge, SweepCursor, TtlClock, TtlFilterFactory};
 
 /// Everything a RocksDB backend instance needs beyond [`InstanceConfig`].
 #[derive(Debug, Clone)]
@@ -177,6 +176,8 @@ pub struct RocksDbBackend {
     /// Per timer queue, a key at or below every firing-order key of the queue: pops seek
     /// from there instead of over the tombstones of popped timers.
     timer_floor: Vec<Option<Vec<u8>>>,
+    ttl_clock: TtlClock,
+    sweep: SweepCursor,
     generation: u64,
     uid: String,
     user_bytes_written: u64,
@@ -238,33 +239,8 @@ fn concat_merge(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) 
     Some(out)
 }
 
-/// Appends operands to a TTL value: an operand written when the value had expired starts
-/// it afresh. Each operand's write time is its expiry minus the TTL.
-fn ttl_merge(ttl: u64, existing: Option<&[u8]>, operands: &MergeOperands) -> Option<Vec<u8>> {
-    let mut acc: Option<(u64, Vec<u8>)> = match existing {
-        Some(v) => {
-            let (exp, payload) = split_expiry(v).ok()?;
-            Some((exp, payload.to_vec()))
-        }
-        None => None,
-    };
-    for op in operands {
-        // A malformed operand fails the merge, which RocksDB reports as corruption.
-        let (exp, payload) = split_expiry(op).ok()?;
-        let written_at = exp.saturating_sub(ttl);
-        match &mut acc {
-            Some((old_exp, value)) if *old_exp > written_at => {
-                value.extend_from_slice(payload);
-                *old_exp = exp;
-            }
-            _ => acc = Some((exp, payload.to_vec())),
-        }
-    }
-    acc.map(|(exp, value)| with_expiry(exp, &value))
-}
-
 /// Column-family options for a state.
-fn cf_options(settings: &RocksDbSettings, desc: &StateDescriptor, clock: &SharedClock) -> Options {
+fn cf_options(settings: &RocksDbSettings, desc: &StateDescriptor, clock: &TtlClock) -> Options {
     let mut opts = Options::default();
     let mut table = BlockBasedOptions::default();
     table.set_block_cache(&settings.resources.cache);
@@ -299,16 +275,10 @@ fn cf_options(settings: &RocksDbSettings, desc: &StateDescriptor, clock: &Shared
                     // Two operands cannot be combined without the value under them.
                     |_k: &[u8], _e: Option<&[u8]>, _o: &MergeOperands| None,
                 );
-                let clock = clock.clone();
-                opts.set_compaction_filter(
-                    "statekit.ttl",
-                    move |_level: u32, _k: &[u8], v: &[u8]| match split_expiry(v) {
-                        Ok((exp, _)) if exp.saturating_add(ttl) <= clock.now_millis() => {
-                            Decision::Remove
-                        }
-                        _ => Decision::Keep,
-                    },
-                );
+                opts.set_compaction_filter_factory(TtlFilterFactory::new(
+                    clock.clone(),
+                    desc.kind.takes_merges(),
+                ));
             }
         }
     }
@@ -330,7 +300,8 @@ impl RocksDbBackend {
         ));
         std::fs::create_dir_all(&instance_dir).map_err(|e| Error::io(instance_dir.display(), e))?;
         let instance_dir = DirGuard(instance_dir);
-        let open = open_db(&settings, &config.clock, &instance_dir.0.join("db-0"), &[])?;
+        let ttl_clock = TtlClock::new(config.clock.clone());
+        let open = open_db(&settings, &ttl_clock, &instance_dir.0.join("db-0"), &[])?;
         let mut write_opts = WriteOptions::default();
         write_opts.disable_wal(!settings.wal);
         Ok(RocksDbBackend {
@@ -343,6 +314,8 @@ impl RocksDbBackend {
             write_opts,
             checkpoints: CheckpointLog::default(),
             timer_floor: Vec::new(),
+            ttl_clock,
+            sweep: SweepCursor::default(),
             generation: 0,
             uid,
             user_bytes_written: 0,
@@ -370,6 +343,7 @@ impl RocksDbBackend {
     /// # Errors
     /// RocksDB errors naming the DB directory.
     pub fn compact(&self) -> Result<()> {
+        self.ttl_clock.full_flush_starts();
         self.flush_all()?;
         for name in &self.cf_names {
             if let Some(cf) = self.db().cf_handle(name) {
@@ -607,7 +581,7 @@ impl RocksDbBackend {
 /// Opens (or creates) a DB at `path` with the column families of `states`.
 fn open_db(
     settings: &RocksDbSettings,
-    clock: &SharedClock,
+    clock: &TtlClock,
     path: &Path,
     states: &[StateDescriptor],
 ) -> Result<OpenDb> {
@@ -776,11 +750,14 @@ impl StateWrite for RocksDbBackend {
                 value,
                 &self.write_opts,
             )
-            .map_err(|e| rocks_err("put", e))
+            .map_err(|e| rocks_err("put", e))?;
+        self.after_write();
+        Ok(())
     }
 
     fn merge(&mut self, scope: Scope<'_>, user_key: &[u8], operand: &[u8]) -> Result<()> {
         self.check_kv(&scope)?;
+        check_merge(&scope, &self.states)?;
         self.user_bytes_written += (user_key.len() + operand.len()) as u64;
         let operand = self.encode_value(scope.state, operand);
         self.db()
@@ -790,7 +767,9 @@ impl StateWrite for RocksDbBackend {
                 operand,
                 &self.write_opts,
             )
-            .map_err(|e| rocks_err("merge", e))
+            .map_err(|e| rocks_err("merge", e))?;
+        self.after_write();
+        Ok(())
     }
 
     fn delete(&mut self, scope: Scope<'_>, user_key: &[u8]) -> Result<()> {
@@ -817,6 +796,9 @@ impl StateWrite for RocksDbBackend {
     fn write(&mut self, batch: WriteBatch) -> Result<()> {
         for op in batch.ops() {
             self.check_kv(&op.scope().as_scope())?;
+            if matches!(op, WriteOp::Merge { .. }) {
+                check_merge(&op.scope().as_scope(), &self.states)?;
+            }
         }
         // Only range deletes written as point deletes need the batch's own keys.
         let track_writes = self.point_delete_limit() > 0
@@ -832,6 +814,7 @@ impl StateWrite for RocksDbBackend {
         }
         self.write_batch(rb)?;
         self.user_bytes_written += bytes;
+        self.after_write();
         Ok(())
     }
 }
@@ -950,7 +933,7 @@ impl StateBackend for RocksDbBackend {
                 self.settings.config.cf.arena_block_size(),
             )?;
             let name = cf_name(&descriptor.name);
-            let opts = cf_options(&self.settings, descriptor, &self.config.clock);
+            let opts = cf_options(&self.settings, descriptor, &self.ttl_clock);
             self.open.create_cf(&name, opts, &self.settings.config)?;
             self.states.push(descriptor.clone());
             self.cf_names.push(name);

@@ -1,4 +1,5 @@
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use super::*;
 use crate::checkpoint::{CheckpointStorage, LocalDirStorage};
@@ -627,5 +628,112 @@ fn the_options_file_rocksdb_writes_reads_back_as_the_config() {
     assert_eq!(
         read.table.pin_l0_filter_and_index_blocks_in_cache,
         Some(true)
+    );
+}
+
+/// An append chain keeps a TTL value alive past its base's own expiry (each append refreshes
+/// the whole value). A compaction that sees the base without the newer operands, here a
+/// periodic compaction of the bottom file while the operands sit in L0, must keep the base:
+/// dropping it returned "bcd" where the memory backend returns "abcd".
+#[test]
+fn ttl_compaction_keeps_a_base_that_newer_appends_extend() {
+    let env = Env::new();
+    let mut config = RocksDbConfig::default();
+    config.cf.periodic_compaction_seconds = Some(1);
+    let mut b = env.open_with(
+        RocksDbSettings::new(env.dir.path().join("local"), resources()).with_config(config),
+    );
+    let s = b
+        .register_state(
+            &StateDescriptor::new("l", StateKind::List).with_ttl(Duration::from_millis(100)),
+        )
+        .unwrap();
+    let k = scope(s, b"k");
+    b.put(k, b"", b"a").unwrap();
+    b.compact().unwrap();
+    let base_file = bottom_files(&b);
+    assert_eq!(base_file.len(), 1, "the base sits in one bottom-level file");
+    // RocksDB ages files in whole seconds: after two, the base's file is due for periodic
+    // compaction at the next change of the column family.
+    std::thread::sleep(Duration::from_millis(2_100));
+    for operand in [b"b", b"c", b"d"] {
+        env.clock.advance(99);
+        b.merge(k, b"", operand).unwrap();
+    }
+    // The operands go to an L0 file; the periodic compaction rewrites the base's file alone,
+    // 297 ms after the base's write, past its expiry plus one TTL.
+    b.flush_all().unwrap();
+    b.db()
+        .wait_for_compact(&::rocksdb::WaitForCompactOptions::default())
+        .unwrap();
+    let files: Vec<String> = b
+        .db()
+        .live_files()
+        .unwrap()
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
+    assert!(
+        !files.contains(&base_file[0]),
+        "the periodic compaction did not run: {files:?}"
+    );
+    assert_eq!(files_at_level(&b, 0), 1, "the operands stay in L0");
+    env.clock.advance(53);
+    assert_eq!(b.get(k, b"").unwrap(), Some(b"abcd".to_vec()));
+}
+
+fn bottom_files(b: &RocksDbBackend) -> Vec<String> {
+    let files = b.db().live_files().unwrap();
+    let bottom = files.iter().map(|f| f.level).max().unwrap_or(0);
+    files
+        .into_iter()
+        .filter(|f| f.level == bottom && bottom > 0)
+        .map(|f| f.name)
+        .collect()
+}
+
+fn files_at_level(b: &RocksDbBackend, level: i32) -> usize {
+    let files = b.db().live_files().unwrap();
+    files.iter().filter(|f| f.level == level).count()
+}
+
+/// Between full compactions, expired entries of TTL states that take merges are deleted by an
+/// incremental sweep (the compaction filter may not judge them alone); live ones stay.
+#[test]
+fn sweep_deletes_expired_appends_and_keeps_live_ones() {
+    let env = Env::new();
+    let mut b = env.open();
+    let lists = b
+        .register_state(
+            &StateDescriptor::new("l", StateKind::List).with_ttl(Duration::from_millis(100)),
+        )
+        .unwrap();
+    let other = b
+        .register_state(&StateDescriptor::new("v", StateKind::Value))
+        .unwrap();
+    let keys: Vec<Vec<u8>> = (0..600u32).map(|i| i.to_be_bytes().to_vec()).collect();
+    for key in &keys {
+        b.merge(scope(lists, key), b"", b"x").unwrap();
+    }
+    env.clock.advance(150);
+    b.merge(scope(lists, &keys[0]), b"", b"live").unwrap();
+    let raw_entries = |b: &RocksDbBackend| {
+        let (lower, upper) = key_group_bounds(b.config.key_groups);
+        let mut n = 0;
+        b.for_each_raw(b.cf(lists).unwrap(), lower, upper, &mut |_, _| {
+            n += 1;
+            Ok(Visit::Continue)
+        })
+        .unwrap();
+        n
+    };
+    assert_eq!(raw_entries(&b), 600, "expired entries are still stored");
+    for i in 0..(2 * ttl::SWEEP_EVERY_WRITES) as u32 {
+        b.put(scope(other, &i.to_be_bytes()), b"", b"v").unwrap();
+    }
+    assert_eq!(raw_entries(&b), 1, "the sweep deleted every expired list");
+    assert_eq!(
+        b.get(scope(lists, &keys[0]), b"").unwrap(),
+        Some(b"live".to_vec())
     );
 }

@@ -167,7 +167,7 @@ pub struct CfOptions {
     /// (0: never), so expired or deleted entries are dropped.
     pub ttl: Option<u64>,
     /// Seconds after which a file is recompacted (0: never): compaction filters (statekit's
-    /// TTL) see every entry at least this often.
+    /// TTL filter of value, reducing and aggregating states) see every entry this often.
     pub periodic_compaction_seconds: Option<u64>,
     /// Values of at least `min_blob_size` bytes go to blob files (BlobDB): compaction then
     /// moves only references.
