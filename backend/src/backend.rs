@@ -691,10 +691,15 @@ pub trait Checkpointing {
     /// clipped to the key groups this instance owns. Handles may come from instances of a
     /// different parallelism (rescaling); together they must cover the owned range.
     ///
+    /// States registered before the restore keep their [`StateId`]s (and stay registered,
+    /// empty, if the checkpoint lacks them); the checkpoint's other states follow, in its
+    /// order.
+    ///
     /// # Errors
     /// `NotFound` for a missing checkpoint, `Corruption` for a failed checksum,
-    /// `Incompatible` for an unknown format version or a different backend's format. On
-    /// error the backend holds no partial state.
+    /// `Incompatible` for an unknown format version or a different backend's format, or a
+    /// checkpoint state with a registered state's name but another kind or TTL. On error the
+    /// backend holds no partial state.
     fn restore(&mut self, handles: &[CheckpointHandle]) -> Result<()>;
 
     /// What checkpoint `handle`, taken by this instance, occupies in storage, if the backend
@@ -802,6 +807,26 @@ pub fn check_merge(scope: &Scope<'_>, states: &[StateDescriptor]) -> Result<()> 
         ))),
         _ => Ok(()),
     }
+}
+
+/// The states of an instance after a restore: those registered before it keep their ids (a
+/// handle taken before the restore must address the same state after it), followed by the
+/// restored states not registered yet, in the checkpoint's order.
+///
+/// # Errors
+/// `Incompatible` if a restored state has the name of a registered one with another kind or
+/// TTL.
+pub fn states_after_restore(
+    registered: &[StateDescriptor],
+    restored: &[StateDescriptor],
+) -> Result<Vec<StateDescriptor>> {
+    let mut states = registered.to_vec();
+    for d in restored {
+        if resolve_registration(&states, d)?.1 {
+            states.push(d.clone());
+        }
+    }
+    Ok(states)
 }
 
 /// Checks a descriptor against those already registered and returns the id to use: the

@@ -1208,6 +1208,52 @@ pub fn rescale_two_to_three_and_one<F: BackendFactory>() {
     assert_eq!(err.kind(), ErrorKind::InvalidArgument);
 }
 
+/// A handle taken before a restore addresses the same state after it, whatever order the
+/// checkpoint registered its states in; a restored state of the same name with another kind
+/// is refused and leaves the instance as it was.
+pub fn restore_keeps_state_ids<F: BackendFactory>() {
+    let h = Harness::<F>::new();
+    let mut original = h.open();
+    let first = map_state(&mut original, "first");
+    let second = map_state(&mut original, "second");
+    let a = Addr::new(b"k", b"");
+    original.put(a.scope(first), b"u", b"FIRST").unwrap();
+    original.put(a.scope(second), b"u", b"SECOND").unwrap();
+    let handle = original.checkpoint(1).unwrap();
+
+    let mut b = h.open();
+    let only_here = map_state(&mut b, "only-here");
+    let second_here = map_state(&mut b, "second");
+    b.put(a.scope(only_here), b"u", b"gone after the restore")
+        .unwrap();
+    b.restore(std::slice::from_ref(&handle)).unwrap();
+    assert_eq!(
+        b.get(a.scope(second_here), b"u").unwrap(),
+        Some(b"SECOND".to_vec()),
+        "the handle registered before the restore still addresses 'second'"
+    );
+    assert_eq!(b.get(a.scope(only_here), b"u").unwrap(), None);
+    let first_here = map_state(&mut b, "first");
+    assert_eq!(
+        b.get(a.scope(first_here), b"u").unwrap(),
+        Some(b"FIRST".to_vec())
+    );
+    let names: Vec<String> = b.states().into_iter().map(|d| d.name).collect();
+    assert_eq!(names, ["only-here", "second", "first"]);
+
+    let mut clash = h.open();
+    let value = clash
+        .register_state(&StateDescriptor::new("first", StateKind::Value))
+        .unwrap();
+    clash.put(a.scope(value), b"", b"kept").unwrap();
+    let err = clash.restore(std::slice::from_ref(&handle)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Incompatible, "{err}");
+    assert_eq!(
+        clash.get(a.scope(value), b"").unwrap(),
+        Some(b"kept".to_vec())
+    );
+}
+
 pub fn restore_replaces_later_writes<F: BackendFactory>() {
     let h = Harness::<F>::new();
     let mut b = h.open();

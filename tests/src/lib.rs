@@ -75,6 +75,7 @@ macro_rules! conformance_suite {
             restore_of_a_key_group_sub_range,
             rescale_two_to_three_and_one,
             restore_replaces_later_writes,
+            restore_keeps_state_ids,
             incomplete_or_damaged_checkpoints_are_rejected,
             checkpoint_ids_increase_and_old_ones_are_retired,
             differential_against_model

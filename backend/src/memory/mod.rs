@@ -596,6 +596,10 @@ impl Checkpointing for MemoryBackend {
         // Build the restored state beside the current one and swap only when every block
         // has been read and verified: a failed restore leaves the backend as it was.
         let mut fresh = MemoryBackend::open(self.config.clone())?;
+        // States registered before the restore keep their ids.
+        for d in &self.states {
+            fresh.register_state(d)?;
+        }
         for handle in handles {
             let snapshot = read_full_snapshot(storage.as_ref(), handle)?;
             if snapshot.max_parallelism() != self.config.max_parallelism {

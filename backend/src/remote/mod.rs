@@ -1009,7 +1009,8 @@ impl RemoteBackend {
         overlapping.sort_by_key(|h| (h.key_groups.start, h.key_groups.end));
         let mut sources: Vec<CloneSourceSpec> = Vec::new();
         let mut fulls = Vec::new();
-        let mut states: Vec<StateDescriptor> = Vec::new();
+        // States registered before the restore keep their ids.
+        let mut states: Vec<StateDescriptor> = self.states.clone();
         let mut merge_states = |incoming: &[StateDescriptor]| -> Result<()> {
             for d in incoming {
                 let (_, is_new) = resolve_registration(&states, d)?;

@@ -37,7 +37,8 @@ use super::keys::{
 };
 use super::{cf_name, cf_options, open_db, random_id, rocks_err, OpenDb, RocksDbBackend};
 use crate::backend::{
-    resolve_registration, Checkpointing, Scope, StateBackend, StateDescriptor, StateId, StateKind,
+    resolve_registration, states_after_restore, Checkpointing, Scope, StateBackend,
+    StateDescriptor, StateId, StateKind,
 };
 use crate::checkpoint::{
     checkpoint_location, decode_manifest, encode_manifest, handles_for_range, read_full_snapshot,
@@ -488,7 +489,16 @@ impl RocksDbBackend {
                 }
             }
         }
-        Ok((open, states, known))
+        // States registered before the restore keep their ids; those the checkpoints lack
+        // get empty column families.
+        let ordered = states_after_restore(&self.states, &states)?;
+        for d in &ordered {
+            if !states.iter().any(|s| s.name == d.name) {
+                let opts = cf_options(&self.settings, d, &self.ttl_clock);
+                open.create_cf(&cf_name(&d.name), opts, &self.settings.config)?;
+            }
+        }
+        Ok((open, ordered, known))
     }
 }
 
