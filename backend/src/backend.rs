@@ -685,7 +685,31 @@ pub trait Checkpointing {
     /// `InvalidArgument` if `checkpoint_id` is not greater than the last one taken;
     /// `Unavailable`/`ResourceExhausted` from the checkpoint storage, in which case no handle
     /// exists and the backend's state is unchanged.
+    ///
+    /// The checkpoint is *pending* until the engine confirms it
+    /// ([`Checkpointing::notify_checkpoint_complete`]) or aborts it: until then no older
+    /// checkpoint is deleted. An engine with a single instance confirms right after this
+    /// returns.
     fn checkpoint(&mut self, checkpoint_id: u64) -> Result<CheckpointHandle>;
+
+    /// The engine's word that checkpoint `checkpoint_id` completed everywhere (Flink's
+    /// `notifyCheckpointComplete`). Confirms it and every older pending checkpoint (engines
+    /// may skip notifications), then deletes the oldest confirmed checkpoints beyond
+    /// [`InstanceConfig::retained_checkpoints`](crate::InstanceConfig). Deleting is best
+    /// effort: a failed delete leaves garbage, never a broken checkpoint. A notification for
+    /// a checkpoint already out of retention does nothing.
+    ///
+    /// # Errors
+    /// `NotFound` for a checkpoint this instance did not take or has had aborted.
+    fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> Result<()>;
+
+    /// The engine's word that checkpoint `checkpoint_id` will never count (another task
+    /// failed): deletes it if this instance completed it, and nothing else. Aborting a
+    /// checkpoint this instance never completed does nothing.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a confirmed checkpoint.
+    fn notify_checkpoint_aborted(&mut self, checkpoint_id: u64) -> Result<()>;
 
     /// Replaces the backend's state by the union of the snapshots behind `handles`,
     /// clipped to the key groups this instance owns. Handles may come from instances of a

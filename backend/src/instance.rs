@@ -1,10 +1,9 @@
 //! What every backend instance is configured with, whatever its engine.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::backend::Ttl;
-use crate::checkpoint::{CheckpointHandle, CheckpointStorage};
+use crate::checkpoint::CheckpointStorage;
 use crate::clock::{system_clock, SharedClock};
 use crate::error::{Error, Result};
 use crate::keygroup::{KeyGroup, KeyGroupRange, MAX_MAX_PARALLELISM};
@@ -20,8 +19,14 @@ pub struct InstanceConfig {
     pub checkpoint_storage: Option<Arc<dyn CheckpointStorage>>,
     /// Processing time for TTL.
     pub clock: SharedClock,
-    /// How many completed checkpoints this instance keeps; older ones are deleted.
+    /// How many confirmed checkpoints this instance keeps; older ones are deleted.
     pub retained_checkpoints: usize,
+    /// Who the checkpoints belong to, for example `"job-7f3a/interval-join"`: checkpoints go
+    /// under this path in the checkpoint storage. Two operators (or jobs) with the same
+    /// parallelism sharing one storage need different ids, or their checkpoints of the same
+    /// id land in the same place. Segments of ASCII letters, digits, `.`, `_` and `-`,
+    /// separated by `/`.
+    pub operator_id: Option<String>,
 }
 
 impl InstanceConfig {
@@ -36,6 +41,7 @@ impl InstanceConfig {
             checkpoint_storage: None,
             clock: system_clock(),
             retained_checkpoints: 3,
+            operator_id: None,
         })
     }
 
@@ -48,6 +54,12 @@ impl InstanceConfig {
     /// Sets the checkpoint storage.
     pub fn with_checkpoint_storage(mut self, storage: Arc<dyn CheckpointStorage>) -> Self {
         self.checkpoint_storage = Some(storage);
+        self
+    }
+
+    /// Sets the operator id checkpoints are stored under (see [`InstanceConfig::operator_id`]).
+    pub fn with_operator_id(mut self, operator_id: impl Into<String>) -> Self {
+        self.operator_id = Some(operator_id.into());
         self
     }
 
@@ -68,6 +80,12 @@ impl InstanceConfig {
                 self.max_parallelism
             )));
         }
+        if self.key_groups.start > self.key_groups.end {
+            return Err(Error::invalid(format!(
+                "key group range {}..={} is empty (start > end)",
+                self.key_groups.start, self.key_groups.end
+            )));
+        }
         if self.key_groups.end >= self.max_parallelism {
             return Err(Error::invalid(format!(
                 "key group range {} exceeds max_parallelism {}",
@@ -76,6 +94,21 @@ impl InstanceConfig {
         }
         if self.retained_checkpoints == 0 {
             return Err(Error::invalid("retained_checkpoints must be at least 1"));
+        }
+        if let Some(id) = &self.operator_id {
+            let valid_segment = |s: &str| {
+                !s.is_empty()
+                    && s != "."
+                    && s != ".."
+                    && s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            };
+            if !id.split('/').all(valid_segment) {
+                return Err(Error::invalid(format!(
+                    "operator id '{id}' is not a relative path of segments of ASCII letters, \
+                     digits, '.', '_' and '-'"
+                )));
+            }
         }
         Ok(())
     }
@@ -105,52 +138,4 @@ impl InstanceConfig {
             .as_ref()
             .ok_or_else(|| Error::invalid("no checkpoint storage is configured for this backend"))
     }
-}
-
-/// Bookkeeping of an instance's completed checkpoints: ids must increase, and only the last
-/// `retained` are kept.
-#[derive(Debug, Default)]
-pub struct CheckpointLog {
-    completed: VecDeque<CheckpointHandle>,
-}
-
-impl CheckpointLog {
-    /// Checks that `checkpoint_id` is newer than every completed one.
-    ///
-    /// # Errors
-    /// `InvalidArgument` otherwise.
-    pub fn check_next(&self, checkpoint_id: u64) -> Result<()> {
-        match self.completed.back() {
-            Some(last) if last.checkpoint_id >= checkpoint_id => Err(Error::invalid(format!(
-                "checkpoint id {checkpoint_id} is not greater than the last one taken ({})",
-                last.checkpoint_id
-            ))),
-            _ => Ok(()),
-        }
-    }
-
-    /// Records a completed checkpoint and returns those that fall out of retention.
-    pub fn complete(&mut self, handle: CheckpointHandle, retained: usize) -> Vec<CheckpointHandle> {
-        self.completed.push_back(handle);
-        let excess = self.completed.len().saturating_sub(retained.max(1));
-        self.completed.drain(..excess).collect()
-    }
-
-    /// The completed checkpoints, oldest first.
-    pub fn completed(&self) -> impl Iterator<Item = &CheckpointHandle> {
-        self.completed.iter()
-    }
-}
-
-/// Deletes every object of a checkpoint location (for retention).
-///
-/// # Errors
-/// Storage errors.
-pub fn delete_location(storage: &dyn CheckpointStorage, location: &str) -> Result<()> {
-    // The manifest goes first, so a partly deleted checkpoint is never restorable.
-    storage.delete(&format!("{location}/MANIFEST"))?;
-    for path in storage.list(location)? {
-        storage.delete(&path)?;
-    }
-    Ok(())
 }

@@ -26,12 +26,32 @@ pub fn key_group_of(key: &[u8], max_parallelism: u16) -> KeyGroup {
 }
 
 /// An inclusive range of key groups `start..=end` owned by one backend instance.
+///
+/// Deserializing checks `start <= end` (a range read from a damaged or hand-edited manifest or
+/// handle); a range built field by field is checked by
+/// [`InstanceConfig::validate`](crate::InstanceConfig::validate).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "RawKeyGroupRange")]
 pub struct KeyGroupRange {
     /// First key group (inclusive).
     pub start: KeyGroup,
     /// Last key group (inclusive).
     pub end: KeyGroup,
+}
+
+/// A [`KeyGroupRange`] as written, before its bounds are checked.
+#[derive(Deserialize)]
+struct RawKeyGroupRange {
+    start: KeyGroup,
+    end: KeyGroup,
+}
+
+impl TryFrom<RawKeyGroupRange> for KeyGroupRange {
+    type Error = Error;
+
+    fn try_from(raw: RawKeyGroupRange) -> Result<Self> {
+        KeyGroupRange::new(raw.start, raw.end)
+    }
 }
 
 impl KeyGroupRange {
@@ -91,9 +111,10 @@ impl KeyGroupRange {
         self.start <= key_group && key_group <= self.end
     }
 
-    /// The number of key groups in the range.
+    /// The number of key groups in the range (0 for an inverted range, which no checked
+    /// constructor builds).
     pub fn len(&self) -> usize {
-        usize::from(self.end - self.start) + 1
+        usize::from(self.end.saturating_sub(self.start)) + usize::from(self.start <= self.end)
     }
 
     /// Always false: a range holds at least one key group.
@@ -132,6 +153,24 @@ fn check_max_parallelism(max_parallelism: u32) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_inverted_range_is_refused_not_sized() {
+        let err = serde_json::from_str::<KeyGroupRange>(r#"{"start":5,"end":2}"#).unwrap_err();
+        assert!(err.to_string().contains("start > end"), "{err}");
+        let ok: KeyGroupRange = serde_json::from_str(r#"{"start":2,"end":5}"#).unwrap();
+        assert_eq!(ok.len(), 4);
+        let inverted = KeyGroupRange { start: 5, end: 2 };
+        assert_eq!(inverted.len(), 0);
+        let config = crate::InstanceConfig::single(16)
+            .unwrap()
+            .with_key_groups(inverted);
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("start > end"));
+    }
 
     #[test]
     fn operator_ranges_partition_all_key_groups() {

@@ -466,6 +466,14 @@ impl<B: StateBackend + ?Sized> Checkpointing for Metered<B> {
         out
     }
 
+    fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> Result<()> {
+        self.inner.notify_checkpoint_complete(checkpoint_id)
+    }
+
+    fn notify_checkpoint_aborted(&mut self, checkpoint_id: u64) -> Result<()> {
+        self.inner.notify_checkpoint_aborted(checkpoint_id)
+    }
+
     fn restore(&mut self, handles: &[CheckpointHandle]) -> Result<()> {
         let start = Instant::now();
         let out = self.inner.restore(handles);

@@ -119,6 +119,14 @@ impl Checkpointing for NullBackend {
         })
     }
 
+    fn notify_checkpoint_complete(&mut self, _checkpoint_id: u64) -> Result<()> {
+        Ok(())
+    }
+
+    fn notify_checkpoint_aborted(&mut self, _checkpoint_id: u64) -> Result<()> {
+        Ok(())
+    }
+
     fn restore(&mut self, _handles: &[CheckpointHandle]) -> Result<()> {
         Ok(())
     }

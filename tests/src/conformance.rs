@@ -10,9 +10,9 @@ use std::sync::Arc;
 use statekit_backend::backend::PrefixRange;
 use statekit_backend::clock::ManualClock;
 use statekit_backend::{
-    key_group_of, CheckpointStorage, Checkpointing, Direction, ErrorKind, InstanceConfig,
-    KeyGroupRange, LocalDirStorage, Scope, StateBackend, StateDescriptor, StateId, StateKind,
-    StateRead, StateWrite, Timer, TimerStore, UserKeyRange, Visit, WriteBatch,
+    key_group_of, CheckpointHandle, CheckpointStorage, Checkpointing, Direction, ErrorKind,
+    InstanceConfig, KeyGroupRange, LocalDirStorage, Scope, StateBackend, StateDescriptor, StateId,
+    StateKind, StateRead, StateWrite, Timer, TimerStore, UserKeyRange, Visit, WriteBatch,
 };
 
 use crate::BackendFactory;
@@ -1116,9 +1116,7 @@ pub fn checkpoint_then_restore_equals_original<F: BackendFactory>() {
     assert_eq!(dump(&again, all), before);
 }
 
-fn serde_json_roundtrip(
-    handle: &statekit_backend::CheckpointHandle,
-) -> statekit_backend::CheckpointHandle {
+fn serde_json_roundtrip(handle: &CheckpointHandle) -> CheckpointHandle {
     let text = serde_json::to_string(handle).unwrap();
     serde_json::from_str(&text).unwrap()
 }
@@ -1333,6 +1331,7 @@ pub fn checkpoint_ids_increase_and_old_ones_are_retired<F: BackendFactory>() {
     for id in 1..=5u64 {
         b.put(a.scope(map), b"v", &id.to_be_bytes()).unwrap();
         handles.push(b.checkpoint(id).unwrap());
+        b.notify_checkpoint_complete(id).unwrap();
     }
     assert_eq!(
         b.checkpoint(5).unwrap_err().kind(),
@@ -1361,6 +1360,111 @@ pub fn checkpoint_ids_increase_and_old_ones_are_retired<F: BackendFactory>() {
                 Some((i as u64 + 1).to_be_bytes().to_vec())
             );
         }
+    }
+}
+
+/// A checkpoint completed on one instance counts only once the engine confirms it: until
+/// then no older checkpoint is deleted, and an aborted one is deleted alone. (Deleting at
+/// local completion lost checkpoint 1 below as soon as checkpoint 4 completed locally, and
+/// with one retained checkpoint an aborted checkpoint deleted the last good one.)
+pub fn retention_waits_for_the_engine<F: BackendFactory>() {
+    let h = Harness::<F>::new();
+    let mut b = h.open();
+    let map = map_state(&mut b, "map");
+    let a = Addr::new(b"k", b"");
+    let mut handles = Vec::new();
+    for id in 1..=4u64 {
+        b.put(a.scope(map), b"v", &id.to_be_bytes()).unwrap();
+        handles.push(b.checkpoint(id).unwrap());
+        if id <= 3 {
+            b.notify_checkpoint_complete(id).unwrap();
+        }
+    }
+    let restores = |handle: &CheckpointHandle| {
+        let mut r = h.open();
+        match r.restore(std::slice::from_ref(handle)) {
+            Ok(()) => {
+                let map = map_state(&mut r, "map");
+                let v = r.get(a.scope(map), b"v").unwrap().unwrap();
+                assert_eq!(v, handle.checkpoint_id.to_be_bytes(), "contents");
+                true
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => false,
+            Err(e) => panic!("restore of checkpoint {}: {e}", handle.checkpoint_id),
+        }
+    };
+    let restorable = |handles: &[CheckpointHandle]| -> Vec<u64> {
+        handles
+            .iter()
+            .filter(|h| restores(h))
+            .map(|h| h.checkpoint_id)
+            .collect()
+    };
+    // Three confirmed (the default retention), one pending: all four are kept.
+    assert_eq!(restorable(&handles), [1, 2, 3, 4]);
+    b.notify_checkpoint_aborted(4).unwrap();
+    assert_eq!(
+        restorable(&handles),
+        [1, 2, 3],
+        "the aborted one goes alone"
+    );
+    assert_eq!(
+        b.notify_checkpoint_complete(4).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    // Aborting a checkpoint this instance never completed is no error.
+    b.notify_checkpoint_aborted(99).unwrap();
+    b.put(a.scope(map), b"v", &5u64.to_be_bytes()).unwrap();
+    handles.push(b.checkpoint(5).unwrap());
+    b.notify_checkpoint_complete(5).unwrap();
+    assert_eq!(restorable(&handles), [2, 3, 5]);
+    assert_eq!(
+        b.notify_checkpoint_aborted(5).unwrap_err().kind(),
+        ErrorKind::InvalidArgument
+    );
+    // A late notification of a retired checkpoint changes nothing.
+    b.notify_checkpoint_complete(1).unwrap();
+    assert_eq!(restorable(&handles), [2, 3, 5]);
+}
+
+/// Two operators with the same parallelism share one checkpoint storage: with their own
+/// operator ids, checkpoints of the same id do not overwrite each other (without, the second
+/// operator's checkpoint 1 replaced the first's).
+pub fn operators_sharing_a_storage_keep_their_checkpoints_apart<F: BackendFactory>() {
+    let h = Harness::<F>::new();
+    let all = KeyGroupRange::all(u32::from(MAX_PARALLELISM)).unwrap();
+    let open = |operator: &str| {
+        h.factory
+            .open(h.config(all).with_operator_id(operator))
+            .unwrap()
+    };
+    let a = Addr::new(b"k", b"");
+    let mut handles = Vec::new();
+    for operator in ["job-1/join", "job-1/window"] {
+        let mut b = open(operator);
+        let map = map_state(&mut b, "map");
+        b.put(a.scope(map), b"v", operator.as_bytes()).unwrap();
+        let handle = b.checkpoint(1).unwrap();
+        b.notify_checkpoint_complete(1).unwrap();
+        assert!(handle.location.starts_with(operator), "{}", handle.location);
+        handles.push((operator, handle));
+    }
+    for (operator, handle) in &handles {
+        let mut r = open(operator);
+        r.restore(std::slice::from_ref(handle)).unwrap();
+        let map = map_state(&mut r, "map");
+        assert_eq!(
+            r.get(a.scope(map), b"v").unwrap(),
+            Some(operator.as_bytes().to_vec())
+        );
+    }
+    for bad in ["", "../up", "a//b", "white space"] {
+        let err = h
+            .factory
+            .open(h.config(all).with_operator_id(bad))
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{bad:?}: {err}");
     }
 }
 

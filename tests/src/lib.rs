@@ -78,6 +78,8 @@ macro_rules! conformance_suite {
             restore_keeps_state_ids,
             incomplete_or_damaged_checkpoints_are_rejected,
             checkpoint_ids_increase_and_old_ones_are_retired,
+            retention_waits_for_the_engine,
+            operators_sharing_a_storage_keep_their_checkpoints_apart,
             differential_against_model
         );
     };

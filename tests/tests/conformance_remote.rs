@@ -178,6 +178,7 @@ fn garbage_collection_keeps_what_checkpoints_and_clones_need() -> Result<()> {
             b.put(scope(state, i), &key(i), &[round; 600])?;
         }
         handles.push(b.checkpoint(u64::from(round))?);
+        b.notify_checkpoint_complete(u64::from(round))?;
         if round == 1 {
             first_round_tables = Some(tables());
         }

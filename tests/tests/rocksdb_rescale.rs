@@ -141,12 +141,18 @@ fn rescale_two_to_three_and_one_with_real_files() {
                 assert!(entries.insert(k, v).is_none(), "entry in two instances");
             }
             timers.extend(t);
-            // The rescaled instance checkpoints incrementally on top of what it inherited.
+            // The rescaled instance does not claim what it inherited (other instances restore
+            // the same files): its first checkpoint uploads its own copy, later ones are
+            // incremental on top of it.
             b.checkpoint(20_000 + u64::from(index)).unwrap();
-            let stats = b.last_checkpoint_stats().unwrap();
+            let first = b.last_checkpoint_stats().unwrap().clone();
+            assert_eq!(first.files_reused, 0, "p={parallelism} #{index}: {first:?}");
+            assert_eq!(first.files_uploaded, first.files_total);
+            b.checkpoint(30_000 + u64::from(index)).unwrap();
+            let second = b.last_checkpoint_stats().unwrap();
             assert!(
-                stats.files_reused > 0,
-                "p={parallelism} #{index}: {stats:?}"
+                second.files_reused > 0,
+                "p={parallelism} #{index}: {second:?}"
             );
         }
         assert_eq!(entries, expected_entries, "p={parallelism}");

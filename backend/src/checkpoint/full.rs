@@ -87,6 +87,7 @@ pub enum SnapshotRecord<'a> {
 #[allow(clippy::too_many_arguments)]
 pub fn write_full_snapshot<B: StateRead + TimerStore + ?Sized>(
     backend: &B,
+    operator_id: Option<&str>,
     backend_name: &str,
     states: &[StateDescriptor],
     max_parallelism: u16,
@@ -94,7 +95,7 @@ pub fn write_full_snapshot<B: StateRead + TimerStore + ?Sized>(
     storage: &dyn CheckpointStorage,
     checkpoint_id: u64,
 ) -> Result<CheckpointHandle> {
-    let location = checkpoint_location(backend_name, checkpoint_id, key_groups);
+    let location = checkpoint_location(operator_id, backend_name, checkpoint_id, key_groups);
     let mut manifest = FullManifest {
         format: FULL_FORMAT.to_string(),
         backend: backend_name.to_string(),

@@ -8,11 +8,13 @@
 //! restores to something half written.
 
 mod full;
+mod retention;
 mod storage;
 
 pub use full::{
     read_full_snapshot, write_full_snapshot, FullSnapshot, SnapshotRecord, FULL_FORMAT,
 };
+pub use retention::{delete_location, CheckpointLog};
 pub use storage::{CheckpointStorage, LocalDirStorage};
 
 use serde::{Deserialize, Serialize};
@@ -44,12 +46,22 @@ impl CheckpointHandle {
     }
 }
 
-/// The directory for checkpoint `id` of the instance owning `key_groups`.
-pub fn checkpoint_location(backend: &str, checkpoint_id: u64, key_groups: KeyGroupRange) -> String {
-    format!(
+/// The directory for checkpoint `id` of the instance owning `key_groups`, under the
+/// operator's id if it has one.
+pub fn checkpoint_location(
+    operator_id: Option<&str>,
+    backend: &str,
+    checkpoint_id: u64,
+    key_groups: KeyGroupRange,
+) -> String {
+    let location = format!(
         "chk-{checkpoint_id:012}/{backend}-kg{:05}-{:05}",
         key_groups.start, key_groups.end
-    )
+    );
+    match operator_id {
+        Some(operator) => format!("{operator}/{location}"),
+        None => location,
+    }
 }
 
 /// Checks that a set of handles covers `owned` and returns those that overlap it.

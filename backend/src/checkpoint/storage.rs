@@ -106,6 +106,38 @@ impl LocalDirStorage {
         &self.root
     }
 
+    /// Creates the directory of `target` and returns it; every directory it creates is made
+    /// durable in its parent, so that after a power loss a synced file is still reachable.
+    fn create_dirs(&self, target: &Path) -> Result<PathBuf> {
+        let dir = target.parent().unwrap_or(&self.root).to_path_buf();
+        let mut missing = Vec::new();
+        let mut d = dir.as_path();
+        while !d.exists() && d != self.root {
+            missing.push(d.to_path_buf());
+            match d.parent() {
+                Some(parent) => d = parent,
+                None => break,
+            }
+        }
+        fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display(), e))?;
+        for created in missing.iter().rev() {
+            if let Some(parent) = created.parent() {
+                sync_dir(parent)?;
+            }
+        }
+        Ok(dir)
+    }
+
+    /// Renames a synced temporary file over `target` and syncs the directory, so the rename
+    /// itself survives a power loss.
+    fn rename_durably(&self, tmp: &Path, target: &Path, dir: &Path) -> Result<()> {
+        fs::rename(tmp, target).map_err(|e| {
+            let _ = fs::remove_file(tmp);
+            Error::io(target.display(), e)
+        })?;
+        sync_dir(dir)
+    }
+
     fn resolve(&self, path: &str) -> Result<PathBuf> {
         let rel = Path::new(path);
         let clean = !path.is_empty() && rel.components().all(|c| matches!(c, Component::Normal(_)));
@@ -126,11 +158,10 @@ impl CheckpointStorage for LocalDirStorage {
 
     fn put(&self, path: &str, data: &[u8]) -> Result<()> {
         let target = self.resolve(path)?;
-        let dir = target.parent().unwrap_or(&self.root);
-        fs::create_dir_all(dir).map_err(|e| Error::io(dir.display(), e))?;
+        let dir = self.create_dirs(&target)?;
         // Write a temporary file and rename it over the target: readers never see a
         // partial object, and a failed write (disk full) leaves only the temporary behind.
-        let mut tmp = tempfile_in(dir)?;
+        let mut tmp = tempfile_in(&dir)?;
         let written = tmp
             .1
             .write_all(data)
@@ -140,29 +171,24 @@ impl CheckpointStorage for LocalDirStorage {
             let _ = fs::remove_file(&tmp.0);
             return Err(e);
         }
-        fs::rename(&tmp.0, &target).map_err(|e| {
-            let _ = fs::remove_file(&tmp.0);
-            Error::io(target.display(), e)
-        })
+        self.rename_durably(&tmp.0, &target, &dir)
     }
 
     fn put_file(&self, path: &str, local: &Path) -> Result<u64> {
         let target = self.resolve(path)?;
-        let dir = target.parent().unwrap_or(&self.root);
-        fs::create_dir_all(dir).map_err(|e| Error::io(dir.display(), e))?;
-        let tmp = tempfile_in(dir)?;
+        let dir = self.create_dirs(&target)?;
+        let tmp = tempfile_in(&dir)?;
         drop(tmp.1);
-        let copied = fs::copy(local, &tmp.0).map_err(|e| {
-            let _ = fs::remove_file(&tmp.0);
-            Error::io(
-                format!("copy {} -> {}", local.display(), target.display()),
-                e,
-            )
-        })?;
-        fs::rename(&tmp.0, &target).map_err(|e| {
-            let _ = fs::remove_file(&tmp.0);
-            Error::io(target.display(), e)
-        })?;
+        let copied = fs::copy(local, &tmp.0)
+            .and_then(|n| fs::File::open(&tmp.0)?.sync_all().map(|()| n))
+            .map_err(|e| {
+                let _ = fs::remove_file(&tmp.0);
+                Error::io(
+                    format!("copy {} -> {}", local.display(), target.display()),
+                    e,
+                )
+            })?;
+        self.rename_durably(&tmp.0, &target, &dir)?;
         Ok(copied)
     }
 
@@ -269,6 +295,13 @@ fn tempfile_in(dir: &Path) -> Result<(PathBuf, fs::File)> {
         ErrorKind::Internal,
         format!("{}: could not create a temporary file", dir.display()),
     ))
+}
+
+/// Fsyncs a directory: makes the entries created or renamed in it durable.
+fn sync_dir(dir: &Path) -> Result<()> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(format!("syncing directory {}", dir.display()), e))
 }
 
 #[cfg(test)]

@@ -20,11 +20,12 @@ use crate::backend::{
     EntryRef, EntryVisitor, Scope, StateBackend, StateDescriptor, StateId, StateKind, StateRead,
     StateVisitor, StateWrite, Timer, TimerStore, UserKeyRange, Visit, WriteBatch, WriteOp,
 };
+use crate::checkpoint::{delete_location, CheckpointLog};
 use crate::checkpoint::{
     handles_for_range, read_full_snapshot, write_full_snapshot, CheckpointHandle, SnapshotRecord,
 };
 use crate::error::{Error, Result};
-use crate::instance::{delete_location, CheckpointLog, InstanceConfig};
+use crate::instance::InstanceConfig;
 use crate::keygroup::{KeyGroup, KeyGroupRange};
 
 mod user_map;
@@ -571,6 +572,7 @@ impl Checkpointing for MemoryBackend {
         let storage = self.config.storage()?.clone();
         let handle = write_full_snapshot(
             self,
+            self.config.operator_id.as_deref(),
             self.name(),
             &self.states,
             self.config.max_parallelism,
@@ -578,15 +580,27 @@ impl Checkpointing for MemoryBackend {
             storage.as_ref(),
             checkpoint_id,
         )?;
-        for old in self
+        self.checkpoints.taken(handle.clone());
+        Ok(handle)
+    }
+
+    fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> Result<()> {
+        let retired = self
             .checkpoints
-            .complete(handle.clone(), self.config.retained_checkpoints)
-        {
-            // Retention is best effort: a failed delete leaves garbage, never a broken
-            // checkpoint, and must not fail the checkpoint that just completed.
+            .confirm(checkpoint_id, self.config.retained_checkpoints)?;
+        let storage = self.config.storage()?;
+        for old in retired {
+            // Best effort: a failed delete leaves garbage, never a broken checkpoint.
             let _ = delete_location(storage.as_ref(), &old.location);
         }
-        Ok(handle)
+        Ok(())
+    }
+
+    fn notify_checkpoint_aborted(&mut self, checkpoint_id: u64) -> Result<()> {
+        if let Some(aborted) = self.checkpoints.abort(checkpoint_id)? {
+            let _ = delete_location(self.config.storage()?.as_ref(), &aborted.location);
+        }
+        Ok(())
     }
 
     fn restore(&mut self, handles: &[CheckpointHandle]) -> Result<()> {
@@ -618,15 +632,34 @@ impl Checkpointing for MemoryBackend {
             let Some(range) = handle.key_groups.intersect(&owned) else {
                 continue;
             };
+            // A snapshot whose checksums hold can still contradict itself (a bug, or a
+            // file written by something else): every record is checked against the
+            // snapshot's own state list and this instance's key groups.
+            let inconsistent = |what: String| {
+                Error::corruption(format!(
+                    "checkpoint {} at {}: {what}",
+                    handle.checkpoint_id, handle.location
+                ))
+            };
+            let id_of = |state: usize| {
+                ids.get(state).copied().ok_or_else(|| {
+                    inconsistent(format!(
+                        "a record of state #{state}, but the snapshot lists {} states",
+                        ids.len()
+                    ))
+                })
+            };
             snapshot.read(storage.as_ref(), range, &mut |record| {
                 match record {
                     SnapshotRecord::Entry { state, entry } => {
                         let scope = Scope {
-                            state: ids[state],
+                            state: id_of(state)?,
                             key_group: entry.key_group,
                             key: entry.key,
                             namespace: entry.namespace,
                         };
+                        check_scope(&scope, owned, &fresh.states, false)
+                            .map_err(|e| inconsistent(e.message().to_string()))?;
                         fresh.user_map_mut(&scope).insert(
                             entry.user_key,
                             Slot {
@@ -636,7 +669,9 @@ impl Checkpointing for MemoryBackend {
                         );
                     }
                     SnapshotRecord::Timer { state, timer } => {
-                        fresh.register_timer(ids[state], &timer)?;
+                        fresh
+                            .register_timer(id_of(state)?, &timer)
+                            .map_err(|e| inconsistent(e.message().to_string()))?;
                     }
                 }
                 Ok(())
@@ -721,3 +756,6 @@ impl StateBackend for MemoryBackend {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -101,8 +101,9 @@ use crate::checkpoint::{
     checkpoint_location, decode_manifest, encode_manifest, handles_for_range, read_full_snapshot,
     CheckpointHandle, CheckpointStorage, SnapshotRecord, FULL_FORMAT,
 };
+use crate::checkpoint::{delete_location, CheckpointLog};
 use crate::error::{Error, ErrorKind, Result};
-use crate::instance::{delete_location, CheckpointLog, InstanceConfig};
+use crate::instance::InstanceConfig;
 use crate::keygroup::{KeyGroup, KeyGroupRange};
 
 use keys::{
@@ -982,7 +983,7 @@ impl RemoteBackend {
         Ok(manifest)
     }
 
-    /// Deletes a checkpoint that fell out of retention: its manifest first (so it is never
+    /// Deletes a checkpoint that fell out of retention or was aborted: its manifest first (so it is never
     /// restorable half-deleted), then the SlateDB checkpoint that pins its tables.
     fn drop_checkpoint(
         &self,
@@ -1548,7 +1549,12 @@ impl Checkpointing for RemoteBackend {
     fn checkpoint(&mut self, checkpoint_id: u64) -> Result<CheckpointHandle> {
         self.checkpoints.check_next(checkpoint_id)?;
         let storage = self.config.storage()?.clone();
-        let location = checkpoint_location(NAME, checkpoint_id, self.config.key_groups);
+        let location = checkpoint_location(
+            self.config.operator_id.as_deref(),
+            NAME,
+            checkpoint_id,
+            self.config.key_groups,
+        );
         let what = self.what();
         let options = CheckpointOptions {
             name: Some(format!("statekit-{checkpoint_id}")),
@@ -1590,15 +1596,28 @@ impl Checkpointing for RemoteBackend {
             location,
             key_groups: self.config.key_groups,
         };
-        for old in self
+        self.checkpoints.taken(handle.clone());
+        Ok(handle)
+    }
+
+    fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> Result<()> {
+        let retired = self
             .checkpoints
-            .complete(handle.clone(), self.config.retained_checkpoints)
-        {
-            // Retention is best effort: a failed delete leaves garbage, never a broken
-            // checkpoint, and must not fail the checkpoint that just completed.
+            .confirm(checkpoint_id, self.config.retained_checkpoints)?;
+        let storage = self.config.storage()?.clone();
+        for old in retired {
+            // Best effort: a failed delete leaves garbage, never a broken checkpoint.
             let _ = self.drop_checkpoint(storage.as_ref(), &old);
         }
-        Ok(handle)
+        Ok(())
+    }
+
+    fn notify_checkpoint_aborted(&mut self, checkpoint_id: u64) -> Result<()> {
+        if let Some(aborted) = self.checkpoints.abort(checkpoint_id)? {
+            let storage = self.config.storage()?.clone();
+            let _ = self.drop_checkpoint(storage.as_ref(), &aborted);
+        }
+        Ok(())
     }
 
     fn restore(&mut self, handles: &[CheckpointHandle]) -> Result<()> {

@@ -40,12 +40,13 @@ use crate::backend::{
     resolve_registration, states_after_restore, Checkpointing, Scope, StateBackend,
     StateDescriptor, StateId, StateKind,
 };
+use crate::checkpoint::delete_location;
 use crate::checkpoint::{
     checkpoint_location, decode_manifest, encode_manifest, handles_for_range, read_full_snapshot,
     CheckpointHandle, CheckpointStorage, SnapshotRecord, FULL_FORMAT,
 };
 use crate::error::{Error, ErrorKind, Result};
-use crate::instance::{delete_location, InstanceConfig};
+use crate::instance::InstanceConfig;
 use crate::keygroup::KeyGroupRange;
 
 /// The format name of the RocksDB backend's incremental checkpoints.
@@ -113,7 +114,7 @@ pub(crate) struct Incremental {
 
 impl Incremental {
     pub(crate) fn new(config: &InstanceConfig, uid: &str) -> Self {
-        let prefix = shared_prefix(config.key_groups, uid);
+        let prefix = shared_prefix(config, uid);
         Incremental {
             known: HashMap::new(),
             refs: HashMap::new(),
@@ -131,11 +132,18 @@ impl Incremental {
     }
 }
 
-fn shared_prefix(key_groups: KeyGroupRange, uid: &str) -> String {
-    format!(
+/// Where an instance's shared files go: under its operator id, in a directory of its own
+/// (the uid changes with every restore).
+fn shared_prefix(config: &InstanceConfig, uid: &str) -> String {
+    let key_groups = config.key_groups;
+    let dir = format!(
         "shared/rocksdb-kg{:05}-{:05}-{uid}/",
         key_groups.start, key_groups.end
-    )
+    );
+    match &config.operator_id {
+        Some(operator) => format!("{operator}/{dir}"),
+        None => dir,
+    }
 }
 
 fn is_shared_file(name: &str) -> bool {
@@ -197,7 +205,12 @@ impl RocksDbBackend {
         Checkpoint::new(self.db())
             .and_then(|c| c.create_checkpoint(&local))
             .map_err(|e| rocks_err(format!("RocksDB checkpoint into {}", local.display()), e))?;
-        let location = checkpoint_location(self.name(), checkpoint_id, self.config.key_groups);
+        let location = checkpoint_location(
+            self.config.operator_id.as_deref(),
+            self.name(),
+            checkpoint_id,
+            self.config.key_groups,
+        );
         let mut uploaded: Vec<String> = Vec::new();
         let result = self.upload(
             storage.as_ref(),
@@ -210,9 +223,14 @@ impl RocksDbBackend {
         let (manifest, mut stats) = match result {
             Ok(r) => r,
             Err(e) => {
-                // Nothing references what this attempt uploaded: remove it.
-                for path in &uploaded {
-                    let _ = storage.delete(path);
+                // Nothing may reference what this attempt uploaded: remove it, the manifest
+                // first (its put may have taken effect with its response lost). If that
+                // delete fails, the files stay, so a visible manifest never points at nothing.
+                let manifest = format!("{location}/MANIFEST");
+                if storage.delete(&manifest).is_ok() {
+                    for path in uploaded.iter().filter(|p| **p != manifest) {
+                        let _ = storage.delete(path);
+                    }
                 }
                 return Err(e.context(format!(
                     "checkpoint {checkpoint_id} to {}/{location}",
@@ -243,12 +261,7 @@ impl RocksDbBackend {
             location,
             key_groups: self.config.key_groups,
         };
-        for old in self
-            .checkpoints
-            .complete(handle.clone(), self.config.retained_checkpoints)
-        {
-            self.release(storage.as_ref(), &old);
-        }
+        self.checkpoints.taken(handle.clone());
         stats.duration = started.elapsed();
         self.incremental.last = Some(stats);
         Ok(handle)
@@ -334,7 +347,7 @@ impl RocksDbBackend {
         Ok((manifest, stats))
     }
 
-    /// Deletes a checkpoint that fell out of retention, and the shared files this instance
+    /// Deletes a checkpoint that fell out of retention or was aborted, and the shared files this instance
     /// owns that no retained checkpoint references any more. Best effort: a failed delete
     /// leaves garbage, never a broken checkpoint.
     fn release(&mut self, storage: &dyn CheckpointStorage, old: &CheckpointHandle) {
@@ -399,7 +412,7 @@ impl RocksDbBackend {
         let work = self.instance_dir.0.join(format!("restore-{generation}"));
         let result = self.build_restored(storage.as_ref(), &handles, &manifests, generation, &work);
         let _ = fs::remove_dir_all(&work);
-        let (open, states, known) = result?;
+        let (open, states) = result?;
         // Success: swap in the new DB (the old one is closed and its directory removed).
         self.open = open;
         self.cf_names = states.iter().map(|d| cf_name(&d.name)).collect();
@@ -407,10 +420,15 @@ impl RocksDbBackend {
         self.states = states;
         self.generation = generation;
         self.uid = random_id();
-        let prefix = shared_prefix(owned, &self.uid);
+        let prefix = shared_prefix(&self.config, &self.uid);
         self.incremental.own_prefixes.push(prefix.clone());
         self.incremental.current_prefix = prefix;
-        self.incremental.known = known;
+        // Restore never claims the checkpoint's files (Flink's NO_CLAIM mode): the job or
+        // instance that uploaded them deletes them when its own retention drops them, and
+        // nothing tells it that this instance references them. So the first checkpoint
+        // after a restore uploads every file anew under this instance's own prefix, and its
+        // checkpoints never depend on anyone else's.
+        self.incremental.known = HashMap::new();
         Ok(())
     }
 
@@ -422,7 +440,7 @@ impl RocksDbBackend {
         manifests: &[Option<IncrementalManifest>],
         generation: u64,
         work: &Path,
-    ) -> Result<(OpenDb, Vec<StateDescriptor>, HashMap<String, FileEntry>)> {
+    ) -> Result<(OpenDb, Vec<StateDescriptor>)> {
         let owned = self.config.key_groups;
         let db_path = self.instance_dir.0.join(format!("db-{generation}"));
         if db_path.exists() {
@@ -435,7 +453,6 @@ impl RocksDbBackend {
             .filter_map(|(i, m)| m.as_ref().map(|m| (i, m)))
             .max_by_key(|(_, m)| m.key_groups.intersect(&owned).map_or(0, |r| r.len()));
         let mut states: Vec<StateDescriptor> = Vec::new();
-        let mut known = HashMap::new();
         let mut open = match base {
             Some((_, m)) => {
                 fs::create_dir_all(&db_path).map_err(|e| Error::io(db_path.display(), e))?;
@@ -446,12 +463,6 @@ impl RocksDbBackend {
                 states = m.states.clone();
                 // From here on the opened DB's guard removes the directory on any error.
                 let open = open_db(&self.settings, &self.ttl_clock, &db_path, &states)?;
-                known = m
-                    .files
-                    .iter()
-                    .filter(|f| f.shared)
-                    .map(|f| (f.name.clone(), f.clone()))
-                    .collect();
                 clip(&open.db, &states, owned)?;
                 open
             }
@@ -498,7 +509,7 @@ impl RocksDbBackend {
                 open.create_cf(&cf_name(&d.name), opts, &self.settings.config)?;
             }
         }
-        Ok((open, ordered, known))
+        Ok((open, ordered))
     }
 }
 
@@ -743,6 +754,25 @@ fn import_full(
 impl Checkpointing for RocksDbBackend {
     fn checkpoint(&mut self, checkpoint_id: u64) -> Result<CheckpointHandle> {
         self.take_checkpoint(checkpoint_id)
+    }
+
+    fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> Result<()> {
+        let retired = self
+            .checkpoints
+            .confirm(checkpoint_id, self.config.retained_checkpoints)?;
+        let storage = self.config.storage()?.clone();
+        for old in retired {
+            self.release(storage.as_ref(), &old);
+        }
+        Ok(())
+    }
+
+    fn notify_checkpoint_aborted(&mut self, checkpoint_id: u64) -> Result<()> {
+        if let Some(aborted) = self.checkpoints.abort(checkpoint_id)? {
+            let storage = self.config.storage()?.clone();
+            self.release(storage.as_ref(), &aborted);
+        }
+        Ok(())
     }
 
     fn restore(&mut self, handles: &[CheckpointHandle]) -> Result<()> {

@@ -48,8 +48,9 @@ use crate::backend::{
     EntryVisitor, Scope, StateBackend, StateDescriptor, StateId, StateKind, StateRead,
     StateVisitor, StateWrite, Timer, TimerStore, UserKeyRange, Visit, WriteBatch, WriteOp,
 };
+use crate::checkpoint::CheckpointLog;
 use crate::error::{Error, ErrorKind, Result};
-use crate::instance::{CheckpointLog, InstanceConfig};
+use crate::instance::InstanceConfig;
 use crate::keygroup::KeyGroupRange;
 use keys::{
     decode_entry_key, decode_timer_key, entry_key, key_group_bounds, scope_bounds, scope_prefix,

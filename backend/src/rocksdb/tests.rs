@@ -2,7 +2,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use super::*;
-use crate::checkpoint::{CheckpointStorage, LocalDirStorage};
+use crate::checkpoint::{CheckpointHandle, CheckpointStorage, LocalDirStorage};
 use crate::clock::ManualClock;
 use crate::memory::MemoryBackend;
 use crate::{key_group_of, Checkpointing};
@@ -203,7 +203,7 @@ fn second_checkpoint_uploads_only_new_files() {
 
     // Restore of the second checkpoint sees both writes.
     let mut r = env.open();
-    r.restore(&[b.checkpoints.completed().last().unwrap().clone()])
+    r.restore(&[b.checkpoints.kept().last().unwrap().clone()])
         .unwrap();
     let s2 = StateId::from_index(0);
     assert_eq!(
@@ -236,11 +236,13 @@ fn retention_deletes_shared_files_nothing_references() {
                 .unwrap();
         }
         b.checkpoint(u64::from(round) + 1).unwrap();
+        b.notify_checkpoint_complete(u64::from(round) + 1).unwrap();
     }
     // Three flushes, no compaction yet: all three SSTs are live and referenced.
     assert_eq!(shared_files(&env.storage).len(), 3);
     b.compact().unwrap();
     b.checkpoint(10).unwrap();
+    b.notify_checkpoint_complete(10).unwrap();
     // After a full compaction one SST holds everything; the old ones are unreferenced.
     let left = shared_files(&env.storage);
     assert_eq!(left.len(), 1, "{left:?}");
@@ -735,5 +737,135 @@ fn sweep_deletes_expired_appends_and_keeps_live_ones() {
     assert_eq!(
         b.get(scope(lists, &keys[0]), b"").unwrap(),
         Some(b"live".to_vec())
+    );
+}
+
+/// A job restored from another job's checkpoint must not depend on that job's shared files:
+/// the other job deletes them when its retention drops them, and restoring the second job's
+/// checkpoint then failed (NotFound on an SST). Restore does not claim (Flink's NO_CLAIM):
+/// the first checkpoint after it uploads everything under the restored instance's own prefix.
+#[test]
+fn a_restored_job_does_not_depend_on_the_original_jobs_files() {
+    let env = Env::new();
+    let mut config = env.config();
+    config.retained_checkpoints = 1;
+    let open = |config: &InstanceConfig| {
+        RocksDbBackend::open(
+            config.clone(),
+            RocksDbSettings::new(env.dir.path().join("l"), resources()),
+        )
+        .unwrap()
+    };
+    let mut job_a = open(&config);
+    let s = job_a
+        .register_state(&StateDescriptor::new("v", StateKind::Value))
+        .unwrap();
+    for i in 0..1_000u32 {
+        job_a
+            .put(scope(s, &i.to_be_bytes()), b"", &noise(i))
+            .unwrap();
+    }
+    let a1 = job_a.checkpoint(1).unwrap();
+    job_a.notify_checkpoint_complete(1).unwrap();
+
+    let mut job_b = open(&config);
+    job_b.restore(&[a1]).unwrap();
+    let b_first = job_b.checkpoint(101).unwrap();
+    job_b.notify_checkpoint_complete(101).unwrap();
+    let stats = job_b.last_checkpoint_stats().unwrap().clone();
+    assert_eq!(stats.files_reused, 0, "{stats:?}");
+
+    // Job A moves on: a full compaction replaces its SSTs and retention drops checkpoint 1,
+    // deleting the files only it referenced.
+    for i in 0..1_000u32 {
+        job_a.put(scope(s, &i.to_be_bytes()), b"", b"new").unwrap();
+    }
+    job_a.compact().unwrap();
+    job_a.checkpoint(2).unwrap();
+    job_a.notify_checkpoint_complete(2).unwrap();
+
+    let mut restored = open(&config);
+    restored.restore(&[b_first]).unwrap();
+    assert_eq!(
+        restored.get(scope(s, &7u32.to_be_bytes()), b"").unwrap(),
+        Some(noise(7))
+    );
+}
+
+/// Checkpoint storage whose MANIFEST put takes effect but reports a failure (a lost
+/// response), and whose MANIFEST deletes fail.
+#[derive(Debug)]
+struct LostManifestResponse(LocalDirStorage);
+
+impl CheckpointStorage for LostManifestResponse {
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+    fn put(&self, path: &str, data: &[u8]) -> crate::Result<()> {
+        self.0.put(path, data)?;
+        if path.ends_with("MANIFEST") {
+            return Err(Error::new(ErrorKind::Unavailable, "lost response"));
+        }
+        Ok(())
+    }
+    fn put_file(&self, path: &str, local: &Path) -> crate::Result<u64> {
+        self.0.put_file(path, local)
+    }
+    fn get(&self, path: &str) -> crate::Result<Vec<u8>> {
+        self.0.get(path)
+    }
+    fn list(&self, prefix: &str) -> crate::Result<Vec<String>> {
+        self.0.list(prefix)
+    }
+    fn exists(&self, path: &str) -> crate::Result<bool> {
+        self.0.exists(path)
+    }
+    fn delete(&self, path: &str) -> crate::Result<()> {
+        if path.ends_with("MANIFEST") {
+            return Err(Error::new(ErrorKind::Unavailable, "delete refused"));
+        }
+        self.0.delete(path)
+    }
+}
+
+/// A failed checkpoint whose manifest could not be taken back must keep the files it points
+/// at: cleaning up the data files first left a visible manifest over deleted files.
+#[test]
+fn a_failed_checkpoint_never_leaves_a_manifest_over_deleted_files() {
+    let env = Env::new();
+    let faulty = Arc::new(LostManifestResponse(
+        LocalDirStorage::new(env.dir.path().join("faulty")).unwrap(),
+    ));
+    let config = env.config().with_checkpoint_storage(faulty.clone());
+    let mut b = RocksDbBackend::open(
+        config.clone(),
+        RocksDbSettings::new(env.dir.path().join("l"), resources()),
+    )
+    .unwrap();
+    let s = b
+        .register_state(&StateDescriptor::new("v", StateKind::Value))
+        .unwrap();
+    for i in 0..500u32 {
+        b.put(scope(s, &i.to_be_bytes()), b"", &noise(i)).unwrap();
+    }
+    let err = b.checkpoint(1).unwrap_err();
+    assert!(err.to_string().contains("lost response"), "{err}");
+    let handle = CheckpointHandle {
+        checkpoint_id: 1,
+        backend: "rocksdb".into(),
+        format: ROCKSDB_FORMAT.into(),
+        location: crate::checkpoint::checkpoint_location(None, "rocksdb", 1, config.key_groups),
+        key_groups: config.key_groups,
+    };
+    assert!(faulty.exists(&handle.manifest_path()).unwrap());
+    let mut r = RocksDbBackend::open(
+        config,
+        RocksDbSettings::new(env.dir.path().join("l"), resources()),
+    )
+    .unwrap();
+    r.restore(&[handle]).unwrap();
+    assert_eq!(
+        r.get(scope(s, &7u32.to_be_bytes()), b"").unwrap(),
+        Some(noise(7))
     );
 }

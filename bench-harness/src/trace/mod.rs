@@ -260,6 +260,55 @@ mod tests {
         Arc::new(Mutex::new(Some(w)))
     }
 
+    /// An excluded lower bound was recorded as the prefix successor of the key, so a replay
+    /// kept keys between the bound and that successor ("a\x01" after "a").
+    #[test]
+    fn a_range_delete_with_an_excluded_lower_bound_replays_as_recorded() {
+        use statekit_backend::{key_group_of, Scope, StateDescriptor, StateKind, StateRead};
+        use statekit_backend::{StateWrite, UserKeyRange};
+        use std::ops::Bound;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.sktrace");
+        let inner = MemoryBackend::open(InstanceConfig::single(16).unwrap()).unwrap();
+        let writer =
+            shared(TraceWriter::create(&path, false, 16, KeyGroupRange::all(16).unwrap()).unwrap());
+        let mut b = RecordingBackend::new(
+            Box::new(inner) as Box<dyn StateBackend>,
+            Arc::clone(&writer),
+        )
+        .unwrap();
+        let s = b
+            .register_state(&StateDescriptor::new("m", StateKind::Map))
+            .unwrap();
+        let scope = Scope {
+            state: s,
+            key_group: key_group_of(b"k", 16),
+            key: b"k",
+            namespace: b"",
+        };
+        for user_key in [&b"a"[..], b"a\x01", b"b"] {
+            b.put(scope, user_key, b"v").unwrap();
+        }
+        let range = UserKeyRange {
+            lower: Bound::Excluded(b"a"),
+            upper: Bound::Excluded(b"b"),
+        };
+        b.delete_range(scope, range).unwrap();
+        drop(b);
+        writer.lock().unwrap().take().unwrap().finish().unwrap();
+        let mut fresh = MemoryBackend::open(InstanceConfig::single(16).unwrap()).unwrap();
+        replay(
+            &mut TraceReader::open(&path).unwrap(),
+            &mut fresh,
+            false,
+            |_| {},
+        )
+        .unwrap();
+        assert_eq!(fresh.get(scope, b"a").unwrap(), Some(b"v".to_vec()));
+        assert_eq!(fresh.get(scope, b"a\x01").unwrap(), None);
+        assert_eq!(fresh.get(scope, b"b").unwrap(), Some(b"v".to_vec()));
+    }
+
     #[test]
     fn record_then_read_back_every_kind() {
         let dir = tempfile::tempdir().unwrap();

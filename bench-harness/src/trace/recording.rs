@@ -165,9 +165,8 @@ impl<B: StateBackend + ?Sized> StateWrite for RecordingBackend<B> {
         // Normalise to the batch form `[lower, upper)`: the typed API only issues those.
         let lower = match range.lower {
             Bound::Included(k) => Some(k.to_vec()),
-            Bound::Excluded(k) => {
-                statekit_backend::backend::prefix_successor(k).or(Some(k.to_vec()))
-            }
+            // The smallest key after `k` is `k` followed by a zero byte.
+            Bound::Excluded(k) => Some([k, &[0u8]].concat()),
             Bound::Unbounded => None,
         };
         let upper = match range.upper {
@@ -246,6 +245,14 @@ impl<B: StateBackend + ?Sized> Checkpointing for RecordingBackend<B> {
         let h = self.inner.checkpoint(checkpoint_id)?;
         self.rec(|| TraceOp::Checkpoint { id: checkpoint_id })?;
         Ok(h)
+    }
+
+    fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> Result<()> {
+        self.inner.notify_checkpoint_complete(checkpoint_id)
+    }
+
+    fn notify_checkpoint_aborted(&mut self, checkpoint_id: u64) -> Result<()> {
+        self.inner.notify_checkpoint_aborted(checkpoint_id)
     }
 
     fn restore(&mut self, handles: &[CheckpointHandle]) -> Result<()> {

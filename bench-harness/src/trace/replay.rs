@@ -265,6 +265,8 @@ pub fn replay(
             TraceOp::Checkpoint { id } => {
                 if checkpoints {
                     backend.checkpoint(*id)?;
+                    // A trace is replayed by one instance: its checkpoint is the job's.
+                    backend.notify_checkpoint_complete(*id)?;
                 } else {
                     summary.skipped += 1;
                 }
