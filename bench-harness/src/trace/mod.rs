@@ -309,6 +309,43 @@ mod tests {
         assert_eq!(fresh.get(scope, b"b").unwrap(), Some(b"v".to_vec()));
     }
 
+    /// A damaged trace is refused when it is opened, before any record reaches a backend
+    /// (the checksum used to be checked only after the last record had been replayed).
+    #[test]
+    fn a_damaged_or_truncated_trace_is_refused_before_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.sktrace");
+        let inner = MemoryBackend::open(InstanceConfig::single(16).unwrap()).unwrap();
+        let writer =
+            shared(TraceWriter::create(&path, false, 16, KeyGroupRange::all(16).unwrap()).unwrap());
+        let mut b = RecordingBackend::new(
+            Box::new(inner) as Box<dyn StateBackend>,
+            Arc::clone(&writer),
+        )
+        .unwrap();
+        let m: MapState<u32, String> = MapState::register(&mut b, "m").unwrap();
+        let ctx = KeyContext::new(&b, &9u64).unwrap();
+        for i in 0..100 {
+            m.put(&mut b, &ctx, &i, &format!("value {i}")).unwrap();
+        }
+        drop(b);
+        writer.lock().unwrap().take().unwrap().finish().unwrap();
+        let good = std::fs::read(&path).unwrap();
+        TraceReader::open(&path).unwrap();
+
+        let mut flipped = good.clone();
+        flipped[good.len() / 2] ^= 0x10;
+        std::fs::write(&path, &flipped).unwrap();
+        let err = TraceReader::open(&path).err().unwrap();
+        assert_eq!(err.kind(), statekit_backend::ErrorKind::Corruption);
+        assert!(err.to_string().contains("checksum mismatch"), "{err}");
+        assert!(err.to_string().contains("t.sktrace"), "{err}");
+
+        std::fs::write(&path, &good[..good.len() - 10]).unwrap();
+        let err = TraceReader::open(&path).err().unwrap();
+        assert_eq!(err.kind(), statekit_backend::ErrorKind::Corruption, "{err}");
+    }
+
     #[test]
     fn record_then_read_back_every_kind() {
         let dir = tempfile::tempdir().unwrap();
@@ -380,25 +417,16 @@ mod tests {
         assert_eq!(s.divergent_reads, 0);
         assert_eq!(s.records, records);
 
-        // Damage is detected, with the place.
+        // Damage is detected when the trace is opened (see also
+        // a_damaged_or_truncated_trace_is_refused_before_replay).
         let mut bytes = std::fs::read(&path).unwrap();
         let n = bytes.len();
         bytes[n - 10] ^= 0x55;
         std::fs::write(&path, &bytes).unwrap();
-        let mut r = TraceReader::open(&path).unwrap();
-        let err = loop {
-            match r.next_record() {
-                Ok(Some(_)) => continue,
-                Ok(None) => panic!("damage not detected"),
-                Err(e) => break e,
-            }
-        };
+        let err = TraceReader::open(&path).err().unwrap();
         assert_eq!(err.kind(), statekit_backend::ErrorKind::Corruption);
         std::fs::write(&path, &bytes[..n / 2]).unwrap();
-        let mut r = TraceReader::open(&path).unwrap();
-        let err = std::iter::from_fn(|| r.next_record().transpose())
-            .find_map(Result::err)
-            .unwrap();
+        let err = TraceReader::open(&path).err().unwrap();
         assert!(err.to_string().contains("truncated"), "{err}");
         std::fs::write(&path, b"not a trace at all").unwrap();
         assert!(TraceReader::open(&path).is_err());

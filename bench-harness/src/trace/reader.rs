@@ -1,4 +1,5 @@
-//! Reading a trace record by record, checking the footer's count and checksum at the end.
+//! Reading a trace record by record: the whole file's checksum is verified when it is opened,
+//! before a single record reaches a backend, and the record count at the end.
 
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -14,9 +15,57 @@ use super::{
     TAG_FOOTER, TRACE_VERSION,
 };
 
-/// Reads a trace file record by record, checking the footer's count and checksum at the end.
+/// The largest value a sizes-only trace makes up on replay (values are not in the file, so
+/// the file's size cannot bound them).
+const MAX_FILLER_VALUE: u64 = 256 << 20;
+
+/// Checks a trace's checksum (its last 4 bytes, crc32c of everything before them); returns
+/// the number of bytes it covers.
+fn verify_checksum(path: &Path) -> Result<u64> {
+    let mut file = File::open(path).map_err(|e| Error::io(path.display(), e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io(path.display(), e))?
+        .len();
+    // Header, footer tag, a one-byte count and the checksum at least.
+    if len < 15 + 2 + 4 {
+        return Err(Error::corruption(format!(
+            "{}: not a statekit trace, or truncated ({len} bytes)",
+            path.display()
+        )));
+    }
+    let covered = len - 4;
+    let mut reader = BufReader::with_capacity(1 << 20, (&mut file).take(covered));
+    let mut crc = 0u32;
+    loop {
+        let chunk =
+            std::io::BufRead::fill_buf(&mut reader).map_err(|e| Error::io(path.display(), e))?;
+        if chunk.is_empty() {
+            break;
+        }
+        crc = crc32c::crc32c_append(crc, chunk);
+        let n = chunk.len();
+        std::io::BufRead::consume(&mut reader, n);
+    }
+    let mut stored = [0u8; 4];
+    file.read_exact(&mut stored)
+        .map_err(|e| Error::io(path.display(), e))?;
+    if u32::from_le_bytes(stored) != crc {
+        return Err(Error::corruption(format!(
+            "{}: checksum mismatch: the trace is damaged or truncated (crc32c of its first \
+             {covered} bytes is {crc:08x}, its last 4 bytes say {:08x})",
+            path.display(),
+            u32::from_le_bytes(stored)
+        )));
+    }
+    Ok(covered)
+}
+
+/// Reads a trace file record by record, its checksum verified on opening.
 pub struct TraceReader {
     path: PathBuf,
+    /// Bytes before the checksum: no length inside the file can exceed what is left of it.
+    checked_len: u64,
     input: BufReader<File>,
     header: TraceHeader,
     crc: u32,
@@ -29,12 +78,17 @@ pub struct TraceReader {
 }
 
 impl TraceReader {
-    /// Opens a trace and reads its header.
+    /// Opens a trace, verifies its checksum and reads its header.
+    ///
+    /// The checksum (the file's last 4 bytes, over everything before them) is checked in one
+    /// streaming pass first: a damaged trace is refused before any of its records is
+    /// replayed, not after a backend has applied them.
     ///
     /// # Errors
-    /// `NotFound`; `Corruption` for a file that is not a trace; `Incompatible` for another
-    /// format version.
+    /// `NotFound`; `Corruption` for a file that is not a trace or is damaged or truncated;
+    /// `Incompatible` for another format version.
     pub fn open(path: &Path) -> Result<Self> {
+        let checked_len = verify_checksum(path)?;
         let file = File::open(path).map_err(|e| Error::io(path.display(), e))?;
         let mut input = BufReader::with_capacity(1 << 20, file);
         let mut head = [0u8; 15];
@@ -78,6 +132,7 @@ impl TraceReader {
         }
         Ok(TraceReader {
             path: path.to_path_buf(),
+            checked_len,
             input,
             header,
             crc: crc32c::crc32c(&head),
@@ -128,8 +183,11 @@ impl TraceReader {
 
     fn bytes(&mut self) -> Result<Vec<u8>> {
         let len = self.varint()?;
-        if len > 1 << 31 {
-            return Err(self.err(&format!("implausible length {len}")));
+        let left = self.checked_len.saturating_sub(self.offset);
+        if len > left {
+            return Err(self.err(&format!(
+                "a length of {len} bytes, but only {left} are left in the file"
+            )));
         }
         let mut v = vec![0u8; len as usize];
         self.input
@@ -145,8 +203,11 @@ impl TraceReader {
             return self.bytes();
         }
         let len = self.varint()?;
-        if len > 1 << 31 {
-            return Err(self.err(&format!("implausible value size {len}")));
+        if len > MAX_FILLER_VALUE {
+            return Err(self.err(&format!(
+                "a value of {len} bytes; a sizes-only trace replays values up to \
+                 {MAX_FILLER_VALUE} bytes"
+            )));
         }
         self.filler_seed = self.filler_seed.wrapping_add(1);
         Ok(filler(len as usize, self.filler_seed))
