@@ -7,6 +7,7 @@
 //! `report.html`. The `statekit` binary is its command line.
 
 pub mod backends;
+pub mod crash_test;
 pub mod disk_probe;
 pub mod event;
 pub mod isolation;

@@ -84,7 +84,7 @@ pub fn mix64(mut x: u64) -> u64 {
 
 /// An order-independent fingerprint of a set of items: equal sets give equal fingerprints on
 /// every backend, whatever order the operator emitted them in.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SetFingerprint {
     sum: u64,
     xor: u64,

@@ -6,7 +6,7 @@
 /// period is measured in event time).
 ///
 /// An element is *late* if its timestamp is below the watermark current at its arrival.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct WatermarkGenerator {
     out_of_orderness: i64,
     interval: i64,

@@ -206,6 +206,48 @@ enum Command {
         #[arg(long, value_parser = statekit_bench::util::parse_duration)]
         time_limit: Option<Duration>,
     },
+    /// Kill the workload with SIGKILL at random moments, recover each time from the last
+    /// confirmed checkpoint, and check that every run to the end gives the results and state
+    /// of a run without kills. Ends with one line: kills, recoveries, mismatches.
+    CrashTest {
+        /// The profile.
+        profile: PathBuf,
+        /// The scale.
+        #[arg(long, default_value = "quick")]
+        scale: String,
+        /// The backend.
+        #[arg(long, value_enum, default_value_t = BackendArg::Memory)]
+        backend: BackendArg,
+        /// A configuration for it.
+        #[arg(long)]
+        config: Option<String>,
+        /// Memory budget, like 256MiB, for backends that take one.
+        #[arg(long, value_parser = statekit_bench::util::parse_size)]
+        memory_budget: Option<u64>,
+        /// Kills to inflict in all (runs repeat until they are reached).
+        #[arg(long, default_value_t = 20)]
+        kills: u32,
+        /// Seed of the kill times: the same seed reproduces a test.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Events between two checkpoints.
+        #[arg(long, default_value_t = 1000)]
+        checkpoint_every: u64,
+        /// Only the first this many events of the scale (0: all).
+        #[arg(long, default_value_t = 20_000)]
+        max_events: u64,
+        /// Working directory (emptied first).
+        #[arg(long, default_value = "statekit-crash-test")]
+        work: PathBuf,
+    },
+    /// One worker of `crash-test` (started by it).
+    #[command(hide = true)]
+    CrashTestWorker {
+        /// The run's directory.
+        dir: PathBuf,
+        /// Which worker of the run this is, from 1.
+        incarnation: u64,
+    },
     /// Run one request of a parent `statekit` in this process (how `bench` and `replay`
     /// give every run a process of its own).
     #[command(hide = true)]
@@ -586,6 +628,54 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 file.display(),
                 out.display()
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CrashTest {
+            profile,
+            scale,
+            backend,
+            config,
+            memory_budget,
+            kills,
+            seed,
+            checkpoint_every,
+            max_events,
+            work,
+        } => {
+            let options = statekit_bench::crash_test::CrashTestOptions {
+                profile: Profile::load(&profile)?,
+                scale,
+                spec: BackendSpec {
+                    kind: backend.into(),
+                    config,
+                    rocksdb: None,
+                },
+                memory_budget,
+                kills,
+                seed,
+                checkpoint_every,
+                max_events: (max_events > 0).then_some(max_events),
+                work,
+                exe: std::env::current_exe()
+                    .map_err(|e| statekit_backend::Error::io("the statekit executable", e))?,
+            };
+            let summary = statekit_bench::crash_test::crash_test(&options, |line| {
+                if progress {
+                    eprintln!("{line}");
+                }
+            })?;
+            for mismatch in &summary.mismatches {
+                eprintln!("{mismatch}");
+            }
+            println!("{}", summary.line());
+            Ok(if summary.mismatches.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::CrashTestWorker { dir, incarnation } => {
+            statekit_bench::crash_test::run_worker(&dir, incarnation)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::RunOne { request, result } => {

@@ -78,7 +78,7 @@
 //! ```
 
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use statekit_backend::typed::{KeyContext, ListMapState, TimerService};
 use statekit_backend::{Direction, Error, Result, StateBackend, Visit, WriteBatch};
 
@@ -119,7 +119,7 @@ impl JoinBounds {
 }
 
 /// What the join has done so far.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinStats {
     /// Left elements buffered.
     pub left_elements: u64,
@@ -136,6 +136,15 @@ pub struct JoinStats {
     pub entries_read: u64,
     /// Cleanup timers fired.
     pub cleanup_timers: u64,
+}
+
+/// An interval join's state outside the backend: see [`IntervalJoin::progress`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinProgress {
+    /// The last watermark.
+    pub watermark: i64,
+    /// The statistics.
+    pub stats: JoinStats,
 }
 
 /// Timers popped per call while advancing the watermark: a watermark that makes millions of
@@ -195,6 +204,21 @@ where
     /// The watermark last passed to [`IntervalJoin::advance_watermark`].
     pub fn watermark(&self) -> i64 {
         self.watermark
+    }
+
+    /// What the join keeps outside its state (its watermark and statistics), for an
+    /// operator's checkpoint.
+    pub fn progress(&self) -> JoinProgress {
+        JoinProgress {
+            watermark: self.watermark,
+            stats: self.stats,
+        }
+    }
+
+    /// Resumes from the progress of a checkpoint whose state was restored.
+    pub fn resume(&mut self, progress: JoinProgress) {
+        self.watermark = progress.watermark;
+        self.stats = progress.stats;
     }
 
     /// What the join has done so far.

@@ -10,9 +10,12 @@ use serde::{Deserialize, Serialize};
 use statekit_backend::typed::KeyContext;
 use statekit_backend::{Error, Result, StateBackend};
 
-use super::{wrong_event, ArrivalQueue, CheckOutcome, Disorder, Operator, ScaleSpec, EPOCH_MS};
+use super::{
+    decode_progress, encode_progress, wrong_event, ArrivalQueue, CheckOutcome, Disorder, Operator,
+    ScaleSpec, EPOCH_MS,
+};
 use crate::event::{Click, Display, Event};
-use crate::operators::interval_join::{IntervalJoin, JoinBounds};
+use crate::operators::interval_join::{IntervalJoin, JoinBounds, JoinProgress};
 use crate::util::{de_duration, millis, mix64, payload, Counters, SetFingerprint};
 use crate::watermark::WatermarkGenerator;
 
@@ -276,6 +279,15 @@ pub struct BufferedClick {
     pub display: u64,
 }
 
+/// What [`AdClickJoin`] keeps outside its keyed state.
+#[derive(Serialize, Deserialize)]
+struct AdClickProgress {
+    watermarks: WatermarkGenerator,
+    fingerprint: SetFingerprint,
+    watermarks_emitted: u64,
+    join: JoinProgress,
+}
+
 /// The ad-click job: an [`IntervalJoin`] of displays and clicks keyed by user, with
 /// watermarks every `watermark_interval` of event time.
 pub struct AdClickJoin {
@@ -368,6 +380,24 @@ impl Operator for AdClickJoin {
     }
 
     crate::workloads::watermark_plumbing!();
+
+    fn save_progress(&self) -> Result<Vec<u8>> {
+        encode_progress(&AdClickProgress {
+            watermarks: self.watermarks.clone(),
+            fingerprint: self.fingerprint,
+            watermarks_emitted: self.watermarks_emitted,
+            join: self.join.progress(),
+        })
+    }
+
+    fn load_progress(&mut self, bytes: &[u8]) -> Result<()> {
+        let p: AdClickProgress = decode_progress(bytes)?;
+        self.watermarks = p.watermarks;
+        self.fingerprint = p.fingerprint;
+        self.watermarks_emitted = p.watermarks_emitted;
+        self.join.resume(p.join);
+        Ok(())
+    }
 
     fn counters(&self) -> Counters {
         let s = self.join.stats();

@@ -17,8 +17,8 @@ use statekit_backend::typed::{KeyContext, ListState, TimerService, ValueState};
 use statekit_backend::{Error, Result, StateBackend};
 
 use super::{
-    check_fraction, late_flags, wrong_event, CheckOutcome, Disorder, Operator, ScaleSpec, Staging,
-    Timestamped, EPOCH_MS,
+    check_fraction, decode_progress, encode_progress, late_flags, wrong_event, CheckOutcome,
+    Disorder, Operator, ScaleSpec, Staging, Timestamped, EPOCH_MS,
 };
 use crate::event::Event;
 use crate::util::{de_duration, millis, mix64, payload, Counters, SetFingerprint};
@@ -307,6 +307,14 @@ pub struct StoredFeature {
     pub payload: String,
 }
 
+/// What [`FeatureConcat`] keeps outside its keyed state.
+#[derive(Serialize, Deserialize)]
+struct CountersProgress {
+    watermarks: WatermarkGenerator,
+    counters: Counters,
+    fingerprint: SetFingerprint,
+}
+
 /// The feature-concatenation job.
 pub struct FeatureConcat {
     events: ListState<StoredEvent>,
@@ -476,6 +484,22 @@ impl Operator for FeatureConcat {
     }
 
     crate::workloads::watermark_plumbing!();
+
+    fn save_progress(&self) -> Result<Vec<u8>> {
+        encode_progress(&CountersProgress {
+            watermarks: self.watermarks.clone(),
+            counters: self.counters.clone(),
+            fingerprint: self.fingerprint,
+        })
+    }
+
+    fn load_progress(&mut self, bytes: &[u8]) -> Result<()> {
+        let p: CountersProgress = decode_progress(bytes)?;
+        self.watermarks = p.watermarks;
+        self.counters = p.counters;
+        self.fingerprint = p.fingerprint;
+        Ok(())
+    }
 
     fn counters(&self) -> Counters {
         let mut c = self.counters.clone();

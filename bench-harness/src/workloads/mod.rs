@@ -114,6 +114,21 @@ pub trait Operator {
     /// same events, in arrival order). `None` if outputs were not collected.
     fn check(&self, input: &[Event]) -> Option<Vec<CheckOutcome>>;
 
+    /// What the operator keeps outside its keyed state (watermark, counters, fingerprints,
+    /// id counters), for a checkpoint: with the backend's checkpoint and the source's offset
+    /// it is all a restore needs. Outputs collected for the self-check are not included.
+    ///
+    /// # Errors
+    /// Encoding errors.
+    fn save_progress(&self) -> Result<Vec<u8>>;
+
+    /// Resumes from [`Operator::save_progress`]'s bytes after the backend was restored from
+    /// the same checkpoint.
+    ///
+    /// # Errors
+    /// `Corruption` for bytes that do not decode.
+    fn load_progress(&mut self, bytes: &[u8]) -> Result<()>;
+
     /// Processes one event, then advances the watermark if the event moves it (a late
     /// event never moves it back).
     ///
@@ -164,6 +179,23 @@ macro_rules! watermark_plumbing {
     };
 }
 pub(crate) use watermark_plumbing;
+
+/// Encodes an operator's progress (see [`Operator::save_progress`]).
+pub(crate) fn encode_progress<T: Serialize>(progress: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(progress).map_err(|e| {
+        statekit_backend::Error::new(
+            statekit_backend::ErrorKind::Internal,
+            format!("encoding operator progress: {e}"),
+        )
+    })
+}
+
+/// Decodes an operator's progress.
+pub(crate) fn decode_progress<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        statekit_backend::Error::corruption(format!("operator progress does not decode: {e}"))
+    })
+}
 
 pub(crate) fn wrong_event(workload: &str, event: &Event) -> statekit_backend::Error {
     statekit_backend::Error::invalid(format!(

@@ -1,0 +1,494 @@
+//! `statekit crash-test`: the workload in a child process, killed with SIGKILL at random
+//! moments and recovered from its last confirmed checkpoint, must end exactly where a run
+//! without crashes ends: the same results (no output lost or counted twice) and the same state.
+//!
+//! The parent plays the engine:
+//! - the source is replayable: the profile's events are written to a file once, and a
+//!   checkpoint records how many of them it covers (its offset);
+//! - a worker process (`statekit crash-test-worker`) opens the backend, restores the last
+//!   confirmed checkpoint if there is one (state, the operator's progress, the offset), skips
+//!   the events before the offset and goes on, checkpointing every `checkpoint_every` events:
+//!   the backend's checkpoint, then the engine's record of it (written durably: the worker
+//!   plays the engine's coordinator too), then the confirmation to the backend, which only
+//!   then retires older checkpoints;
+//! - the parent kills the worker after a random delay (seeded), starts the next one, and so
+//!   on until a worker reaches the end of the input; that run's results are compared with a
+//!   run without kills. Runs repeat until the requested number of kills is reached.
+//!
+//! Kills land wherever the worker happens to be: writing, flushing, compacting, inside a
+//! checkpoint's upload or manifest write, between the checkpoint and its confirmation, or
+//! during retention. Each worker uses checkpoint ids `incarnation * 1_000_000 + n`, so ids keep
+//! increasing across restarts, as an engine's do.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use statekit_backend::{
+    CheckpointHandle, Error, ErrorKind, InstanceConfig, LocalDirStorage, Result, StateBackend,
+    StateKind, Visit,
+};
+
+use crate::backends::{open_backend, BackendSpec, OpenOptions};
+use crate::event::{EventFileReader, EventFileWriter};
+use crate::profile::Profile;
+use crate::util::{Counters, SetFingerprint};
+
+/// Checkpoint ids of one worker start at `incarnation * ID_STRIDE`.
+const ID_STRIDE: u64 = 1_000_000;
+
+/// What `statekit crash-test` runs.
+#[derive(Debug, Clone)]
+pub struct CrashTestOptions {
+    /// The profile.
+    pub profile: Profile,
+    /// The scale name.
+    pub scale: String,
+    /// The backend and configuration.
+    pub spec: BackendSpec,
+    /// The memory budget, for backends that take one.
+    pub memory_budget: Option<u64>,
+    /// Kills to inflict in all.
+    pub kills: u32,
+    /// Seed of the kill times: the same seed kills at the same delays.
+    pub seed: u64,
+    /// Events between two checkpoints.
+    pub checkpoint_every: u64,
+    /// Only the first this many events of the scale (kills need short runs to be many).
+    pub max_events: Option<u64>,
+    /// Working directory (input, checkpoints, backend files); emptied first.
+    pub work: PathBuf,
+    /// The `statekit` executable that runs the workers.
+    pub exe: PathBuf,
+}
+
+/// The worker's instructions, written by the parent (`job.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CrashJob {
+    profile: PathBuf,
+    scale: String,
+    spec: BackendSpec,
+    memory_budget: Option<u64>,
+    input: PathBuf,
+    checkpoint_every: u64,
+}
+
+/// The engine's record of the last confirmed checkpoint (`confirmed.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Confirmed {
+    handle: CheckpointHandle,
+    /// Events of the input the checkpoint covers.
+    offset: u64,
+    /// The operator's progress at the checkpoint.
+    progress: Vec<u8>,
+}
+
+/// What a run to the end of the input produced (`outcome.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// The operator's result counters after the end of input.
+    pub counters: Counters,
+    /// The keyed state after the last event, before the end of input fires every timer.
+    pub state: StateFingerprint,
+}
+
+/// An order-independent fingerprint of everything a backend holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateFingerprint {
+    /// Key/value entries.
+    pub entries: u64,
+    /// Registered timers.
+    pub timers: u64,
+    /// Fingerprint of the entries and timers.
+    pub fingerprint: u64,
+}
+
+/// The result of a crash test.
+#[derive(Debug, Clone, Serialize)]
+pub struct CrashTestSummary {
+    /// The backend's label.
+    pub backend: String,
+    /// Kills inflicted.
+    pub kills: u32,
+    /// Restarts after a kill from a confirmed checkpoint.
+    pub recoveries_from_checkpoint: u32,
+    /// Restarts after a kill before any checkpoint was confirmed (from the start).
+    pub recoveries_from_start: u32,
+    /// Runs that reached the end of the input, each compared with the run without kills.
+    pub completed_runs: u32,
+    /// What differed, per run (empty when every run matched).
+    pub mismatches: Vec<String>,
+    /// Events of the input.
+    pub events: u64,
+    /// The seed.
+    pub seed: u64,
+}
+
+impl CrashTestSummary {
+    /// The one-line summary: kills, recoveries, mismatches.
+    pub fn line(&self) -> String {
+        format!(
+            "crash-test {}: {} kills, {} recoveries ({} from a checkpoint, {} from the start), \
+             {} mismatches in {} runs to the end of {} events (seed {})",
+            self.backend,
+            self.kills,
+            self.recoveries_from_checkpoint + self.recoveries_from_start,
+            self.recoveries_from_checkpoint,
+            self.recoveries_from_start,
+            self.mismatches.len(),
+            self.completed_runs,
+            self.events,
+            self.seed
+        )
+    }
+}
+
+/// Runs a crash test; `progress` receives a line per completed run.
+///
+/// # Errors
+/// A failed worker (an error other than being killed), or I/O errors of the working
+/// directory.
+pub fn crash_test(
+    options: &CrashTestOptions,
+    mut progress: impl FnMut(&str),
+) -> Result<CrashTestSummary> {
+    if options.checkpoint_every == 0 {
+        return Err(Error::invalid(
+            "--checkpoint-every must be at least 1 event",
+        ));
+    }
+    let scale = options.profile.scale(&options.scale)?.clone();
+    if options.work.exists() {
+        fs::remove_dir_all(&options.work).map_err(|e| Error::io(options.work.display(), e))?;
+    }
+    create_dir(&options.work)?;
+    let input = absolute(&options.work.join("input.csv"))?;
+    let mut writer = EventFileWriter::create(&input)?;
+    let mut events = 0u64;
+    let limit = options.max_events.unwrap_or(u64::MAX);
+    for event in options.profile.generator(&scale)?.take(limit as usize) {
+        writer.write(&event)?;
+        events += 1;
+    }
+    writer.finish()?;
+    let job = CrashJob {
+        profile: absolute(&options.profile.path)?,
+        scale: options.scale.clone(),
+        spec: options.spec.clone(),
+        memory_budget: options.memory_budget,
+        input,
+        checkpoint_every: options.checkpoint_every,
+    };
+
+    // The run without kills, in a worker like the others.
+    let reference_dir = options.work.join("reference");
+    prepare_run(&reference_dir, &job)?;
+    let started = Instant::now();
+    let status = spawn_worker(&options.exe, &reference_dir, 1)?
+        .wait()
+        .map_err(|e| Error::io("waiting for the reference worker", e))?;
+    if !status.success() {
+        return Err(worker_failed("the run without kills", status));
+    }
+    let reference: Outcome = read_json(&reference_dir.join("outcome.json"))?;
+    // Kill delays span the whole run, startup included.
+    let full_run = started.elapsed().max(Duration::from_millis(200));
+
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(options.seed);
+    let mut summary = CrashTestSummary {
+        backend: options.spec.label(),
+        kills: 0,
+        recoveries_from_checkpoint: 0,
+        recoveries_from_start: 0,
+        completed_runs: 0,
+        mismatches: Vec::new(),
+        events,
+        seed: options.seed,
+    };
+    let mut round = 0u32;
+    while summary.kills < options.kills {
+        round += 1;
+        let dir = options.work.join("crashing");
+        prepare_run(&dir, &job)?;
+        let mut incarnation = 0u64;
+        loop {
+            incarnation += 1;
+            if incarnation > 1 {
+                if dir.join("confirmed.json").exists() {
+                    summary.recoveries_from_checkpoint += 1;
+                } else {
+                    summary.recoveries_from_start += 1;
+                }
+            }
+            let mut child = spawn_worker(&options.exe, &dir, incarnation)?;
+            let kill_at = (summary.kills < options.kills).then(|| {
+                let ms = rng.random_range(0..=full_run.as_millis() as u64);
+                Duration::from_millis(ms)
+            });
+            let began = Instant::now();
+            let status = loop {
+                if let Some(status) = child
+                    .try_wait()
+                    .map_err(|e| Error::io("waiting for a worker", e))?
+                {
+                    break Some(status);
+                }
+                if kill_at.is_some_and(|at| began.elapsed() >= at) {
+                    // Child::kill sends SIGKILL.
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break None;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            };
+            match status {
+                None => summary.kills += 1,
+                Some(status) if status.success() => break,
+                Some(status) => {
+                    return Err(worker_failed(
+                        &format!("run {round}, worker {incarnation}"),
+                        status,
+                    ))
+                }
+            }
+        }
+        summary.completed_runs += 1;
+        let outcome: Outcome = read_json(&dir.join("outcome.json"))?;
+        let differences = differences(&reference, &outcome);
+        if !differences.is_empty() {
+            summary
+                .mismatches
+                .push(format!("run {round}: {}", differences.join("; ")));
+        }
+        progress(&format!(
+            "run {round}: {} workers, {} kills so far, {}",
+            incarnation,
+            summary.kills,
+            if differences.is_empty() {
+                "results and state equal the run without kills".to_string()
+            } else {
+                format!("MISMATCH: {}", differences.join("; "))
+            }
+        ));
+    }
+    Ok(summary)
+}
+
+/// What differs between two outcomes, named.
+fn differences(reference: &Outcome, outcome: &Outcome) -> Vec<String> {
+    let mut out = Vec::new();
+    let names: std::collections::BTreeSet<&String> = reference
+        .counters
+        .keys()
+        .chain(outcome.counters.keys())
+        .collect();
+    for name in names {
+        let (a, b) = (reference.counters.get(name), outcome.counters.get(name));
+        if a != b {
+            out.push(format!("{name}: {b:?} instead of {a:?}"));
+        }
+    }
+    if reference.state != outcome.state {
+        out.push(format!(
+            "state {:?} instead of {:?}",
+            outcome.state, reference.state
+        ));
+    }
+    out
+}
+
+fn worker_failed(what: &str, status: std::process::ExitStatus) -> Error {
+    Error::new(
+        ErrorKind::Internal,
+        format!("{what} failed ({status}); its error is above"),
+    )
+}
+
+fn spawn_worker(exe: &Path, dir: &Path, incarnation: u64) -> Result<std::process::Child> {
+    Command::new(exe)
+        .arg("crash-test-worker")
+        .arg(dir)
+        .arg(incarnation.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| Error::io(format!("starting {}", exe.display()), e))
+}
+
+fn prepare_run(dir: &Path, job: &CrashJob) -> Result<()> {
+    if dir.exists() {
+        fs::remove_dir_all(dir).map_err(|e| Error::io(dir.display(), e))?;
+    }
+    create_dir(dir)?;
+    write_durably(&dir.join("job.json"), job)
+}
+
+/// One worker: restore the last confirmed checkpoint, run to the end of the input (or until
+/// killed), write `outcome.json`. `incarnation` numbers the workers of one run from 1.
+///
+/// # Errors
+/// Whatever the backend, the operator or the files fail with.
+pub fn run_worker(dir: &Path, incarnation: u64) -> Result<()> {
+    let job: CrashJob = read_json(&dir.join("job.json"))?;
+    let profile = Profile::load(&job.profile)?;
+    let backend_dir = dir.join("backend");
+    remove_dead_instances(&backend_dir)?;
+    let checkpoints = dir.join("checkpoints");
+    create_dir(&checkpoints)?;
+    let instance = InstanceConfig::single(profile.max_parallelism)?
+        .with_checkpoint_storage(std::sync::Arc::new(LocalDirStorage::new(&checkpoints)?));
+    let mut backend = open_backend(
+        &job.spec,
+        OpenOptions {
+            instance,
+            work_dir: &backend_dir,
+            memory_budget: job.memory_budget,
+            direct_io: false,
+        },
+    )?;
+    let mut operator = profile.operator(backend.as_mut(), false)?;
+    let confirmed_path = dir.join("confirmed.json");
+    let mut offset = 0;
+    if confirmed_path.exists() {
+        let confirmed: Confirmed = read_json(&confirmed_path)?;
+        backend.restore(std::slice::from_ref(&confirmed.handle))?;
+        operator.load_progress(&confirmed.progress)?;
+        offset = confirmed.offset;
+    }
+    let mut position = 0u64;
+    let mut taken = 0u64;
+    for event in EventFileReader::open(&job.input)? {
+        let event = event?;
+        position += 1;
+        if position <= offset {
+            continue;
+        }
+        operator.process(backend.as_mut(), &event)?;
+        if position % job.checkpoint_every == 0 {
+            taken += 1;
+            let id = incarnation * ID_STRIDE + taken;
+            let handle = backend.checkpoint(id)?;
+            // The engine's record first: once it is durable, the checkpoint counts, and only
+            // then may the backend retire older ones.
+            write_durably(
+                &confirmed_path,
+                &Confirmed {
+                    handle,
+                    offset: position,
+                    progress: operator.save_progress()?,
+                },
+            )?;
+            backend.notify_checkpoint_complete(id)?;
+        }
+    }
+    let state = state_fingerprint(backend.as_ref())?;
+    operator.finish(backend.as_mut())?;
+    write_durably(
+        &dir.join("outcome.json"),
+        &Outcome {
+            counters: operator.counters(),
+            state,
+        },
+    )
+}
+
+/// A killed worker's RocksDB instance directories (its drop never ran).
+fn remove_dead_instances(backend_dir: &Path) -> Result<()> {
+    let Ok(entries) = fs::read_dir(backend_dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with("rocksdb-") {
+            let path = entry.path();
+            fs::remove_dir_all(&path).map_err(|e| Error::io(path.display(), e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Fingerprints every entry and timer of every state the backend holds.
+///
+/// # Errors
+/// Backend errors.
+pub fn state_fingerprint(backend: &dyn StateBackend) -> Result<StateFingerprint> {
+    use xxhash_rust::xxh3::xxh3_64 as h;
+    let mut fp = SetFingerprint::default();
+    let (mut entries, mut timers) = (0u64, 0u64);
+    let range = backend.key_group_range();
+    for (index, desc) in backend.states().iter().enumerate() {
+        let id = statekit_backend::StateId::from_index(index as u32);
+        let name = h(desc.name.as_bytes());
+        if desc.kind == StateKind::Timers {
+            backend.scan_timers(id, range, &mut |t| {
+                timers += 1;
+                fp.add(&[
+                    name,
+                    u64::from(t.key_group),
+                    h(&t.key),
+                    h(&t.namespace),
+                    t.timestamp as u64,
+                ]);
+                Ok(Visit::Continue)
+            })?;
+        } else {
+            backend.scan_state(id, range, &mut |e| {
+                entries += 1;
+                fp.add(&[
+                    name,
+                    u64::from(e.key_group),
+                    h(e.key),
+                    h(e.namespace),
+                    h(e.user_key),
+                    h(e.value),
+                ]);
+                Ok(Visit::Continue)
+            })?;
+        }
+    }
+    Ok(StateFingerprint {
+        entries,
+        timers,
+        fingerprint: fp.value(),
+    })
+}
+
+fn create_dir(dir: &Path) -> Result<()> {
+    fs::create_dir_all(dir).map_err(|e| Error::io(dir.display(), e))
+}
+
+fn absolute(path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path).map_err(|e| Error::io(path.display(), e))
+}
+
+/// Writes JSON to a temporary file, fsyncs it, renames it over `path` and fsyncs the
+/// directory: a kill at any moment leaves the old record or the new one, whole.
+fn write_durably(path: &Path, value: &impl Serialize) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(|e| {
+        Error::new(
+            ErrorKind::Internal,
+            format!("encoding {}: {e}", path.display()),
+        )
+    })?;
+    let tmp = path.with_extension("json.tmp");
+    let mut file = fs::File::create(&tmp).map_err(|e| Error::io(tmp.display(), e))?;
+    file.write_all(&bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Error::io(tmp.display(), e))?;
+    fs::rename(&tmp, path).map_err(|e| Error::io(path.display(), e))?;
+    if let Some(dir) = path.parent() {
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io(dir.display(), e))?;
+    }
+    Ok(())
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let bytes = fs::read(path).map_err(|e| Error::io(path.display(), e))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::corruption(format!("{}: {e}", path.display())))
+}
