@@ -602,6 +602,32 @@ memory_budget = "256MiB"
         }
     }
 
+    /// Every truncation and a sweep of single-byte damage of a profile either parses or is
+    /// an error naming the file, never a panic.
+    #[test]
+    fn damaged_profiles_never_panic_and_errors_name_the_file() {
+        let path = Path::new("profiles/damaged.toml");
+        let check = |damaged: &[u8], what: &str| {
+            let damaged = String::from_utf8_lossy(damaged);
+            if let Err(e) = Profile::parse(path, &damaged) {
+                assert!(
+                    e.to_string().contains("profiles/damaged.toml"),
+                    "{what}: {e}"
+                );
+            }
+        };
+        for cut in 0..GOOD.len() {
+            check(&GOOD.as_bytes()[..cut], &format!("cut at {cut}"));
+        }
+        for at in 0..GOOD.len() {
+            for byte in [b'=', b'[', b'"', b'\n', b'0', b'-', 0xff] {
+                let mut damaged = GOOD.as_bytes().to_vec();
+                damaged[at] = byte;
+                check(&damaged, &format!("byte {at} = {byte:#x}"));
+            }
+        }
+    }
+
     #[test]
     fn errors_name_file_line_and_field() {
         let e = parse(&GOOD.replace(

@@ -2,6 +2,8 @@
 //! ad-click join, each run recovered from its last confirmed checkpoint and compared with a
 //! run without kills (results and state).
 
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
+
 use std::path::PathBuf;
 use std::process::Command;
 

@@ -1316,8 +1316,37 @@ pub fn incomplete_or_damaged_checkpoints_are_rejected<F: BackendFactory>() {
     assert!(target.restore(std::slice::from_ref(&handle)).is_err());
     assert_eq!(dump(&target, all), before);
 
-    // Restored intact, it works.
+    // Every data file the checkpoint stored beside its manifest, flipped or truncated, fails
+    // the restore with an error naming it, and changes nothing.
     h.storage.put(&manifest, &original).unwrap();
+    let data_files: Vec<String> = h
+        .storage
+        .list(&handle.location)
+        .unwrap()
+        .into_iter()
+        .chain(h.storage.list("shared").unwrap())
+        .filter(|p| !p.ends_with("MANIFEST"))
+        .collect();
+    for path in &data_files {
+        let intact = h.storage.get(path).unwrap();
+        if intact.is_empty() {
+            continue;
+        }
+        let mut flipped = intact.clone();
+        let at = flipped.len() / 2;
+        flipped[at] ^= 0x01;
+        for (what, bytes) in [("flipped", flipped), ("truncated", intact[..at].to_vec())] {
+            h.storage.put(path, &bytes).unwrap();
+            let err = target.restore(std::slice::from_ref(&handle)).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Corruption, "{what} {path}: {err}");
+            let file = path.rsplit('/').next().unwrap_or(path);
+            assert!(err.to_string().contains(file), "{what} {path}: {err}");
+            assert_eq!(dump(&target, all), before, "{what} {path}");
+        }
+        h.storage.put(path, &intact).unwrap();
+    }
+
+    // Restored intact, it works.
     target.restore(&[handle]).unwrap();
     assert_eq!(dump(&target, all), dump(&b, all));
 }

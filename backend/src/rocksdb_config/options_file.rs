@@ -495,6 +495,35 @@ mod tests {
         );
     }
 
+    /// Every truncation and a sweep of single-byte damage of a full OPTIONS file (with
+    /// per-state sections) either parses or is an error naming the file, never a panic. (A
+    /// text file carries no checksum: a damaged digit can still be a valid number.)
+    #[test]
+    fn damaged_options_files_never_panic_and_errors_name_the_file() {
+        let mut config = RocksDbConfig::preset(Preset::FlinkDefault);
+        config.states.insert(
+            "join/left".into(),
+            crate::rocksdb_config::StateOptions::default(),
+        );
+        let text = config.to_options_string().unwrap();
+        let check = |damaged: &[u8], what: &str| {
+            let damaged = String::from_utf8_lossy(damaged);
+            if let Err(e) = RocksDbConfig::from_options_str(&damaged, "/etc/job/OPTIONS") {
+                assert!(e.to_string().contains("/etc/job/OPTIONS"), "{what}: {e}");
+            }
+        };
+        for cut in 0..text.len() {
+            check(&text.as_bytes()[..cut], &format!("cut at {cut}"));
+        }
+        for at in (0..text.len()).step_by(3) {
+            for byte in [b'=', b'[', b'"', b'\n', b'9', 0xff] {
+                let mut damaged = text.as_bytes().to_vec();
+                damaged[at] = byte;
+                check(&damaged, &format!("byte {at} = {byte:#x}"));
+            }
+        }
+    }
+
     #[test]
     fn errors_name_file_line_and_key() {
         let text =
