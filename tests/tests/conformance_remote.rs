@@ -36,6 +36,37 @@ impl statekit_tests::BackendFactory for Remote {
 
 statekit_tests::conformance_suite!(Remote);
 
+/// A statekit checkpoint's SlateDB pin is created with an expiry (a crash before the
+/// checkpoint's MANIFEST must not pin tables forever) and made permanent once the MANIFEST is
+/// written: a completed checkpoint's pin never expires.
+#[test]
+fn a_completed_checkpoint_pins_its_tables_for_good() -> Result<()> {
+    use statekit_backend::{key_group_of, Checkpointing, Scope, StateDescriptor, StateKind};
+    use statekit_backend::{StateBackend, StateWrite};
+    let remote = <Remote as statekit_tests::BackendFactory>::new();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let config = InstanceConfig::single(16)?.with_checkpoint_storage(Arc::new(
+        statekit_backend::LocalDirStorage::new(dir.path())?,
+    ));
+    let mut b = RemoteBackend::open_in(config, &remote.store)?;
+    let s = b.register_state(&StateDescriptor::new("m", StateKind::Map))?;
+    let scope = Scope {
+        state: s,
+        key_group: key_group_of(b"k", 16),
+        key: b"k",
+        namespace: b"",
+    };
+    b.put(scope, b"u", b"v")?;
+    b.checkpoint(7)?;
+    let pins = b.pinned_checkpoints()?;
+    let pin = pins
+        .iter()
+        .find(|p| p.name.as_deref() == Some("statekit-7"))
+        .expect("checkpoint 7 pins its database");
+    assert_eq!(pin.expires_at_unix_ms, None, "{pins:?}");
+    Ok(())
+}
+
 /// SlateDB's counters reach `stats()`, and a scan of a scope that holds nothing is answered
 /// by the scope-prefix Bloom filters of the uploaded tables instead of reading them.
 #[test]

@@ -146,6 +146,20 @@ pub const REMOTE_FORMAT: &str = "statekit-remote-v1";
 /// The backend's name in handles and reports.
 pub const NAME: &str = "remote";
 
+/// A SlateDB checkpoint pinning an instance's database (see
+/// [`RemoteBackend::pinned_checkpoints`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinnedCheckpoint {
+    /// Its name (`statekit-<id>` for statekit's checkpoints).
+    pub name: Option<String>,
+    /// When it expires (Unix ms), `None` for never.
+    pub expires_at_unix_ms: Option<i64>,
+}
+
+/// How long the SlateDB checkpoint behind a statekit checkpoint lives until the checkpoint's
+/// MANIFEST is written; then it is made permanent. Far longer than writing one small file.
+const UNCONFIRMED_PIN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// How many writes pass between two incremental TTL sweep steps.
 pub const SWEEP_EVERY_WRITES: u64 = 1024;
 
@@ -555,6 +569,25 @@ impl RemoteBackend {
         let path = self.store.path_of(&self.db_rel);
         runtime::block_on(self.store.admin(&path).run_gc_once(self.store.gc_options()))?
             .map_err(|e| slate_error(format!("collecting garbage in {}", self.what()), e))
+    }
+
+    /// The SlateDB checkpoints that pin this instance's database, oldest first: those of
+    /// statekit's checkpoints (named `statekit-<id>`, no expiry once complete) and those
+    /// that clones restored from them hold. For inspecting what keeps tables alive.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    pub fn pinned_checkpoints(&self) -> Result<Vec<PinnedCheckpoint>> {
+        let path = self.store.path_of(&self.db_rel);
+        let listed = runtime::block_on(self.store.admin(&path).list_checkpoints(None))?
+            .map_err(|e| slate_error(format!("listing the checkpoints of {}", self.what()), e))?;
+        Ok(listed
+            .into_iter()
+            .map(|c| PinnedCheckpoint {
+                name: c.name,
+                expires_at_unix_ms: c.expire_time.map(|t| t.timestamp_millis()),
+            })
+            .collect())
     }
 
     fn what(&self) -> String {
@@ -1556,8 +1589,11 @@ impl Checkpointing for RemoteBackend {
             self.config.key_groups,
         );
         let what = self.what();
+        // The pin expires unless this checkpoint completes: a crash before its MANIFEST is
+        // written (nothing can ever restore it) must not keep its tables forever.
         let options = CheckpointOptions {
             name: Some(format!("statekit-{checkpoint_id}")),
+            lifetime: Some(UNCONFIRMED_PIN_LIFETIME),
             ..CheckpointOptions::default()
         };
         let created = runtime::block_on(self.db.create_checkpoint(CheckpointScope::All, &options))?
@@ -1588,6 +1624,18 @@ impl Checkpointing for RemoteBackend {
                 "checkpoint {checkpoint_id} to {}/{location}",
                 storage.describe()
             )));
+        }
+        // The MANIFEST is durable: the pin now lasts until retention drops it. If it cannot be
+        // made permanent, the checkpoint fails and is taken back like a failed MANIFEST put.
+        let db_path = self.store.path_of(&self.db_rel);
+        let admin = self.store.admin(&db_path);
+        if let Err(e) = runtime::block_on(admin.refresh_checkpoint(created.id, None))?
+            .map_err(|e| slate_error(format!("checkpoint {checkpoint_id} of {what}"), e))
+        {
+            if storage.delete(&manifest_path).is_ok() {
+                let _ = runtime::block_on(admin.delete_checkpoint(created.id));
+            }
+            return Err(e.context("making its SlateDB checkpoint permanent"));
         }
         let handle = CheckpointHandle {
             checkpoint_id,
