@@ -33,7 +33,7 @@ use statekit_backend::{
     StateKind, Visit,
 };
 
-use crate::backends::{open_backend, BackendSpec, OpenOptions};
+use crate::backends::{open_backend, BackendKind, BackendSpec, OpenOptions};
 use crate::event::{EventFileReader, EventFileWriter};
 use crate::profile::Profile;
 use crate::util::{Counters, SetFingerprint};
@@ -60,6 +60,11 @@ pub struct CrashTestOptions {
     pub checkpoint_every: u64,
     /// Only the first this many events of the scale (kills need short runs to be many).
     pub max_events: Option<u64>,
+    /// The remote backend only: this fraction of its object-store calls fails (errors,
+    /// timeouts, lost write responses; as many again are slow). A worker that fails with an
+    /// error is restarted from the last confirmed checkpoint, as an engine restarts a failed
+    /// task.
+    pub object_store_faults: Option<f64>,
     /// Working directory (input, checkpoints, backend files); emptied first.
     pub work: PathBuf,
     /// The `statekit` executable that runs the workers.
@@ -75,6 +80,8 @@ struct CrashJob {
     memory_budget: Option<u64>,
     input: PathBuf,
     checkpoint_every: u64,
+    object_store_faults: Option<f64>,
+    seed: u64,
 }
 
 /// The engine's record of the last confirmed checkpoint (`confirmed.json`).
@@ -118,6 +125,8 @@ pub struct CrashTestSummary {
     pub recoveries_from_checkpoint: u32,
     /// Restarts after a kill before any checkpoint was confirmed (from the start).
     pub recoveries_from_start: u32,
+    /// Restarts after a worker failed with an error (injected object-store faults).
+    pub restarts_after_errors: u32,
     /// Runs that reached the end of the input, each compared with the run without kills.
     pub completed_runs: u32,
     /// What differed, per run (empty when every run matched).
@@ -131,9 +140,17 @@ pub struct CrashTestSummary {
 impl CrashTestSummary {
     /// The one-line summary: kills, recoveries, mismatches.
     pub fn line(&self) -> String {
+        let errors = if self.restarts_after_errors > 0 {
+            format!(
+                ", {} restarts after injected faults",
+                self.restarts_after_errors
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "crash-test {}: {} kills, {} recoveries ({} from a checkpoint, {} from the start), \
-             {} mismatches in {} runs to the end of {} events (seed {})",
+            "crash-test {}: {} kills, {} recoveries ({} from a checkpoint, {} from the \
+             start){errors}, {} mismatches in {} runs to the end of {} events (seed {})",
             self.backend,
             self.kills,
             self.recoveries_from_checkpoint + self.recoveries_from_start,
@@ -182,13 +199,20 @@ pub fn crash_test(
         memory_budget: options.memory_budget,
         input,
         checkpoint_every: options.checkpoint_every,
+        object_store_faults: options.object_store_faults,
+        seed: options.seed,
     };
+    if options.object_store_faults.is_some() && options.spec.kind != BackendKind::Remote {
+        return Err(Error::invalid(
+            "object-store faults apply to the remote backend only",
+        ));
+    }
 
     // The run without kills, in a worker like the others.
     let reference_dir = options.work.join("reference");
     prepare_run(&reference_dir, &job)?;
     let started = Instant::now();
-    let status = spawn_worker(&options.exe, &reference_dir, 1)?
+    let status = spawn_worker(&options.exe, &reference_dir, 1, false)?
         .wait()
         .map_err(|e| Error::io("waiting for the reference worker", e))?;
     if !status.success() {
@@ -204,6 +228,7 @@ pub fn crash_test(
         kills: 0,
         recoveries_from_checkpoint: 0,
         recoveries_from_start: 0,
+        restarts_after_errors: 0,
         completed_runs: 0,
         mismatches: Vec::new(),
         events,
@@ -215,6 +240,7 @@ pub fn crash_test(
         let dir = options.work.join("crashing");
         prepare_run(&dir, &job)?;
         let mut incarnation = 0u64;
+        let mut failures_in_a_row = 0u32;
         loop {
             incarnation += 1;
             if incarnation > 1 {
@@ -224,7 +250,12 @@ pub fn crash_test(
                     summary.recoveries_from_start += 1;
                 }
             }
-            let mut child = spawn_worker(&options.exe, &dir, incarnation)?;
+            let mut child = spawn_worker(
+                &options.exe,
+                &dir,
+                incarnation,
+                job.object_store_faults.is_some(),
+            )?;
             let kill_at = (summary.kills < options.kills).then(|| {
                 let ms = rng.random_range(0..=full_run.as_millis() as u64);
                 Duration::from_millis(ms)
@@ -248,6 +279,21 @@ pub fn crash_test(
             match status {
                 None => summary.kills += 1,
                 Some(status) if status.success() => break,
+                Some(_) if job.object_store_faults.is_some() => {
+                    summary.restarts_after_errors += 1;
+                    failures_in_a_row += 1;
+                    if failures_in_a_row > MAX_FAILURES_IN_A_ROW {
+                        return Err(Error::new(
+                            ErrorKind::Unavailable,
+                            format!(
+                                "run {round}: {failures_in_a_row} workers in a row failed under \
+                                 the injected faults ({}): lower --object-store-faults",
+                                dir.join("workers.log").display()
+                            ),
+                        ));
+                    }
+                    continue;
+                }
                 Some(status) => {
                     return Err(worker_failed(
                         &format!("run {round}, worker {incarnation}"),
@@ -255,6 +301,7 @@ pub fn crash_test(
                     ))
                 }
             }
+            failures_in_a_row = 0;
         }
         summary.completed_runs += 1;
         let outcome: Outcome = read_json(&dir.join("outcome.json"))?;
@@ -308,16 +355,38 @@ fn worker_failed(what: &str, status: std::process::ExitStatus) -> Error {
     )
 }
 
-fn spawn_worker(exe: &Path, dir: &Path, incarnation: u64) -> Result<std::process::Child> {
+/// Starts a worker; with `log_errors`, its errors (expected under injected faults) go to
+/// `workers.log` in the run's directory instead of the terminal.
+fn spawn_worker(
+    exe: &Path,
+    dir: &Path,
+    incarnation: u64,
+    log_errors: bool,
+) -> Result<std::process::Child> {
+    let stderr = if log_errors {
+        let path = dir.join("workers.log");
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io(path.display(), e))?;
+        Stdio::from(log)
+    } else {
+        Stdio::inherit()
+    };
     Command::new(exe)
         .arg("crash-test-worker")
         .arg(dir)
         .arg(incarnation.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .map_err(|e| Error::io(format!("starting {}", exe.display()), e))
 }
+
+/// Consecutive failed workers of one run before the test gives up.
+const MAX_FAILURES_IN_A_ROW: u32 = 50;
 
 fn prepare_run(dir: &Path, job: &CrashJob) -> Result<()> {
     if dir.exists() {
@@ -341,15 +410,17 @@ pub fn run_worker(dir: &Path, incarnation: u64) -> Result<()> {
     create_dir(&checkpoints)?;
     let instance = InstanceConfig::single(profile.max_parallelism)?
         .with_checkpoint_storage(std::sync::Arc::new(LocalDirStorage::new(&checkpoints)?));
-    let mut backend = open_backend(
-        &job.spec,
-        OpenOptions {
-            instance,
-            work_dir: &backend_dir,
-            memory_budget: job.memory_budget,
-            direct_io: false,
-        },
-    )?;
+    let options = OpenOptions {
+        instance,
+        work_dir: &backend_dir,
+        memory_budget: job.memory_budget,
+        direct_io: false,
+    };
+    let mut backend = match job.object_store_faults {
+        // Each worker draws other faults.
+        Some(rate) => open_remote_with_faults(&job, options, rate, job.seed ^ incarnation)?,
+        None => open_backend(&job.spec, options)?,
+    };
     let mut operator = profile.operator(backend.as_mut(), false)?;
     let confirmed_path = dir.join("confirmed.json");
     let mut offset = 0;
@@ -394,6 +465,38 @@ pub fn run_worker(dir: &Path, incarnation: u64) -> Result<()> {
             state,
         },
     )
+}
+
+/// The remote backend on its configured store behind a fault-injecting wrapper.
+#[cfg(feature = "remote")]
+fn open_remote_with_faults(
+    job: &CrashJob,
+    options: OpenOptions<'_>,
+    rate: f64,
+    seed: u64,
+) -> Result<Box<dyn StateBackend>> {
+    use statekit_backend::remote::{FaultPlan, FaultyObjectStore, RemoteBackend, RemoteStore};
+    let config = crate::backends::remote_config(
+        job.spec.config.as_deref(),
+        options.work_dir,
+        options.memory_budget,
+    )?;
+    let (inner, root) = config.build_object_store()?;
+    let faulty = FaultyObjectStore::new(inner, FaultPlan::failing(rate), seed);
+    let store = RemoteStore::with_object_store(&config, std::sync::Arc::new(faulty), root)?;
+    Ok(Box::new(RemoteBackend::open_in(options.instance, &store)?))
+}
+
+#[cfg(not(feature = "remote"))]
+fn open_remote_with_faults(
+    _job: &CrashJob,
+    _options: OpenOptions<'_>,
+    _rate: f64,
+    _seed: u64,
+) -> Result<Box<dyn StateBackend>> {
+    Err(Error::invalid(
+        "this statekit was built without the 'remote' backend",
+    ))
 }
 
 /// A killed worker's RocksDB instance directories (its drop never ran).

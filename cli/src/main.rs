@@ -236,6 +236,11 @@ enum Command {
         /// Only the first this many events of the scale (0: all).
         #[arg(long, default_value_t = 20_000)]
         max_events: u64,
+        /// Remote backend: make this fraction of object-store calls fail (errors, timeouts,
+        /// lost write responses; as many again slow), like 0.01. A worker that fails is
+        /// restarted from the last confirmed checkpoint.
+        #[arg(long)]
+        object_store_faults: Option<f64>,
         /// Working directory (emptied first).
         #[arg(long, default_value = "statekit-crash-test")]
         work: PathBuf,
@@ -640,6 +645,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             seed,
             checkpoint_every,
             max_events,
+            object_store_faults,
             work,
         } => {
             let options = statekit_bench::crash_test::CrashTestOptions {
@@ -655,6 +661,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 seed,
                 checkpoint_every,
                 max_events: (max_events > 0).then_some(max_events),
+                object_store_faults,
                 work,
                 exe: std::env::current_exe()
                     .map_err(|e| statekit_backend::Error::io("the statekit executable", e))?,
