@@ -153,22 +153,20 @@ fn scenario(disk: &SmallDisk, open: &dyn Fn(&Path, InstanceConfig) -> Box<dyn St
 
 #[test]
 fn a_full_disk_is_a_clear_error_and_the_job_resumes() {
+    // A fresh file system for each backend.
     let Some(disk) = SmallDisk::mount(40) else {
         return;
     };
     scenario(&disk, &|_, config| {
         Box::new(MemoryBackend::open(config).unwrap())
     });
+    drop(disk);
     #[cfg(feature = "rocksdb")]
     {
         use statekit_backend::rocksdb::{
             MemoryBudget, RocksDbBackend, RocksDbResources, RocksDbSettings,
         };
-        // A fresh file system for the second backend.
-        drop(disk);
-        let Some(disk) = SmallDisk::mount(40) else {
-            return;
-        };
+        let disk = SmallDisk::mount(40).unwrap();
         let resources = RocksDbResources::new(MemoryBudget::new(32 << 20)).unwrap();
         scenario(&disk, &|local, config| {
             Box::new(
@@ -177,4 +175,6 @@ fn a_full_disk_is_a_clear_error_and_the_job_resumes() {
             )
         });
     }
+    // Not the remote backend: with its object store in a directory on the full disk it did
+    // not fail but hung (not diagnosed yet), an open finding recorded in docs/reliability.md.
 }
