@@ -175,6 +175,7 @@ fn a_full_disk_is_a_clear_error_and_the_job_resumes() {
             )
         });
     }
-    // Not the remote backend: with its object store in a directory on the full disk it did
-    // not fail but hung (not diagnosed yet), an open finding recorded in docs/reliability.md.
+    // Not the remote backend: with its object store in a directory on the full disk it does
+    // not fail but hangs in SlateDB's create_checkpoint (an open finding, see
+    // docs/reliability.md).
 }
