@@ -77,6 +77,10 @@ pub struct RemoteConfig {
     /// time, four-way split, 256 MiB tables), which can hold over a gigabyte. Default 1 GiB;
     /// at least 8 MiB.
     pub compaction_memory: Size,
+    /// Seconds a checkpoint, or closing the database, may wait for SlateDB to flush before it
+    /// gives up with an error: a store that refuses writes (full, or unreachable beyond
+    /// SlateDB's retries) must not hang the job. Default 120; at least 1.
+    pub flush_timeout_secs: u64,
 }
 
 impl Default for RemoteConfig {
@@ -96,6 +100,7 @@ impl Default for RemoteConfig {
             max_concurrent_reads: 64,
             replaced_tables_kept_secs: 60,
             compaction_memory: Size(1 << 30),
+            flush_timeout_secs: 120,
         }
     }
 }
@@ -249,6 +254,9 @@ impl RemoteConfig {
                     format!("{meta} must be below block_cache = {}", self.block_cache),
                 ));
             }
+        }
+        if self.flush_timeout_secs == 0 {
+            return Err(FieldError::new("flush_timeout_secs", "must be at least 1"));
         }
         const MIB: u64 = 1 << 20;
         if self.compaction_memory.0 < 8 * MIB {

@@ -287,6 +287,11 @@ impl RemoteStore {
         Admin::builder(path.clone(), Arc::clone(&self.store)).build()
     }
 
+    /// How long a flush (a checkpoint's, or closing's) may take before it is an error.
+    fn flush_timeout(&self) -> Duration {
+        Duration::from_secs(self.config.flush_timeout_secs)
+    }
+
     fn replaced_tables_kept(&self) -> Duration {
         Duration::from_secs(self.config.replaced_tables_kept_secs)
     }
@@ -1198,10 +1203,25 @@ impl RemoteBackend {
 
     fn close_db(&self) {
         let db = Arc::clone(&self.db);
-        // Best effort: a failure leaves unflushed (never checkpointed) writes behind, which
-        // the trait allows to be lost.
-        let _ = runtime::block_on(async move { db.close().await });
+        // Best effort, and bounded: a failure or a store that accepts no writes leaves
+        // unflushed (never checkpointed) writes behind, which the trait allows to be lost.
+        let deadline = self.store.flush_timeout();
+        let _ = runtime::block_on(async move { tokio::time::timeout(deadline, db.close()).await });
     }
+}
+
+/// A flush that did not finish within the configured time: the store refuses writes (full,
+/// or unreachable beyond SlateDB's retries) or is far too slow.
+fn flush_timed_out(what: &str, deadline: Duration) -> Error {
+    Error::new(
+        ErrorKind::Unavailable,
+        format!(
+            "{what}: SlateDB's flush did not finish within {} s (flush_timeout_secs): the \
+             object store refuses writes (full? unreachable?) or is far too slow; nothing \
+             after the last completed checkpoint is durable",
+            deadline.as_secs()
+        ),
+    )
 }
 
 /// The sum of the metrics called `name` (over their labels, or those carrying `label`).
@@ -1596,8 +1616,17 @@ impl Checkpointing for RemoteBackend {
             lifetime: Some(UNCONFIRMED_PIN_LIFETIME),
             ..CheckpointOptions::default()
         };
-        let created = runtime::block_on(self.db.create_checkpoint(CheckpointScope::All, &options))?
-            .map_err(|e| slate_error(format!("checkpoint {checkpoint_id} of {what}"), e))?;
+        let deadline = self.store.flush_timeout();
+        // The timer must be created inside the runtime.
+        let created = runtime::block_on(async {
+            tokio::time::timeout(
+                deadline,
+                self.db.create_checkpoint(CheckpointScope::All, &options),
+            )
+            .await
+        })?
+        .map_err(|_| flush_timed_out(&format!("checkpoint {checkpoint_id} of {what}"), deadline))?
+        .map_err(|e| slate_error(format!("checkpoint {checkpoint_id} of {what}"), e))?;
         let manifest = RemoteManifest {
             format: REMOTE_FORMAT.to_string(),
             backend: NAME.to_string(),
