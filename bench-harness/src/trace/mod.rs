@@ -260,6 +260,21 @@ mod tests {
         Arc::new(Mutex::new(Some(w)))
     }
 
+    type SharedWriter = Arc<Mutex<Option<TraceWriter>>>;
+
+    /// A memory backend recording to a trace at `path` (16 key groups), and its writer.
+    fn recording_to(path: &std::path::Path) -> (RecordingBackend<dyn StateBackend>, SharedWriter) {
+        let inner = MemoryBackend::open(InstanceConfig::single(16).unwrap()).unwrap();
+        let writer =
+            shared(TraceWriter::create(path, false, 16, KeyGroupRange::all(16).unwrap()).unwrap());
+        let b = RecordingBackend::new(
+            Box::new(inner) as Box<dyn StateBackend>,
+            Arc::clone(&writer),
+        )
+        .unwrap();
+        (b, writer)
+    }
+
     /// An excluded lower bound was recorded as the prefix successor of the key, so a replay
     /// kept keys between the bound and that successor ("a\x01" after "a").
     #[test]
@@ -269,14 +284,7 @@ mod tests {
         use std::ops::Bound;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.sktrace");
-        let inner = MemoryBackend::open(InstanceConfig::single(16).unwrap()).unwrap();
-        let writer =
-            shared(TraceWriter::create(&path, false, 16, KeyGroupRange::all(16).unwrap()).unwrap());
-        let mut b = RecordingBackend::new(
-            Box::new(inner) as Box<dyn StateBackend>,
-            Arc::clone(&writer),
-        )
-        .unwrap();
+        let (mut b, writer) = recording_to(&path);
         let s = b
             .register_state(&StateDescriptor::new("m", StateKind::Map))
             .unwrap();
@@ -315,14 +323,7 @@ mod tests {
     fn a_damaged_or_truncated_trace_is_refused_before_replay() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.sktrace");
-        let inner = MemoryBackend::open(InstanceConfig::single(16).unwrap()).unwrap();
-        let writer =
-            shared(TraceWriter::create(&path, false, 16, KeyGroupRange::all(16).unwrap()).unwrap());
-        let mut b = RecordingBackend::new(
-            Box::new(inner) as Box<dyn StateBackend>,
-            Arc::clone(&writer),
-        )
-        .unwrap();
+        let (mut b, writer) = recording_to(&path);
         let m: MapState<u32, String> = MapState::register(&mut b, "m").unwrap();
         let ctx = KeyContext::new(&b, &9u64).unwrap();
         for i in 0..100 {
@@ -350,14 +351,7 @@ mod tests {
     fn record_then_read_back_every_kind() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.sktrace");
-        let inner = MemoryBackend::open(InstanceConfig::single(16).unwrap()).unwrap();
-        let writer =
-            shared(TraceWriter::create(&path, false, 16, KeyGroupRange::all(16).unwrap()).unwrap());
-        let mut b = RecordingBackend::new(
-            Box::new(inner) as Box<dyn StateBackend>,
-            Arc::clone(&writer),
-        )
-        .unwrap();
+        let (mut b, writer) = recording_to(&path);
         let m: MapState<i64, String> = MapState::register(&mut b, "m").unwrap();
         let l: ListState<u32> = ListState::register(&mut b, "l").unwrap();
         let t = TimerService::register(&mut b, "t").unwrap();

@@ -18,8 +18,8 @@ use statekit_backend::typed::{KeyContext, ListState, TimerService, ValueState};
 use statekit_backend::{Error, Result, StateBackend};
 
 use super::{
-    check_fraction, decode_progress, encode_progress, floor_to, late_flags, wrong_event,
-    ArrivalQueue, CheckOutcome, Disorder, Operator, ScaleSpec, EPOCH_MS,
+    check_fraction, decode_progress, floor_to, late_flags, wrong_event, ArrivalQueue, CheckOutcome,
+    CountersProgress, Disorder, Operator, ScaleSpec, EPOCH_MS,
 };
 use crate::event::Event;
 use crate::util::{de_duration, millis, mix64, Counters, SetFingerprint};
@@ -175,15 +175,6 @@ impl Iterator for DailyUvGenerator {
 
 /// One emitted cardinality: (dimension, flush time) -> distinct devices of the day so far.
 pub type UvKey = (u32, i64);
-
-/// What [`DailyUv`] keeps outside its keyed state.
-#[derive(Serialize, Deserialize)]
-struct CountersProgress {
-    watermarks: WatermarkGenerator,
-    counters: Counters,
-    fingerprint: SetFingerprint,
-    next_id: u32,
-}
 
 /// The daily-UV job.
 pub struct DailyUv {
@@ -342,19 +333,18 @@ impl Operator for DailyUv {
     crate::workloads::watermark_plumbing!();
 
     fn save_progress(&self) -> Result<Vec<u8>> {
-        encode_progress(&CountersProgress {
-            watermarks: self.watermarks.clone(),
-            counters: self.counters.clone(),
-            fingerprint: self.fingerprint,
-            next_id: self.next_id,
-        })
+        CountersProgress::save(
+            &self.watermarks,
+            &self.counters,
+            self.fingerprint,
+            self.next_id,
+        )
     }
 
     fn load_progress(&mut self, bytes: &[u8]) -> Result<()> {
         let p: CountersProgress = decode_progress(bytes)?;
-        self.watermarks = p.watermarks;
-        self.counters = p.counters;
-        self.fingerprint = p.fingerprint;
+        (self.watermarks, self.counters, self.fingerprint) =
+            (p.watermarks, p.counters, p.fingerprint);
         self.next_id = p.next_id;
         Ok(())
     }

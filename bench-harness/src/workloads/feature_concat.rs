@@ -17,7 +17,7 @@ use statekit_backend::typed::{KeyContext, ListState, TimerService, ValueState};
 use statekit_backend::{Error, Result, StateBackend};
 
 use super::{
-    check_fraction, decode_progress, encode_progress, late_flags, wrong_event, CheckOutcome,
+    check_fraction, decode_progress, late_flags, wrong_event, CheckOutcome, CountersProgress,
     Disorder, Operator, ScaleSpec, Staging, Timestamped, EPOCH_MS,
 };
 use crate::event::Event;
@@ -307,14 +307,6 @@ pub struct StoredFeature {
     pub payload: String,
 }
 
-/// What [`FeatureConcat`] keeps outside its keyed state.
-#[derive(Serialize, Deserialize)]
-struct CountersProgress {
-    watermarks: WatermarkGenerator,
-    counters: Counters,
-    fingerprint: SetFingerprint,
-}
-
 /// The feature-concatenation job.
 pub struct FeatureConcat {
     events: ListState<StoredEvent>,
@@ -486,18 +478,13 @@ impl Operator for FeatureConcat {
     crate::workloads::watermark_plumbing!();
 
     fn save_progress(&self) -> Result<Vec<u8>> {
-        encode_progress(&CountersProgress {
-            watermarks: self.watermarks.clone(),
-            counters: self.counters.clone(),
-            fingerprint: self.fingerprint,
-        })
+        CountersProgress::save(&self.watermarks, &self.counters, self.fingerprint, 0)
     }
 
     fn load_progress(&mut self, bytes: &[u8]) -> Result<()> {
         let p: CountersProgress = decode_progress(bytes)?;
-        self.watermarks = p.watermarks;
-        self.counters = p.counters;
-        self.fingerprint = p.fingerprint;
+        (self.watermarks, self.counters, self.fingerprint) =
+            (p.watermarks, p.counters, p.fingerprint);
         Ok(())
     }
 

@@ -180,6 +180,34 @@ macro_rules! watermark_plumbing {
 }
 pub(crate) use watermark_plumbing;
 
+/// The progress of an operator whose results are counters and a fingerprint (feature-concat,
+/// sliding-window, daily-uv), plus an id counter if it keeps one.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct CountersProgress {
+    pub(crate) watermarks: crate::watermark::WatermarkGenerator,
+    pub(crate) counters: Counters,
+    pub(crate) fingerprint: crate::util::SetFingerprint,
+    #[serde(default)]
+    pub(crate) next_id: u32,
+}
+
+impl CountersProgress {
+    /// Encodes the parts an operator keeps outside its state.
+    pub(crate) fn save(
+        watermarks: &crate::watermark::WatermarkGenerator,
+        counters: &Counters,
+        fingerprint: crate::util::SetFingerprint,
+        next_id: u32,
+    ) -> Result<Vec<u8>> {
+        encode_progress(&CountersProgress {
+            watermarks: watermarks.clone(),
+            counters: counters.clone(),
+            fingerprint,
+            next_id,
+        })
+    }
+}
+
 /// Encodes an operator's progress (see [`Operator::save_progress`]).
 pub(crate) fn encode_progress<T: Serialize>(progress: &T) -> Result<Vec<u8>> {
     serde_json::to_vec(progress).map_err(|e| {

@@ -32,8 +32,8 @@ use statekit_backend::typed::{KeyContext, MapState, TimerService};
 use statekit_backend::{Direction, Error, Result, StateBackend, Visit};
 
 use super::{
-    check_fraction, decode_progress, encode_progress, floor_to, late_flags, wrong_event,
-    ArrivalQueue, CheckOutcome, Disorder, Operator, ScaleSpec, EPOCH_MS,
+    check_fraction, decode_progress, floor_to, late_flags, wrong_event, ArrivalQueue, CheckOutcome,
+    CountersProgress, Disorder, Operator, ScaleSpec, EPOCH_MS,
 };
 use crate::event::Event;
 use crate::util::{de_duration, millis, mix64, Counters, SetFingerprint};
@@ -220,14 +220,6 @@ impl Iterator for SlidingWindowGenerator {
 /// One emitted window: (hexagon, window end, window size) -> count.
 pub type WindowKey = (u64, i64, i64);
 
-/// What [`SlidingWindowDemand`] keeps outside its keyed state.
-#[derive(Serialize, Deserialize)]
-struct CountersProgress {
-    watermarks: WatermarkGenerator,
-    counters: Counters,
-    fingerprint: SetFingerprint,
-}
-
 /// The sliding-window demand job.
 pub struct SlidingWindowDemand {
     dedup: MapState<(i64, u64), ()>,
@@ -385,18 +377,13 @@ impl Operator for SlidingWindowDemand {
     crate::workloads::watermark_plumbing!();
 
     fn save_progress(&self) -> Result<Vec<u8>> {
-        encode_progress(&CountersProgress {
-            watermarks: self.watermarks.clone(),
-            counters: self.counters.clone(),
-            fingerprint: self.fingerprint,
-        })
+        CountersProgress::save(&self.watermarks, &self.counters, self.fingerprint, 0)
     }
 
     fn load_progress(&mut self, bytes: &[u8]) -> Result<()> {
         let p: CountersProgress = decode_progress(bytes)?;
-        self.watermarks = p.watermarks;
-        self.counters = p.counters;
-        self.fingerprint = p.fingerprint;
+        (self.watermarks, self.counters, self.fingerprint) =
+            (p.watermarks, p.counters, p.fingerprint);
         Ok(())
     }
 
