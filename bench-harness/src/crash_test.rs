@@ -38,6 +38,86 @@ use crate::event::{EventFileReader, EventFileWriter};
 use crate::profile::Profile;
 use crate::util::{Counters, SetFingerprint};
 
+/// What a worker is doing, written to `phase` in its run directory at each change, so the
+/// parent can tell where each kill landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    /// Starting: opening the backend, registering states.
+    Opening = 1,
+    /// Restoring the last confirmed checkpoint.
+    Restoring,
+    /// Processing events (writes, reads, timers; the backend flushes and compacts meanwhile).
+    Processing,
+    /// Inside the backend's checkpoint (flush, upload, manifest write).
+    Checkpointing,
+    /// Writing the engine's record of the checkpoint.
+    Recording,
+    /// Confirming the checkpoint to the backend (which then retires old ones).
+    Confirming,
+    /// The end of input: every timer fires.
+    Finishing,
+}
+
+impl Phase {
+    const ALL: [Phase; 7] = [
+        Phase::Opening,
+        Phase::Restoring,
+        Phase::Processing,
+        Phase::Checkpointing,
+        Phase::Recording,
+        Phase::Confirming,
+        Phase::Finishing,
+    ];
+
+    /// The phase's name in the summary.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Opening => "opening",
+            Phase::Restoring => "restoring",
+            Phase::Processing => "processing events",
+            Phase::Checkpointing => "inside checkpoint",
+            Phase::Recording => "recording the checkpoint",
+            Phase::Confirming => "confirming (retention)",
+            Phase::Finishing => "end of input",
+        }
+    }
+
+    fn from_byte(b: u8) -> Option<Phase> {
+        Phase::ALL.into_iter().find(|p| *p as u8 == b)
+    }
+}
+
+/// The worker's side of the phase file: one byte, overwritten in place (a syscall per phase
+/// change, a few per checkpoint interval).
+struct PhaseMarker(fs::File);
+
+impl PhaseMarker {
+    fn create(dir: &Path) -> Result<Self> {
+        let path = dir.join("phase");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(path.display(), e))?;
+        Ok(PhaseMarker(file))
+    }
+
+    fn set(&self, phase: Phase) {
+        use std::os::unix::fs::FileExt;
+        // Best effort: a lost marker only blurs the statistics.
+        let _ = self.0.write_at(&[phase as u8], 0);
+    }
+}
+
+/// The phase the worker of `dir` last marked.
+fn read_phase(dir: &Path) -> Option<Phase> {
+    fs::read(dir.join("phase"))
+        .ok()
+        .and_then(|b| b.first().copied())
+        .and_then(Phase::from_byte)
+}
+
 /// Checkpoint ids of one worker start at `incarnation * ID_STRIDE`.
 const ID_STRIDE: u64 = 1_000_000;
 
@@ -131,6 +211,8 @@ pub struct CrashTestSummary {
     pub completed_runs: u32,
     /// What differed, per run (empty when every run matched).
     pub mismatches: Vec<String>,
+    /// Kills by the phase the worker was in.
+    pub kills_by_phase: std::collections::BTreeMap<&'static str, u32>,
     /// Events of the input.
     pub events: u64,
     /// The seed.
@@ -138,6 +220,16 @@ pub struct CrashTestSummary {
 }
 
 impl CrashTestSummary {
+    /// Where the kills landed, as `phase N` pairs.
+    pub fn phases_line(&self) -> String {
+        let parts: Vec<String> = self
+            .kills_by_phase
+            .iter()
+            .map(|(phase, n)| format!("{phase} {n}"))
+            .collect();
+        format!("kills by phase: {}", parts.join(", "))
+    }
+
     /// The one-line summary: kills, recoveries, mismatches.
     pub fn line(&self) -> String {
         let errors = if self.restarts_after_errors > 0 {
@@ -231,6 +323,7 @@ pub fn crash_test(
         restarts_after_errors: 0,
         completed_runs: 0,
         mismatches: Vec::new(),
+        kills_by_phase: std::collections::BTreeMap::new(),
         events,
         seed: options.seed,
     };
@@ -250,6 +343,7 @@ pub fn crash_test(
                     summary.recoveries_from_start += 1;
                 }
             }
+            let _ = fs::remove_file(dir.join("phase"));
             let mut child = spawn_worker(
                 &options.exe,
                 &dir,
@@ -272,6 +366,8 @@ pub fn crash_test(
                     // Child::kill sends SIGKILL.
                     let _ = child.kill();
                     let _ = child.wait();
+                    let phase = read_phase(&dir).map_or("not started", Phase::name);
+                    *summary.kills_by_phase.entry(phase).or_insert(0) += 1;
                     break None;
                 }
                 std::thread::sleep(Duration::from_millis(2));
@@ -402,6 +498,8 @@ fn prepare_run(dir: &Path, job: &CrashJob) -> Result<()> {
 /// # Errors
 /// Whatever the backend, the operator or the files fail with.
 pub fn run_worker(dir: &Path, incarnation: u64) -> Result<()> {
+    let phase = PhaseMarker::create(dir)?;
+    phase.set(Phase::Opening);
     let job: CrashJob = read_json(&dir.join("job.json"))?;
     let profile = Profile::load(&job.profile)?;
     let backend_dir = dir.join("backend");
@@ -426,12 +524,14 @@ pub fn run_worker(dir: &Path, incarnation: u64) -> Result<()> {
     let mut offset = 0;
     if confirmed_path.exists() {
         let confirmed: Confirmed = read_json(&confirmed_path)?;
+        phase.set(Phase::Restoring);
         backend.restore(std::slice::from_ref(&confirmed.handle))?;
         operator.load_progress(&confirmed.progress)?;
         offset = confirmed.offset;
     }
     let mut position = 0u64;
     let mut taken = 0u64;
+    phase.set(Phase::Processing);
     for event in EventFileReader::open(&job.input)? {
         let event = event?;
         position += 1;
@@ -442,7 +542,9 @@ pub fn run_worker(dir: &Path, incarnation: u64) -> Result<()> {
         if position % job.checkpoint_every == 0 {
             taken += 1;
             let id = incarnation * ID_STRIDE + taken;
+            phase.set(Phase::Checkpointing);
             let handle = backend.checkpoint(id)?;
+            phase.set(Phase::Recording);
             // The engine's record first: once it is durable, the checkpoint counts, and only
             // then may the backend retire older ones.
             write_durably(
@@ -453,9 +555,12 @@ pub fn run_worker(dir: &Path, incarnation: u64) -> Result<()> {
                     progress: operator.save_progress()?,
                 },
             )?;
+            phase.set(Phase::Confirming);
             backend.notify_checkpoint_complete(id)?;
+            phase.set(Phase::Processing);
         }
     }
+    phase.set(Phase::Finishing);
     let state = state_fingerprint(backend.as_ref())?;
     operator.finish(backend.as_mut())?;
     write_durably(

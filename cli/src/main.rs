@@ -674,6 +674,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             for mismatch in &summary.mismatches {
                 eprintln!("{mismatch}");
             }
+            eprintln!("{}", summary.phases_line());
             println!("{}", summary.line());
             Ok(if summary.mismatches.is_empty() {
                 ExitCode::SUCCESS
