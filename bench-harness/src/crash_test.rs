@@ -35,6 +35,7 @@ use statekit_backend::{
 
 use crate::backends::{open_backend, BackendKind, BackendSpec, OpenOptions};
 use crate::event::{EventFileReader, EventFileWriter};
+use crate::isolation::read_json;
 use crate::profile::Profile;
 use crate::util::{Counters, SetFingerprint};
 
@@ -270,20 +271,22 @@ pub fn crash_test(
             "--checkpoint-every must be at least 1 event",
         ));
     }
+    if options.object_store_faults.is_some() && options.spec.kind != BackendKind::Remote {
+        return Err(Error::invalid(
+            "object-store faults apply to the remote backend only",
+        ));
+    }
     let scale = options.profile.scale(&options.scale)?.clone();
     if options.work.exists() {
         fs::remove_dir_all(&options.work).map_err(|e| Error::io(options.work.display(), e))?;
     }
     create_dir(&options.work)?;
     let input = absolute(&options.work.join("input.csv"))?;
-    let mut writer = EventFileWriter::create(&input)?;
-    let mut events = 0u64;
     let limit = options.max_events.unwrap_or(u64::MAX);
-    for event in options.profile.generator(&scale)?.take(limit as usize) {
-        writer.write(&event)?;
-        events += 1;
-    }
-    writer.finish()?;
+    let events = EventFileWriter::write_file(
+        &input,
+        options.profile.generator(&scale)?.take(limit as usize),
+    )?;
     let job = CrashJob {
         profile: absolute(&options.profile.path)?,
         scale: options.scale.clone(),
@@ -294,11 +297,6 @@ pub fn crash_test(
         object_store_faults: options.object_store_faults,
         seed: options.seed,
     };
-    if options.object_store_faults.is_some() && options.spec.kind != BackendKind::Remote {
-        return Err(Error::invalid(
-            "object-store faults apply to the remote backend only",
-        ));
-    }
 
     // The run without kills, in a worker like the others.
     let reference_dir = options.work.join("reference");
@@ -693,10 +691,4 @@ fn write_durably(path: &Path, value: &impl Serialize) -> Result<()> {
             .map_err(|e| Error::io(dir.display(), e))?;
     }
     Ok(())
-}
-
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
-    let bytes = fs::read(path).map_err(|e| Error::io(path.display(), e))?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| Error::corruption(format!("{}: {e}", path.display())))
 }

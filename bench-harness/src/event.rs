@@ -454,6 +454,21 @@ impl EventFileWriter {
         }
     }
 
+    /// Writes every event of `events` to a new file at `path`; returns how many.
+    ///
+    /// # Errors
+    /// As [`EventFileWriter::create`] and [`EventFileWriter::write`].
+    pub fn write_file(path: &Path, events: impl IntoIterator<Item = Event>) -> Result<u64> {
+        let mut writer = EventFileWriter::create(path)?;
+        let mut n = 0;
+        for event in events {
+            writer.write(&event)?;
+            n += 1;
+        }
+        writer.finish()?;
+        Ok(n)
+    }
+
     /// Flushes and closes the file.
     ///
     /// # Errors

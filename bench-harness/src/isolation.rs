@@ -119,7 +119,8 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path.display(), e))
 }
 
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+/// Reads a JSON file another statekit process wrote; a damaged one is `Corruption` naming it.
+pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path.display(), e))?;
     serde_json::from_slice(&bytes)
         .map_err(|e| Error::corruption(format!("{}: {e}", path.display())))

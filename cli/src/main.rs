@@ -705,13 +705,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let profile = Profile::load(&profile)?;
             let spec = profile.scale(&scale)?.clone();
-            let mut w = EventFileWriter::create(&out)?;
-            let mut n = 0u64;
-            for event in profile.generator(&spec)? {
-                w.write(&event)?;
-                n += 1;
-            }
-            w.finish()?;
+            let n = EventFileWriter::write_file(&out, profile.generator(&spec)?)?;
             eprintln!("wrote {n} events to {}", out.display());
             Ok(ExitCode::SUCCESS)
         }

@@ -54,13 +54,21 @@ pub fn checkpoint_location(
     checkpoint_id: u64,
     key_groups: KeyGroupRange,
 ) -> String {
-    let location = format!(
-        "chk-{checkpoint_id:012}/{backend}-kg{:05}-{:05}",
-        key_groups.start, key_groups.end
-    );
+    under_operator(
+        operator_id,
+        format!(
+            "chk-{checkpoint_id:012}/{backend}-kg{:05}-{:05}",
+            key_groups.start, key_groups.end
+        ),
+    )
+}
+
+/// `path` inside the operator's directory of the checkpoint storage, if it has an id
+/// ([`InstanceConfig::operator_id`](crate::InstanceConfig::operator_id)).
+pub(crate) fn under_operator(operator_id: Option<&str>, path: String) -> String {
     match operator_id {
-        Some(operator) => format!("{operator}/{location}"),
-        None => location,
+        Some(operator) => format!("{operator}/{path}"),
+        None => path,
     }
 }
 

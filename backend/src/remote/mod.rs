@@ -92,10 +92,10 @@ use slatedb_common::metrics::{DefaultMetricsRecorder, MetricValue, Metrics};
 use tokio::sync::Semaphore;
 
 use crate::backend::{
-    check_merge, check_scope, resolve_registration, BackendStats, CheckpointSize, Checkpointing,
-    Direction, EntryRef, EntryVisitor, Scope, StateBackend, StateDescriptor, StateId, StateKind,
-    StateRead, StateVisitor, StateWrite, Timer, TimerStore, UserKeyRange, Visit, WriteBatch,
-    WriteOp,
+    check_merge, check_scope, resolve_registration, states_after_restore, BackendStats,
+    CheckpointSize, Checkpointing, Direction, EntryRef, EntryVisitor, Scope, StateBackend,
+    StateDescriptor, StateId, StateKind, StateRead, StateVisitor, StateWrite, Timer, TimerStore,
+    UserKeyRange, Visit, WriteBatch, WriteOp,
 };
 use crate::checkpoint::{
     checkpoint_location, decode_manifest, encode_manifest, handles_for_range, read_full_snapshot,
@@ -1051,12 +1051,7 @@ impl RemoteBackend {
         // States registered before the restore keep their ids.
         let mut states: Vec<StateDescriptor> = self.states.clone();
         let mut merge_states = |incoming: &[StateDescriptor]| -> Result<()> {
-            for d in incoming {
-                let (_, is_new) = resolve_registration(&states, d)?;
-                if is_new {
-                    states.push(d.clone());
-                }
-            }
+            states = states_after_restore(&states, incoming)?;
             Ok(())
         };
         // Give every owned key group to exactly one handle: clone sources must not overlap.
@@ -1641,14 +1636,17 @@ impl Checkpointing for RemoteBackend {
         self.checkpoint_manifests
             .insert(checkpoint_id, created.manifest_id);
         let manifest_path = format!("{location}/MANIFEST");
-        if let Err(e) = storage.put(&manifest_path, &encode_manifest(&manifest)?) {
-            // The put may have taken effect with its response lost. Unpin the SlateDB
-            // checkpoint only once the manifest is surely gone, so a visible manifest never
-            // points at nothing.
+        let admin = self.store.admin(&self.store.path_of(&self.db_rel));
+        // Takes a failed checkpoint back. The MANIFEST put may have taken effect with its
+        // response lost: unpin the SlateDB checkpoint only once the manifest is surely gone,
+        // so a visible manifest never points at nothing.
+        let take_back = || {
             if storage.delete(&manifest_path).is_ok() {
-                let path = self.store.path_of(&self.db_rel);
-                let _ = runtime::block_on(self.store.admin(&path).delete_checkpoint(created.id));
+                let _ = runtime::block_on(admin.delete_checkpoint(created.id));
             }
+        };
+        if let Err(e) = storage.put(&manifest_path, &encode_manifest(&manifest)?) {
+            take_back();
             return Err(e.context(format!(
                 "checkpoint {checkpoint_id} to {}/{location}",
                 storage.describe()
@@ -1656,14 +1654,10 @@ impl Checkpointing for RemoteBackend {
         }
         // The MANIFEST is durable: the pin now lasts until retention drops it. If it cannot be
         // made permanent, the checkpoint fails and is taken back like a failed MANIFEST put.
-        let db_path = self.store.path_of(&self.db_rel);
-        let admin = self.store.admin(&db_path);
         if let Err(e) = runtime::block_on(admin.refresh_checkpoint(created.id, None))?
             .map_err(|e| slate_error(format!("checkpoint {checkpoint_id} of {what}"), e))
         {
-            if storage.delete(&manifest_path).is_ok() {
-                let _ = runtime::block_on(admin.delete_checkpoint(created.id));
-            }
+            take_back();
             return Err(e.context("making its SlateDB checkpoint permanent"));
         }
         let handle = CheckpointHandle {

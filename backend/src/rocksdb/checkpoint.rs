@@ -40,10 +40,10 @@ use crate::backend::{
     resolve_registration, states_after_restore, Checkpointing, Scope, StateBackend,
     StateDescriptor, StateId, StateKind,
 };
-use crate::checkpoint::delete_location;
 use crate::checkpoint::{
-    checkpoint_location, decode_manifest, encode_manifest, handles_for_range, read_full_snapshot,
-    CheckpointHandle, CheckpointStorage, SnapshotRecord, FULL_FORMAT,
+    checkpoint_location, decode_manifest, delete_location, encode_manifest, handles_for_range,
+    read_full_snapshot, under_operator, CheckpointHandle, CheckpointStorage, SnapshotRecord,
+    FULL_FORMAT,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::instance::InstanceConfig;
@@ -136,14 +136,13 @@ impl Incremental {
 /// (the uid changes with every restore).
 fn shared_prefix(config: &InstanceConfig, uid: &str) -> String {
     let key_groups = config.key_groups;
-    let dir = format!(
-        "shared/rocksdb-kg{:05}-{:05}-{uid}/",
-        key_groups.start, key_groups.end
-    );
-    match &config.operator_id {
-        Some(operator) => format!("{operator}/{dir}"),
-        None => dir,
-    }
+    under_operator(
+        config.operator_id.as_deref(),
+        format!(
+            "shared/rocksdb-kg{:05}-{:05}-{uid}/",
+            key_groups.start, key_groups.end
+        ),
+    )
 }
 
 fn is_shared_file(name: &str) -> bool {
