@@ -284,8 +284,10 @@ pub fn rocksdb_config(
     Ok(RocksDbConfig::preset(preset))
 }
 
-/// Whether the backend of `spec`, opened with `options`, reads and compacts with direct I/O
-/// (bypassing the OS page cache): a configuration may turn off what `options` ask for.
+/// Whether the backend of `spec`, opened with `options`, keeps its files out of the OS page
+/// cache: direct I/O for reads *and* for flush and compaction writes. A configuration may turn
+/// off either; direct reads alone still leave written files in the page cache, so they count
+/// as not bypassing it.
 ///
 /// # Errors
 /// As [`open_backend`], for a bad configuration.
@@ -295,7 +297,8 @@ pub fn bypasses_page_cache(spec: &BackendSpec, options: &OpenOptions<'_>) -> Res
         #[cfg(feature = "rocksdb")]
         BackendKind::Rocksdb => {
             let config = effective_rocksdb_config(spec, options)?;
-            Ok(config.db.use_direct_reads == Some(true))
+            Ok(config.db.use_direct_reads == Some(true)
+                && config.db.use_direct_io_for_flush_and_compaction == Some(true))
         }
         _ => Ok(false),
     }
@@ -402,6 +405,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let buffered = dir.path().join("buffered.toml");
         std::fs::write(&buffered, "[db]\nuse_direct_reads = false\n").unwrap();
+        // Direct reads but buffered flush and compaction: written files stay in the page cache.
+        let reads_only = dir.path().join("reads-only.toml");
+        std::fs::write(
+            &reads_only,
+            "[db]\nuse_direct_io_for_flush_and_compaction = false\n",
+        )
+        .unwrap();
         let opts = |direct_io| OpenOptions {
             instance: InstanceConfig::single(16).unwrap(),
             work_dir: dir.path(),
@@ -417,6 +427,10 @@ mod tests {
         assert!(!bypasses_page_cache(&spec(BackendKind::Rocksdb, None), &opts(false)).unwrap());
         assert!(
             !bypasses_page_cache(&spec(BackendKind::Rocksdb, Some(&buffered)), &opts(true))
+                .unwrap()
+        );
+        assert!(
+            !bypasses_page_cache(&spec(BackendKind::Rocksdb, Some(&reads_only)), &opts(true))
                 .unwrap()
         );
         assert!(!bypasses_page_cache(&spec(BackendKind::Remote, None), &opts(true)).unwrap());

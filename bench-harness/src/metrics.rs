@@ -125,7 +125,9 @@ pub struct OpSummary {
 /// Totals of the data moved through the backend.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Volume {
-    /// Key and value bytes written (put, merge, batches).
+    /// Logical bytes written, the same for every backend: of each put, merge and delete
+    /// (alone or in a batch) its scope's key and namespace, user key and value or operand;
+    /// of each timer registered or removed its key, namespace and 8-byte time.
     pub bytes_written: u64,
     /// Value bytes returned by reads and scans.
     pub bytes_read: u64,
@@ -349,16 +351,36 @@ fn batch_bytes(batch: &WriteBatch) -> u64 {
     batch
         .ops()
         .iter()
-        .map(|op| match op {
-            statekit_backend::WriteOp::Put {
-                user_key, value, ..
-            } => user_key.len() + value.len(),
-            statekit_backend::WriteOp::Merge {
-                user_key, operand, ..
-            } => user_key.len() + operand.len(),
-            _ => 0,
-        } as u64)
+        .map(|op| {
+            let scope = op.scope().as_scope();
+            match op {
+                statekit_backend::WriteOp::Put {
+                    user_key, value, ..
+                } => write_bytes(scope, user_key, value),
+                statekit_backend::WriteOp::Merge {
+                    user_key, operand, ..
+                } => write_bytes(scope, user_key, operand),
+                statekit_backend::WriteOp::Delete { user_key, .. } => {
+                    write_bytes(scope, user_key, &[])
+                }
+                // A range delete's size depends on the backend (a tombstone, or a delete per
+                // key it finds): counted as its scope, once.
+                statekit_backend::WriteOp::DeleteRange { .. } => write_bytes(scope, &[], &[]),
+            }
+        })
         .sum()
+}
+
+/// The logical bytes of one write, the same for every backend: the scope's key and
+/// namespace, the user key and the value (or operand; empty for a delete). The write
+/// amplification's denominator.
+fn write_bytes(scope: Scope<'_>, user_key: &[u8], value: &[u8]) -> u64 {
+    (scope.key.len() + scope.namespace.len() + user_key.len() + value.len()) as u64
+}
+
+/// The logical bytes of a timer registration or removal: its key, namespace and timestamp.
+fn timer_bytes(timer: &Timer) -> u64 {
+    (timer.key.len() + timer.namespace.len() + std::mem::size_of::<i64>()) as u64
 }
 
 impl<B: StateBackend + ?Sized> StateWrite for Metered<B> {
@@ -367,9 +389,7 @@ impl<B: StateBackend + ?Sized> StateWrite for Metered<B> {
         let out = self.inner.put(scope, user_key, value);
         self.lock()
             .record(OpKind::Put, start.elapsed(), out.is_ok());
-        self.add_volume(|v| {
-            v.bytes_written += (scope.key.len() + user_key.len() + value.len()) as u64
-        });
+        self.add_volume(|v| v.bytes_written += write_bytes(scope, user_key, value));
         out
     }
 
@@ -378,9 +398,7 @@ impl<B: StateBackend + ?Sized> StateWrite for Metered<B> {
         let out = self.inner.merge(scope, user_key, operand);
         self.lock()
             .record(OpKind::Merge, start.elapsed(), out.is_ok());
-        self.add_volume(|v| {
-            v.bytes_written += (scope.key.len() + user_key.len() + operand.len()) as u64
-        });
+        self.add_volume(|v| v.bytes_written += write_bytes(scope, user_key, operand));
         out
     }
 
@@ -389,6 +407,7 @@ impl<B: StateBackend + ?Sized> StateWrite for Metered<B> {
         let out = self.inner.delete(scope, user_key);
         self.lock()
             .record(OpKind::Delete, start.elapsed(), out.is_ok());
+        self.add_volume(|v| v.bytes_written += write_bytes(scope, user_key, &[]));
         out
     }
 
@@ -397,6 +416,7 @@ impl<B: StateBackend + ?Sized> StateWrite for Metered<B> {
         let out = self.inner.delete_range(scope, range);
         self.lock()
             .record(OpKind::DeleteRange, start.elapsed(), out.is_ok());
+        self.add_volume(|v| v.bytes_written += write_bytes(scope, &[], &[]));
         out
     }
 
@@ -417,6 +437,7 @@ impl<B: StateBackend + ?Sized> TimerStore for Metered<B> {
         let out = self.inner.register_timer(queue, timer);
         self.lock()
             .record(OpKind::RegisterTimer, start.elapsed(), out.is_ok());
+        self.add_volume(|v| v.bytes_written += timer_bytes(timer));
         out
     }
 
@@ -425,6 +446,7 @@ impl<B: StateBackend + ?Sized> TimerStore for Metered<B> {
         let out = self.inner.delete_timer(queue, timer);
         self.lock()
             .record(OpKind::DeleteTimer, start.elapsed(), out.is_ok());
+        self.add_volume(|v| v.bytes_written += timer_bytes(timer));
         out
     }
 
@@ -438,6 +460,11 @@ impl<B: StateBackend + ?Sized> TimerStore for Metered<B> {
         let out = self.inner.pop_due_timers(queue, watermark, limit);
         self.lock()
             .record(OpKind::PopTimers, start.elapsed(), out.is_ok());
+        if let Ok(popped) = &out {
+            // Popping removes the timers: a write, as delete_timer is.
+            let bytes: u64 = popped.iter().map(timer_bytes).sum();
+            self.add_volume(|v| v.bytes_written += bytes);
+        }
         out
     }
 
@@ -658,5 +685,50 @@ mod tests {
         let s = &metrics.summaries()["put"];
         assert!(s.p50_ns > 0 && s.p99_ns >= s.p50_ns && s.max_ns >= s.p999_ns);
         assert!(current_rss() > 0);
+    }
+
+    #[test]
+    fn logical_bytes_count_every_write_alike_alone_or_batched() {
+        use statekit_backend::{key_group_of, StateKind, WriteBatch};
+        let open = || {
+            let inner = MemoryBackend::open(InstanceConfig::single(8).unwrap()).unwrap();
+            let mut b: Metered<dyn StateBackend> = Metered::new(Box::new(inner));
+            let state = b
+                .register_state(&StateDescriptor::new("m", StateKind::Map))
+                .unwrap();
+            let timers = b
+                .register_state(&StateDescriptor::new("t", StateKind::Timers))
+                .unwrap();
+            (b, state, timers)
+        };
+        let key_group = key_group_of(b"key", 8);
+        let scope = |state| Scope {
+            state,
+            key_group,
+            key: b"key",
+            namespace: b"ns",
+        };
+        // key 3 + namespace 2 + user key 2 + value 5; a delete without the value.
+        let (mut alone, state, timers) = open();
+        alone.put(scope(state), b"uk", b"value").unwrap();
+        alone.delete(scope(state), b"uk").unwrap();
+        let (mut batched, state_b, _) = open();
+        let mut batch = WriteBatch::new();
+        batch.put(scope(state_b), b"uk", b"value");
+        batch.delete(scope(state_b), b"uk");
+        batched.write(batch).unwrap();
+        let volume = |b: &Metered<dyn StateBackend>| b.take_metrics().volume().bytes_written;
+        assert_eq!(volume(&alone), 12 + 7);
+        assert_eq!(volume(&batched), 12 + 7);
+        // A timer counts its key, namespace and time when registered and when popped.
+        let timer = Timer {
+            timestamp: 5,
+            key_group,
+            key: b"key".to_vec(),
+            namespace: b"ns".to_vec(),
+        };
+        alone.register_timer(timers, &timer).unwrap();
+        assert_eq!(alone.pop_due_timers(timers, 10, 10).unwrap().len(), 1);
+        assert_eq!(volume(&alone), 2 * (3 + 2 + 8));
     }
 }

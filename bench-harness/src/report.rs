@@ -495,8 +495,12 @@ const DEFINITIONS: &str = "
 - **Stored**: what the backend's state occupies where it lives (local files, the object
   store). **Local disk**: everything under the run's directory at the end.
 - **Space amp.**: stored / live data, both at the end of input.
-- **Write amp.**: bytes the backend wrote to storage by flushes and compactions / bytes of
-  keys and values it was given.
+- **Write amp.**: bytes the backend wrote to storage as whole files or objects by flushes
+  and compactions (RocksDB's SST files, the remote backend's tables) / logical bytes written,
+  counted by the harness the same way for every backend: of each put, merge and delete its
+  key, namespace, user key and value; of each timer registered or removed its key, namespace
+  and time. n/a when the backend wrote nothing to storage (its state never left memory); a
+  state partly still in memtables at the end counts only what was flushed.
 - **Data-block cache hit**: hits / lookups of data blocks in the backend's block cache
   (index and filter blocks left out: backends probe and pin them differently).
 ";

@@ -107,10 +107,11 @@ fn finish_run(
     run.samples = samples;
     match backend.stats() {
         Ok(stats) => {
-            run.write_amplification = match (stats.disk_bytes_written, stats.user_bytes_written) {
-                (Some(d), Some(u)) if u > 0 => Some(d as f64 / u as f64),
-                _ => None,
-            };
+            // Over the harness's count of logical bytes (the same for every backend), and only
+            // once the backend has written anything to storage: a state that never left its
+            // memtables has no amplification to show, not one of zero.
+            run.write_amplification =
+                write_amplification(stats.disk_bytes_written, run.volume.bytes_written);
             // Of the state at its fullest: after the final cleanup an empty state's leftover
             // files would divide by nearly nothing.
             let full = run.stats_at_end_of_input.as_ref().unwrap_or(&stats);
@@ -125,6 +126,15 @@ fn finish_run(
             run.backend_stats = stats;
         }
         Err(e) => run.error = Some(format!("backend statistics: {e}")),
+    }
+}
+
+/// Bytes written to storage by flushes and compactions over the logical bytes written; `None`
+/// when either is unknown or zero.
+fn write_amplification(storage_bytes: Option<u64>, logical_bytes: u64) -> Option<f64> {
+    match storage_bytes {
+        Some(d) if d > 0 && logical_bytes > 0 => Some(d as f64 / logical_bytes as f64),
+        _ => None,
     }
 }
 

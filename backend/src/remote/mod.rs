@@ -63,6 +63,7 @@ mod local_files;
 mod runtime;
 mod sizes;
 mod storage;
+mod table_writes;
 
 pub use config::{RemoteConfig, Scheme, Size, DEFAULT_TOML};
 pub use faults::{FaultPlan, FaultyObjectStore};
@@ -190,6 +191,8 @@ pub struct RemoteStore {
     /// The two parts of `cache`, to measure them.
     data_cache: Arc<MeasuredCache>,
     meta_cache: Arc<MeasuredCache>,
+    /// Bytes each database wrote as tables, counted on the way to `store`.
+    table_writes: table_writes::TableWriteCounts,
     config: RemoteConfig,
     scheme: Scheme,
 }
@@ -234,13 +237,16 @@ impl RemoteStore {
             .with_block_cache(Some(Arc::clone(&data_cache) as Arc<dyn DbCache>))
             .with_meta_cache(Some(Arc::clone(&meta_cache) as Arc<dyn DbCache>))
             .build();
+        let counter = table_writes::TableWriteCounter::new(store);
+        let table_writes = counter.counts();
         Ok(RemoteStore {
-            store,
+            store: Arc::new(counter),
             root,
             describe: config.describe(),
             cache: Arc::new(cache),
             data_cache,
             meta_cache,
+            table_writes,
             config: config.clone(),
             scheme,
         })
@@ -1779,13 +1785,12 @@ impl StateBackend for RemoteBackend {
     fn stats(&self) -> Result<BackendStats> {
         let m = self.metrics.snapshot();
         let cache = "slatedb.db_cache.access_count";
-        // Bytes this instance uploaded as tables: memtable flushes plus compaction output
-        // (SlateDB's own write-amplification numerator; the WAL is off).
-        let uploaded = metric_sum(&m, "slatedb.db.l0_flush_bytes", &[])
-            + metric_sum(&m, "slatedb.compactor.bytes_compacted", &[]);
         // What the database holds in the store now: every object under its prefix (tables,
         // manifests, checkpoints' pins), listed, so S3 and file:// stores report alike.
         let db = self.store.path_of(&self.db_rel);
+        // Bytes this instance's database wrote as whole tables: memtable flushes plus
+        // compaction output, as RocksDB counts its files (the WAL is off).
+        let uploaded = self.store.table_writes.of(&db);
         let stored = runtime::block_on(sizes::bytes_under(self.store.store.as_ref(), &db))??;
         // The block cache is shared by every instance of the store; memtables and unflushed
         // writes are this instance's (SlateDB's gauge: active and immutable memtables).
