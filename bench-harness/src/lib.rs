@@ -20,6 +20,7 @@ pub mod report;
 pub mod results;
 pub mod runner;
 pub mod shape;
+pub mod state_digest;
 pub mod trace;
 pub mod tune;
 pub mod util;

@@ -213,6 +213,29 @@ impl OpMetrics {
     pub fn volume(&self) -> &Volume {
         &self.volume
     }
+
+    /// Adds `other`'s calls and volumes to these: metrics of two phases make the whole run's.
+    pub fn absorb(&mut self, other: OpMetrics) {
+        for (kind, theirs) in other.kinds {
+            match self.kinds.entry(kind) {
+                std::collections::btree_map::Entry::Occupied(mut o) => {
+                    let ours = o.get_mut();
+                    // Same bounds on both sides, so adding cannot fail.
+                    let _ = ours.histogram.add(&theirs.histogram);
+                    ours.errors += theirs.errors;
+                }
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(theirs);
+                }
+            }
+        }
+        let (v, o) = (&mut self.volume, other.volume);
+        v.bytes_written += o.bytes_written;
+        v.bytes_read += o.bytes_read;
+        v.entries_scanned += o.entries_scanned;
+        v.get_hits += o.get_hits;
+        v.get_misses += o.get_misses;
+    }
 }
 
 /// A backend wrapper that times every operation. Reads take `&self`, so the metrics sit

@@ -1,11 +1,13 @@
 //! `report.md` and a self-contained `report.html` (inline SVG charts, no scripts, no CDN),
 //! both rendered from [`Results`] alone.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
 use statekit_backend::{Error, Result};
 
+use crate::metrics::OpSummary;
 use crate::results::{Results, RunResult};
 use crate::util::format_size;
 
@@ -56,6 +58,59 @@ fn title(results: &Results) -> String {
 }
 
 /// The operation kinds present in any run, most frequent first.
+/// A run's steady-state latencies: until the end of the input where the run measured that
+/// apart (bench runs), else the whole run's (replays).
+fn steady_ops(run: &RunResult) -> &BTreeMap<String, OpSummary> {
+    if run.ops_before_drain.is_empty() {
+        &run.ops
+    } else {
+        &run.ops_before_drain
+    }
+}
+
+/// One latency table: a row per operation kind, a column per run, from `pick`'s summaries.
+fn latency_table(
+    md: &mut String,
+    results: &Results,
+    pick: impl Fn(&RunResult) -> &BTreeMap<String, OpSummary>,
+) {
+    let _ = writeln!(md, "{}", table_head("operation", results));
+    for kind in op_kinds(results) {
+        if results.runs.iter().all(|r| !pick(r).contains_key(&kind)) {
+            continue;
+        }
+        let mut row = format!("| {kind} |");
+        for r in &results.runs {
+            match pick(r).get(&kind) {
+                Some(s) => {
+                    let _ = write!(
+                        row,
+                        " {} × {} / {} / {} / {} |",
+                        s.count,
+                        format_ns(s.p50_ns as f64),
+                        format_ns(s.p99_ns as f64),
+                        format_ns(s.p999_ns as f64),
+                        format_ns(s.max_ns as f64)
+                    );
+                }
+                None => row.push_str(" - |"),
+            }
+        }
+        let _ = writeln!(md, "{row}");
+    }
+}
+
+/// A table's header and rule: `first` then a column per run.
+fn table_head(first: &str, results: &Results) -> String {
+    let mut header = format!("| {first} |");
+    let mut rule = "|---|".to_string();
+    for r in &results.runs {
+        let _ = write!(header, " {} |", r.label);
+        rule.push_str("---|");
+    }
+    format!("{header}\n{rule}")
+}
+
 fn op_kinds(results: &Results) -> Vec<String> {
     let mut kinds: Vec<(String, u64)> = Vec::new();
     for run in &results.runs {
@@ -328,32 +383,21 @@ pub fn render_markdown(results: &Results) -> String {
     md.push_str(&time_section(results));
     md.push_str(&memory_section(results));
     let _ = writeln!(md, "\n## Latency per operation (p50 / p99 / p99.9 / max)\n");
-    let mut header = "| operation |".to_string();
-    let mut rule = "|---|".to_string();
-    for r in &results.runs {
-        let _ = write!(header, " {} |", r.label);
-        rule.push_str("---|");
-    }
-    let _ = writeln!(md, "{header}\n{rule}");
-    for kind in op_kinds(results) {
-        let mut row = format!("| {kind} |");
-        for r in &results.runs {
-            match r.ops.get(&kind) {
-                Some(s) => {
-                    let _ = write!(
-                        row,
-                        " {} × {} / {} / {} / {} |",
-                        s.count,
-                        format_ns(s.p50_ns as f64),
-                        format_ns(s.p99_ns as f64),
-                        format_ns(s.p999_ns as f64),
-                        format_ns(s.max_ns as f64)
-                    );
-                }
-                None => row.push_str(" - |"),
-            }
-        }
-        let _ = writeln!(md, "{row}");
+    let split = results.runs.iter().any(|r| !r.ops_drain.is_empty());
+    if split {
+        let _ = writeln!(
+            md,
+            "### Steady state, until the end of the input\n\nThe chart shows these.\n"
+        );
+        latency_table(&mut md, results, steady_ops);
+        let _ = writeln!(
+            md,
+            "\n### End-of-input drain\n\nThe final watermark fires every timer still pending \
+             at once: bulk cleanups, not the steady state's tail.\n"
+        );
+        latency_table(&mut md, results, |r| &r.ops_drain);
+    } else {
+        latency_table(&mut md, results, |r| &r.ops);
     }
     let _ = writeln!(md, "\n## Results\n");
     let c = &results.comparison;
@@ -371,11 +415,7 @@ pub fn render_markdown(results: &Results) -> String {
             }
         );
     }
-    let _ = writeln!(
-        md,
-        "{}\n{rule}",
-        header.replacen("| operation |", "| counter |", 1)
-    );
+    let _ = writeln!(md, "{}", table_head("counter", results));
     let mut names: Vec<&String> = results
         .runs
         .iter()
@@ -485,7 +525,10 @@ const DEFINITIONS: &str = "
   time without input.
 - **Latency**: the time of one call to the backend as the operator sees it. A scan's time
   includes the operator's work on each entry it visits (decoding, emitting pairs), since the
-  backend calls the operator back per entry.
+  backend calls the operator back per entry. Steady state (until the end of the input) and the end-of-input drain are measured
+  apart. The harness drives the backend in a closed loop, one call after another: a stall
+  delays every later event but is one slow call in these figures, so they understate what an
+  open-loop source would see (the run time and the memory chart's event counts show stalls).
 - **Peak RSS**: the high-water mark of resident memory of the run's own process (Linux
   `VmHWM`), from its start; the harness footprint is the same for a run on a backend that
   stores nothing. **Budget rule**: peak RSS <= 1.1 x budget + footprint.
@@ -581,7 +624,7 @@ fn latency_chart(results: &Results) -> String {
     let mut svg = Svg::new(w as u32, h as u32, "latency percentiles per operation");
     let values: Vec<u64> = runs
         .iter()
-        .flat_map(|r| r.ops.values().flat_map(|s| [s.p50_ns, s.p999_ns]))
+        .flat_map(|r| steady_ops(r).values().flat_map(|s| [s.p50_ns, s.p999_ns]))
         .collect();
     let lo = values
         .iter()
@@ -620,7 +663,7 @@ fn latency_chart(results: &Results) -> String {
         let gy = 30.0 + group * g as f64;
         svg.text(left - 8.0, gy + group / 2.0, "end", kind);
         for (i, r) in runs.iter().enumerate() {
-            if let Some(s) = r.ops.get(kind) {
+            if let Some(s) = steady_ops(r).get(kind) {
                 let y = gy + row * i as f64;
                 svg.rect(
                     left,

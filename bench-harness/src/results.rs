@@ -237,6 +237,10 @@ pub struct RunResult {
     /// cleanups.
     #[serde(default)]
     pub ops_before_drain: BTreeMap<String, OpSummary>,
+    /// Per operation kind, the end-of-input drain alone (bench runs only): `ops` is these
+    /// and `ops_before_drain` together.
+    #[serde(default)]
+    pub ops_drain: BTreeMap<String, OpSummary>,
     /// Data volumes.
     pub volume: Volume,
     /// The operator's result counters (equal across backends for the same input).
@@ -300,6 +304,7 @@ impl RunResult {
             ops_per_sec: 0.0,
             ops: Default::default(),
             ops_before_drain: Default::default(),
+            ops_drain: Default::default(),
             volume: Default::default(),
             counters: Default::default(),
             checks: Vec::new(),

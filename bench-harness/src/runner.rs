@@ -13,14 +13,16 @@ use statekit_backend::{
 use crate::backends::{bypasses_page_cache, open_backend, BackendSpec, OpenOptions};
 use crate::event::{Event, EventFileReader};
 use crate::isolation::{run_in_child, Isolation, RunRequest};
-use crate::metrics::{current_rss, dir_size, Metered, ResourceSampler};
+use crate::metrics::{current_rss, dir_size, Metered, OpMetrics, ResourceSampler};
 use crate::null_backend::NullBackend;
 use crate::profile::Profile;
 use crate::results::{
     CheckpointResult, Comparison, HarnessFootprint, Machine, Results, RunResult, TraceInfo,
     WorkloadInfo,
 };
+use crate::state_digest::{state_fingerprint, StateFingerprint};
 use crate::trace::{replay, RecordingBackend, TraceReader, TraceWriter};
+use crate::workloads::CheckOutcome;
 
 /// What `statekit bench` runs.
 #[derive(Debug, Clone)]
@@ -92,11 +94,15 @@ fn empty_run(spec: &BackendSpec) -> RunResult {
 fn finish_run(
     run: &mut RunResult,
     backend: &Metered<dyn StateBackend>,
+    earlier: Option<OpMetrics>,
     samples: Vec<crate::metrics::ResourceSample>,
     work_dir: &Path,
     wall: Duration,
 ) {
-    let metrics = backend.take_metrics();
+    let mut metrics = backend.take_metrics();
+    if let Some(earlier) = earlier {
+        metrics.absorb(earlier);
+    }
     run.wall_seconds = wall.as_secs_f64();
     run.state_ops = metrics.total();
     set_rates(run);
@@ -127,6 +133,16 @@ fn finish_run(
         }
         Err(e) => run.error = Some(format!("backend statistics: {e}")),
     }
+}
+
+/// The check that the final watermark left no entries and no timers in state: at every
+/// scale, since it needs no copy of the input.
+fn state_left_check(left: StateFingerprint) -> CheckOutcome {
+    CheckOutcome::equal(
+        "state left after the final watermark (entries, timers)",
+        (0, 0),
+        (left.entries, left.timers),
+    )
 }
 
 /// Bytes written to storage by flushes and compactions over the logical bytes written; `None`
@@ -399,6 +415,8 @@ fn bench_one(
     let mut paused = Duration::ZERO;
     let mut n = 0u64;
     let mut input_time = Duration::ZERO;
+    let mut left: Option<StateFingerprint> = None;
+    let mut steady: Option<OpMetrics> = None;
     let result = (|| -> Result<()> {
         let mut source = events(profile, scale, input.input)?;
         loop {
@@ -464,11 +482,23 @@ fn bench_one(
         // and space amplification mean. Reading it is not part of the run's time.
         let pause = Instant::now();
         run.stats_at_end_of_input = Some(backend.stats()?);
-        run.ops_before_drain = backend.summaries();
+        // Steady state and the drain apart: the drain fires every pending timer at once, and
+        // its latencies would otherwise pass for the steady state's tail.
+        let until_drain = backend.take_metrics();
+        run.ops_before_drain = until_drain.summaries();
+        steady = Some(until_drain);
         paused += pause.elapsed();
         let drain = Instant::now();
         operator.finish(&mut backend)?;
         run.drain_seconds = drain.elapsed().as_secs_f64();
+        run.ops_drain = backend.summaries();
+        // Every operator cleans up behind the final watermark: anything left is state a
+        // backend failed to delete. Counting it reads the whole state, outside the run's time.
+        if spec.is_some() {
+            let count = Instant::now();
+            left = Some(state_fingerprint(backend.inner())?);
+            paused += count.elapsed();
+        }
         Ok(())
     })();
     let wall = start.elapsed().saturating_sub(paused);
@@ -477,7 +507,7 @@ fn bench_one(
     run.events = n;
     run.counters = operator.counters();
     run.input_seconds = input_time.as_secs_f64();
-    finish_run(run, &backend, sampler.finish(), work_dir, wall);
+    finish_run(run, &backend, steady, sampler.finish(), work_dir, wall);
     // Closing is where LSM backends pay what they still owe (the remote backend flushes its
     // memtables): part of the run's time.
     let close = Instant::now();
@@ -494,6 +524,9 @@ fn bench_one(
     // The footprint run stores nothing, so its results are not worth checking.
     if collect && spec.is_some() {
         run.checks = operator.check(&kept).unwrap_or_default();
+    }
+    if let Some(left) = left {
+        run.checks.push(state_left_check(left));
     }
     Ok(())
 }
@@ -546,7 +579,14 @@ pub fn record(
     operator.finish(&mut backend)?;
     bar.finish_and_clear();
     run.counters = operator.counters();
-    finish_run(&mut run, &backend, Vec::new(), work_dir, start.elapsed());
+    finish_run(
+        &mut run,
+        &backend,
+        None,
+        Vec::new(),
+        work_dir,
+        start.elapsed(),
+    );
     drop(operator);
     drop(backend);
     let taken = writer
@@ -670,7 +710,7 @@ fn replay_run(
         let summary = match summary {
             Ok(s) => s,
             Err(e) => {
-                finish_run(&mut run, &backend, sampler.finish(), work_dir, wall);
+                finish_run(&mut run, &backend, None, sampler.finish(), work_dir, wall);
                 return Err(e);
             }
         };
@@ -683,7 +723,7 @@ fn replay_run(
             .collect();
         run.counters
             .insert("skipped_records".into(), summary.skipped);
-        finish_run(&mut run, &backend, sampler.finish(), work_dir, wall);
+        finish_run(&mut run, &backend, None, sampler.finish(), work_dir, wall);
         if own_process {
             run.peak_rss_bytes = run.peak_rss_bytes.max(crate::metrics::peak_rss());
         }

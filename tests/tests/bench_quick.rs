@@ -68,6 +68,10 @@ fn quick_ad_click_writes_results_and_reports_with_equal_counters() {
             steady.count > 0 && steady.count < all.count,
             "{steady:?} {all:?}"
         );
+        // The drain is measured on its own, and the two phases make the whole run.
+        let drain = &run.ops_drain["pop_timers"];
+        assert_eq!(steady.count + drain.count, all.count);
+        assert!(all.max_ns == steady.max_ns.max(drain.max_ns));
     }
     assert!(
         results.comparison.counters_equal,
@@ -84,6 +88,12 @@ fn quick_ad_click_writes_results_and_reports_with_equal_counters() {
     assert!(html.contains("<svg") && !html.contains("<script"));
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("joined_pairs"));
+    assert!(md.contains("### Steady state, until the end of the input"));
+    assert!(md.contains("### End-of-input drain"));
+    // Write amplification divides by the harness's logical bytes, for every backend alike.
+    for run in &results.runs {
+        assert!(run.volume.bytes_written > 0, "{}", run.label);
+    }
 }
 
 #[test]

@@ -56,6 +56,13 @@ fn every_workload_finishes_on_every_backend_with_equal_results() {
                 run.label,
                 run.checks
             );
+            assert!(
+                run.checks
+                    .iter()
+                    .any(|c| c.name.starts_with("state left after the final watermark")),
+                "{name} on {}: the final watermark must be checked to empty the state",
+                run.label
+            );
             assert!(!run.checkpoints.is_empty(), "{name} on {}", run.label);
             if run.backend == "memory" {
                 // Nothing is written to storage: amplification is n/a, not 0.

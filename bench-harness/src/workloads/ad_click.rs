@@ -296,7 +296,16 @@ pub struct AdClickJoin {
     params: AdClickParams,
     fingerprint: SetFingerprint,
     pairs: Option<Vec<(u64, u64)>>,
+    /// With `pairs`: of each joined display, its id and [`display_digest`] of what the join
+    /// read back from state, for the self-check to compare with the input.
+    read_back: Option<Vec<(u64, u64)>>,
     watermarks_emitted: u64,
+}
+
+/// A digest of a display's ad and payload: what the join reads back from state must be what
+/// the input held.
+fn display_digest(ad: u64, payload: &str) -> u64 {
+    mix64(ad ^ xxhash_rust::xxh3::xxh3_64(payload.as_bytes()))
 }
 
 impl AdClickJoin {
@@ -325,6 +334,7 @@ impl AdClickJoin {
             params: params.clone(),
             fingerprint: SetFingerprint::default(),
             pairs: collect.then(Vec::new),
+            read_back: collect.then(Vec::new),
             watermarks_emitted: 0,
         })
     }
@@ -344,10 +354,15 @@ impl Operator for AdClickJoin {
     fn handle(&mut self, backend: &mut dyn StateBackend, event: &Event) -> Result<()> {
         let fingerprint = &mut self.fingerprint;
         let pairs = &mut self.pairs;
-        let mut emit = |display: u64, click: u64| {
-            fingerprint.add(&[display, click]);
-            if let Some(p) = pairs.as_mut() {
-                p.push((display, click));
+        let read_back = &mut self.read_back;
+        // The digest of the display read back from state goes into the fingerprint, so
+        // backends that return different payloads differ at every scale.
+        let mut emit = |display: &BufferedDisplay, click: u64| {
+            let digest = display_digest(display.ad, &display.payload);
+            fingerprint.add(&[display.id, click, digest]);
+            if let (Some(p), Some(r)) = (pairs.as_mut(), read_back.as_mut()) {
+                p.push((display.id, click));
+                r.push((display.id, digest));
             }
         };
         match event {
@@ -359,9 +374,7 @@ impl Operator for AdClickJoin {
                     payload: d.payload.clone(),
                 };
                 self.join
-                    .process_left(backend, &user, d.ts, buffered, |_, l, _, r| {
-                        emit(l.id, r.id)
-                    })?;
+                    .process_left(backend, &user, d.ts, buffered, |_, l, _, r| emit(l, r.id))?;
             }
             Event::Click(c) => {
                 let user = KeyContext::new(&*backend, &c.user)?;
@@ -370,9 +383,7 @@ impl Operator for AdClickJoin {
                     display: c.display,
                 };
                 self.join
-                    .process_right(backend, &user, c.ts, buffered, |_, l, _, r| {
-                        emit(l.id, r.id)
-                    })?;
+                    .process_right(backend, &user, c.ts, buffered, |_, l, _, r| emit(l, r.id))?;
             }
             other => return Err(wrong_event("ad-click-interval-join", other)),
         }
@@ -420,6 +431,12 @@ impl Operator for AdClickJoin {
         let s = self.join.stats();
         let missing = expected.pairs.difference(&actual).count();
         let extra = actual.difference(&expected.pairs).count();
+        let wrong_payloads = self
+            .read_back
+            .as_ref()?
+            .iter()
+            .filter(|(id, digest)| expected.display_digests.get(id) != Some(digest))
+            .count();
         Some(vec![
             CheckOutcome::equal(
                 "joined pairs (count)",
@@ -432,6 +449,11 @@ impl Operator for AdClickJoin {
                 (missing, extra),
             ),
             CheckOutcome::equal("no pair emitted twice", actual_pairs.len(), actual.len()),
+            CheckOutcome::equal(
+                "joined displays whose ad or payload read back from state differs from the input",
+                0,
+                wrong_payloads,
+            ),
             CheckOutcome::equal(
                 "late displays / clicks",
                 (expected.late_displays, expected.late_clicks),
@@ -447,6 +469,8 @@ impl Operator for AdClickJoin {
 pub struct ReferenceJoin {
     /// `(display id, click id)` pairs.
     pub pairs: HashSet<(u64, u64)>,
+    /// Of each non-late display, the digest of its ad and payload.
+    pub display_digests: HashMap<u64, u64>,
     /// Displays that arrived behind the watermark.
     pub late_displays: u64,
     /// Clicks that arrived behind the watermark.
@@ -469,7 +493,11 @@ pub fn reference_join(input: &[Event], params: &AdClickParams) -> ReferenceJoin 
         match event {
             Event::Display(_) if late => out.late_displays += 1,
             Event::Click(_) if late => out.late_clicks += 1,
-            Event::Display(d) => by_user.entry(d.user).or_default().0.push((d.ts, d.id)),
+            Event::Display(d) => {
+                out.display_digests
+                    .insert(d.id, display_digest(d.ad, &d.payload));
+                by_user.entry(d.user).or_default().0.push((d.ts, d.id));
+            }
             Event::Click(c) => by_user.entry(c.user).or_default().1.push((c.ts, c.id)),
             _ => {}
         }
@@ -545,6 +573,45 @@ mod tests {
         assert!(
             c["joined_pairs"] > 1000 && c["late_displays"] > 0 && c["cleanup_timers_fired"] > 0,
             "{c:?}"
+        );
+    }
+
+    #[test]
+    fn self_check_catches_payloads_that_differ_from_the_input() {
+        let params = AdClickParams {
+            late_fraction: 0.0,
+            click_fraction: 0.2,
+            ..AdClickParams::default()
+        };
+        let scale = super::super::test_scale(5 * 60, 50, 5.0);
+        let input: Vec<Event> = AdClickGenerator::new(&params, &scale, 5).unwrap().collect();
+        let mut backend = MemoryBackend::open(InstanceConfig::single(32).unwrap()).unwrap();
+        let mut op = AdClickJoin::new(&mut backend, &params, true).unwrap();
+        for e in &input {
+            op.process(&mut backend, e).unwrap();
+        }
+        op.finish(&mut backend).unwrap();
+        // What state returned no longer matches the input of one joined display: as if the
+        // backend had returned another payload for it.
+        let joined = op.pairs().unwrap()[0].0;
+        let mut altered = input.clone();
+        for e in &mut altered {
+            if let Event::Display(d) = e {
+                if d.id == joined {
+                    d.payload.push('x');
+                }
+            }
+        }
+        let failed: Vec<String> = op
+            .check(&altered)
+            .unwrap()
+            .into_iter()
+            .filter(|c| !c.passed)
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(
+            failed,
+            ["joined displays whose ad or payload read back from state differs from the input"]
         );
     }
 }
