@@ -723,6 +723,17 @@ fn replay_run(
             .collect();
         run.counters
             .insert("skipped_records".into(), summary.skipped);
+        // What the backend returned and what it holds at the end, so that runs of the same
+        // trace on different backends compare results, not the trace's own op counts.
+        run.counters
+            .insert("read_results_fingerprint".into(), summary.read_results);
+        // Read after the clock stopped: not part of the replay's time.
+        let end = state_fingerprint(backend.inner())?;
+        run.counters.extend([
+            ("state_entries_at_end".to_string(), end.entries),
+            ("state_timers_at_end".to_string(), end.timers),
+            ("state_fingerprint_at_end".to_string(), end.fingerprint),
+        ]);
         finish_run(&mut run, &backend, None, sampler.finish(), work_dir, wall);
         if own_process {
             run.peak_rss_bytes = run.peak_rss_bytes.max(crate::metrics::peak_rss());

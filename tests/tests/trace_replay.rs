@@ -145,3 +145,67 @@ fn gadget_sample_imports_and_replays() {
     // window find the value written before.
     assert!(run.volume.get_hits > 0);
 }
+
+/// Replays on every backend this build has agree on every read's result and on the state
+/// they end with; a backend that keeps nothing does not. (Replays used to compare only the
+/// trace's own operation counts, equal whatever the backends returned.)
+#[test]
+fn replays_compare_what_backends_return() {
+    use statekit_backend::InstanceConfig;
+    use statekit_bench::null_backend::NullBackend;
+    use statekit_bench::trace::{replay, TraceReader};
+
+    let dir = tempfile::tempdir().unwrap();
+    let profile = Profile::parse(Path::new("trace-test.toml"), PROFILE).unwrap();
+    let memory = BackendSpec {
+        kind: BackendKind::Memory,
+        config: None,
+        rocksdb: None,
+    };
+    let trace = dir.path().join("run.sktrace");
+    runner::record(
+        &profile,
+        "quick",
+        &memory,
+        &trace,
+        false,
+        &dir.path().join("rec"),
+        false,
+    )
+    .unwrap();
+    let specs = BackendSpec::pairs(&BackendKind::available(), &[]);
+    let results = runner::replay_all(
+        &trace,
+        &specs,
+        &dir.path().join("out"),
+        None,
+        false,
+        &Isolation::InProcess,
+        None,
+    )
+    .unwrap();
+    for run in &results.runs {
+        assert_eq!(run.error, None, "{}", run.label);
+        assert!(run.counters.contains_key("read_results_fingerprint"));
+        assert!(run.counters.contains_key("state_fingerprint_at_end"));
+    }
+    assert!(
+        results.comparison.counters_equal,
+        "{:?}",
+        results.comparison.differing
+    );
+    // The same trace on a backend that stores nothing: its reads return nothing.
+    let mut reader = TraceReader::open(&trace).unwrap();
+    let header = reader.header();
+    let mut null = NullBackend::new(
+        InstanceConfig::single(header.max_parallelism)
+            .unwrap()
+            .with_key_groups(header.key_groups),
+    );
+    let lost = replay(&mut reader, &mut null, false, |_| {}).unwrap();
+    let memory_run = &results.runs[0];
+    assert_ne!(
+        lost.read_results, memory_run.counters["read_results_fingerprint"],
+        "a backend that loses every write must not pass for one that keeps them"
+    );
+}

@@ -9,6 +9,8 @@ use statekit_backend::{
 };
 
 use super::{TraceOp, TraceReader};
+use crate::util::{mix64, SetFingerprint};
+use xxhash_rust::xxh3::xxh3_64 as h;
 
 /// What a replay did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,6 +23,30 @@ pub struct ReplaySummary {
     pub divergent_reads: u64,
     /// Records that could not be replayed (restores; checkpoints without storage).
     pub skipped: u64,
+    /// A fingerprint of every read's result in order (values, scanned entries, timers
+    /// popped or scanned, the next timer): two backends given the same trace must agree on
+    /// it whatever the recording holds.
+    pub read_results: u64,
+}
+
+/// Folds one read's result digest into the running fingerprint.
+fn fold(summary: &mut ReplaySummary, digest: u64) {
+    summary.read_results = mix64(summary.read_results ^ digest);
+}
+
+/// The digest of a point read's result: none, or the value.
+fn value_digest(value: Option<&[u8]>) -> u64 {
+    value.map_or(0, |v| h(v) | 1)
+}
+
+/// The digest of a timer.
+fn timer_digest(t: &statekit_backend::Timer) -> [u64; 4] {
+    [
+        t.timestamp as u64,
+        u64::from(t.key_group),
+        h(&t.key),
+        h(&t.namespace),
+    ]
 }
 
 /// Replays a trace against `backend` (a fresh instance with the trace's max parallelism and
@@ -106,7 +132,8 @@ pub fn replay(
                 found,
             } => {
                 let s = remap(&ids, scope)?;
-                let got = backend.get(s.as_scope(), user_key)?.map(|v| v.len() as u64);
+                let got = backend.get(s.as_scope(), user_key)?;
+                fold(&mut summary, value_digest(got.as_deref()));
                 if found.is_some_and(|f| f.is_some() != got.is_some()) {
                     summary.divergent_reads += 1;
                 }
@@ -118,11 +145,11 @@ pub fn replay(
                     .collect::<Result<_>>()?;
                 let reqs: Vec<(Scope<'_>, &[u8])> =
                     owned.iter().map(|(s, k)| (s.as_scope(), *k)).collect();
-                let got = backend
-                    .multi_get(&reqs)?
-                    .iter()
-                    .filter(|v| v.is_some())
-                    .count() as u64;
+                let values = backend.multi_get(&reqs)?;
+                for v in &values {
+                    fold(&mut summary, value_digest(v.as_deref()));
+                }
+                let got = values.iter().filter(|v| v.is_some()).count() as u64;
                 if hits.is_some_and(|h| h != got) {
                     summary.divergent_reads += 1;
                 }
@@ -156,7 +183,10 @@ pub fn replay(
                 } else {
                     Direction::Forward
                 };
-                backend.scan(s.as_scope(), range, dir, &mut |_, _| {
+                let mut digest = 0u64;
+                backend.scan(s.as_scope(), range, dir, &mut |k, v| {
+                    // In scan order, which every backend defines alike.
+                    digest = mix64(digest ^ mix64(h(k) ^ h(v).rotate_left(1)));
                     seen += 1;
                     Ok(if seen >= limit {
                         Visit::Stop
@@ -164,6 +194,7 @@ pub fn replay(
                         Visit::Continue
                     })
                 })?;
+                fold(&mut summary, digest ^ seen);
                 if visited.is_some_and(|v| v != seen) {
                     summary.divergent_reads += 1;
                 }
@@ -174,10 +205,20 @@ pub fn replay(
                 visited,
             } => {
                 let mut seen = 0u64;
-                backend.scan_state(map(&ids, *state)?, *key_groups, &mut |_| {
+                // As a set: the order across key groups and keys is the backend's.
+                let mut entries = SetFingerprint::default();
+                backend.scan_state(map(&ids, *state)?, *key_groups, &mut |e| {
                     seen += 1;
+                    entries.add(&[
+                        u64::from(e.key_group),
+                        h(e.key),
+                        h(e.namespace),
+                        h(e.user_key),
+                        h(e.value),
+                    ]);
                     Ok(Visit::Continue)
                 })?;
+                fold(&mut summary, entries.value() ^ seen);
                 if seen != *visited {
                     summary.divergent_reads += 1;
                 }
@@ -250,17 +291,26 @@ pub fn replay(
                     *watermark,
                     usize::try_from(*limit).unwrap_or(usize::MAX),
                 )?;
+                let mut timers = SetFingerprint::default();
+                for t in &got {
+                    timers.add(&timer_digest(t));
+                }
+                fold(&mut summary, timers.value() ^ got.len() as u64);
                 if got.len() as u64 != *popped {
                     summary.divergent_reads += 1;
                 }
             }
             TraceOp::NextTimer { queue } => {
-                backend.next_timer(map(&ids, *queue)?)?;
+                let next = backend.next_timer(map(&ids, *queue)?)?;
+                fold(&mut summary, next.map_or(0, |t| mix64(t as u64) | 1));
             }
             TraceOp::ScanTimers { queue, key_groups } => {
-                backend.scan_timers(map(&ids, *queue)?, *key_groups, &mut |_| {
+                let mut timers = SetFingerprint::default();
+                backend.scan_timers(map(&ids, *queue)?, *key_groups, &mut |t| {
+                    timers.add(&timer_digest(t));
                     Ok(Visit::Continue)
                 })?;
+                fold(&mut summary, timers.value());
             }
             TraceOp::Checkpoint { id } => {
                 if checkpoints {
