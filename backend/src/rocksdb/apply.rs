@@ -82,7 +82,7 @@ impl RocksDbConfig {
     /// Applies the column-family and table options of state `name` (its overrides over the
     /// defaults) to `opts` and `table`; the caller installs `table` afterwards (it also
     /// carries the shared cache). `memtable_max_range_deletions` has no setter in RocksDB's C
-    /// API: the backend sets it on the open column family ([`CfOptions::dynamic_options`]).
+    /// API: the backend sets it through the options string ([`CfOptions::string_options`]).
     pub fn apply_state(&self, name: &str, opts: &mut Options, table: &mut BlockBasedOptions) {
         let (cf, t) = self.for_state(name);
         apply_cf(&cf, opts);

@@ -504,8 +504,8 @@ impl RocksDbBackend {
         let ordered = states_after_restore(&self.states, &states)?;
         for d in &ordered {
             if !states.iter().any(|s| s.name == d.name) {
-                let opts = cf_options(&self.settings, d, &self.ttl_clock);
-                open.create_cf(&cf_name(&d.name), opts, &self.settings.config)?;
+                let opts = cf_options(&self.settings, d, &self.ttl_clock)?;
+                open.create_cf(&cf_name(&d.name), opts)?;
             }
         }
         Ok((open, ordered))
@@ -580,8 +580,8 @@ fn register_all(
             let (id, is_new) = resolve_registration(states, d)?;
             if is_new {
                 let name = cf_name(&d.name);
-                let opts = cf_options(&backend.settings, d, &backend.ttl_clock);
-                open.create_cf(&name, opts, &backend.settings.config)?;
+                let opts = cf_options(&backend.settings, d, &backend.ttl_clock)?;
+                open.create_cf(&name, opts)?;
                 states.push(d.clone());
             }
             Ok(id)
@@ -651,7 +651,7 @@ fn copy_range(
     for d in source_states {
         descriptors.push(ColumnFamilyDescriptor::new(
             cf_name(&d.name),
-            cf_options(&backend.settings, d, &backend.ttl_clock),
+            cf_options(&backend.settings, d, &backend.ttl_clock)?,
         ));
     }
     let source = DB::open_cf_descriptors_read_only(&Options::default(), dir, descriptors, false)

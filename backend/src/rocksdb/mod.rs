@@ -86,6 +86,15 @@ pub struct RocksDbSettings {
 /// won: 396 s and no stalls against 474 s with 152 s of stalls.
 pub const DEFAULT_POINT_DELETE_LIMIT: usize = 0;
 
+/// Default of `memtable_max_range_deletions`: a memtable holding this many range tombstones
+/// is flushed. Every read merges the memtable's range tombstones, re-fragmented after each new
+/// one, so a workload that interleaves range deletes and reads pays for all of them on every
+/// read: quadratic in the tombstones, and sliding-window-demand's quick scale did not finish
+/// in 15 minutes (97% of the time fragmenting). Bounded, a read's share stays constant; a
+/// flush per thousand range deletes is cheap beside that. RocksDB's default is no bound (the
+/// presets keep it).
+pub const DEFAULT_MEMTABLE_MAX_RANGE_DELETIONS: u32 = 1000;
+
 impl RocksDbSettings {
     /// Settings with RocksDB's default options, no WAL.
     pub fn new(local_dir: impl Into<PathBuf>, resources: Arc<RocksDbResources>) -> Self {
@@ -135,32 +144,12 @@ struct OpenDb {
 }
 
 impl OpenDb {
-    fn create_cf(&mut self, name: &str, opts: Options, config: &RocksDbConfig) -> Result<()> {
+    fn create_cf(&mut self, name: &str, opts: Options) -> Result<()> {
         self.db
             .create_cf(name, &opts)
             .map_err(|e| rocks_err(format!("creating column family '{name}'"), e))?;
         self.cf_options.push(opts);
-        self.set_dynamic_options(name, config)
-    }
-
-    /// Sets the options of column family `name` that RocksDB's C API can only change on an
-    /// open column family.
-    fn set_dynamic_options(&self, name: &str, config: &RocksDbConfig) -> Result<()> {
-        let state = name
-            .strip_prefix(options_file::STATE_CF_PREFIX)
-            .unwrap_or(name);
-        let options = config.for_state(state).0.dynamic_options();
-        if options.is_empty() {
-            return Ok(());
-        }
-        let cf = self
-            .db
-            .cf_handle(name)
-            .ok_or_else(|| Error::new(ErrorKind::Internal, format!("no column family '{name}'")))?;
-        let pairs: Vec<(&str, &str)> = options.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        self.db
-            .set_options_cf(cf, &pairs)
-            .map_err(|e| rocks_err(format!("setting {pairs:?} on column family '{name}'"), e))
+        Ok(())
     }
 }
 
@@ -241,8 +230,35 @@ fn concat_merge(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) 
 }
 
 /// Column-family options for a state.
-fn cf_options(settings: &RocksDbSettings, desc: &StateDescriptor, clock: &TtlClock) -> Options {
-    let mut opts = Options::default();
+///
+/// # Errors
+/// `InvalidArgument` if RocksDB refuses an option set through its options string.
+fn cf_options(
+    settings: &RocksDbSettings,
+    desc: &StateDescriptor,
+    clock: &TtlClock,
+) -> Result<Options> {
+    let mut cf = settings.config.for_state(&desc.name).0;
+    cf.memtable_max_range_deletions
+        .get_or_insert(DEFAULT_MEMTABLE_MAX_RANGE_DELETIONS);
+    // Options the C API has no setter for go through RocksDB's options-string parser, on
+    // fresh options (the copy it returns keeps nothing Rust must keep alive; everything
+    // below is set on the copy). Setting them on the open column family instead would only
+    // reach its next memtable.
+    let string_options = cf
+        .string_options()
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(";");
+    let mut opts = Options::default()
+        .get_options_from_string(&string_options)
+        .map_err(|e| {
+            Error::invalid(format!(
+                "RocksDB options '{string_options}' of state '{}': {e}",
+                desc.name
+            ))
+        })?;
     let mut table = BlockBasedOptions::default();
     table.set_block_cache(&settings.resources.cache);
     // The memory model: index and filter blocks count against the budget, with high
@@ -283,7 +299,7 @@ fn cf_options(settings: &RocksDbSettings, desc: &StateDescriptor, clock: &TtlClo
             }
         }
     }
-    opts
+    Ok(opts)
 }
 
 impl RocksDbBackend {
@@ -596,7 +612,7 @@ fn open_db(
     for desc in states {
         descriptors.push(ColumnFamilyDescriptor::new(
             cf_name(&desc.name),
-            cf_options(settings, desc, clock),
+            cf_options(settings, desc, clock)?,
         ));
     }
     let db = DB::open_cf_descriptors(&options, path, descriptors)
@@ -607,9 +623,6 @@ fn open_db(
         cf_options: Vec::new(),
         _dir: guard,
     };
-    for desc in states {
-        open.set_dynamic_options(&cf_name(&desc.name), &settings.config)?;
-    }
     Ok(open)
 }
 
@@ -934,8 +947,8 @@ impl StateBackend for RocksDbBackend {
                 self.settings.config.cf.arena_block_size(),
             )?;
             let name = cf_name(&descriptor.name);
-            let opts = cf_options(&self.settings, descriptor, &self.ttl_clock);
-            self.open.create_cf(&name, opts, &self.settings.config)?;
+            let opts = cf_options(&self.settings, descriptor, &self.ttl_clock)?;
+            self.open.create_cf(&name, opts)?;
             self.states.push(descriptor.clone());
             self.cf_names.push(name);
             self.timer_floor.push(None);

@@ -163,6 +163,53 @@ fn small_range_deletes_become_point_deletes_large_ones_tombstones() {
     assert_eq!(user_keys(&b, scope(s, b"many")), vec![vec![8u8], vec![9]]);
 }
 
+/// Range deletes interleaved with reads (what sliding-window-demand's operator once did on
+/// every window fire): the active memtable never holds more than the default bound of
+/// tombstones, since every read merges all of them. A preset keeps RocksDB's unbounded
+/// memtable. Without the bound this loop alone took about a minute here (the tombstones
+/// re-fragmented on every read).
+#[test]
+fn range_tombstones_in_a_memtable_are_bounded_by_default() {
+    let env = Env::new();
+    let mut b = env.open();
+    let s = b
+        .register_state(&StateDescriptor::new("panes", StateKind::Map))
+        .unwrap();
+    // RocksDB has no property for a memtable's range tombstones; its entries count them,
+    // and each step below writes one put and one tombstone.
+    let tombstones = |b: &RocksDbBackend| {
+        b.db()
+            .property_int_value_cf(b.cf(s).unwrap(), "rocksdb.num-entries-active-mem-table")
+            .unwrap()
+            .unwrap()
+            / 2
+    };
+    let mut most = 0;
+    for i in 0..3_000u32 {
+        let key = i.to_be_bytes();
+        b.put(scope(s, b"window"), &key, b"pane").unwrap();
+        // Open lower bound, as a window fire removes every pane before its end.
+        let upto = UserKeyRange::from_half_open(None, Some(&key));
+        b.delete_range(scope(s, b"window"), upto).unwrap();
+        assert_eq!(
+            b.get(scope(s, b"window"), &key).unwrap().as_deref(),
+            Some(&b"pane"[..])
+        );
+        most = most.max(tombstones(&b));
+    }
+    assert!(
+        most <= u64::from(super::DEFAULT_MEMTABLE_MAX_RANGE_DELETIONS),
+        "{most} range tombstones in one memtable"
+    );
+    assert_eq!(
+        user_keys(&b, scope(s, b"window")),
+        vec![2_999u32.to_be_bytes().to_vec()]
+    );
+
+    let preset = RocksDbConfig::preset(crate::rocksdb_config::Preset::FlinkDefault);
+    assert_eq!(preset.cf.memtable_max_range_deletions, Some(0));
+}
+
 #[test]
 fn second_checkpoint_uploads_only_new_files() {
     let env = Env::new();

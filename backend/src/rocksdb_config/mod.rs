@@ -161,7 +161,8 @@ pub struct CfOptions {
     /// Disable background compactions.
     pub disable_auto_compactions: Option<bool>,
     /// Range tombstones a memtable holds before it is flushed (0: no limit): reads merge
-    /// every tombstone in the memtable over their range.
+    /// every tombstone in the memtable over their range. Unset: the backend's
+    /// `DEFAULT_MEMTABLE_MAX_RANGE_DELETIONS` (1000).
     pub memtable_max_range_deletions: Option<u32>,
     /// Seconds after which a file's data is compacted down whatever the level sizes say
     /// (0: never), so expired or deleted entries are dropped.
@@ -363,9 +364,9 @@ impl Preset {
 const MIB: u64 = 1 << 20;
 
 impl CfOptions {
-    /// The options RocksDB's C API sets only on an open column family (`SetOptions`), as
-    /// name and value.
-    pub fn dynamic_options(&self) -> Vec<(&'static str, String)> {
+    /// The options RocksDB's C API has no setter for, as name and value: the backend sets
+    /// them through RocksDB's options-string parser.
+    pub fn string_options(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
         if let Some(v) = self.memtable_max_range_deletions {
             out.push(("memtable_max_range_deletions", v.to_string()));
@@ -384,8 +385,9 @@ impl CfOptions {
 
 impl RocksDbConfig {
     /// The configuration of a named preset. Every preset keeps whole (unpartitioned) index
-    /// and filter blocks, as RocksDB and Flink do by default, rather than statekit's
-    /// partitioned ones: they are the baselines people run today.
+    /// and filter blocks and unbounded range tombstones in memtables, as RocksDB and Flink do
+    /// by default, rather than statekit's partitioned ones and bound: they are the baselines
+    /// people run today.
     pub fn preset(preset: Preset) -> Self {
         let mut config = Self::preset_options(preset);
         config
@@ -393,6 +395,7 @@ impl RocksDbConfig {
             .index_type
             .get_or_insert(IndexType::BinarySearch);
         config.table.partition_filters.get_or_insert(false);
+        config.cf.memtable_max_range_deletions.get_or_insert(0);
         config
     }
 
