@@ -54,7 +54,9 @@ pub struct RemoteConfig {
     /// Size of a memtable before it is written to object storage as an L0 table. Default
     /// 64 MiB; at least 1 MiB.
     pub memtable: Size,
-    /// Unflushed bytes (active plus frozen memtables) beyond which writes wait for uploads.
+    /// Memory unflushed writes (active plus frozen memtables) may hold before writes wait
+    /// for uploads: SlateDB's bound on their encoded bytes, and the backend's on their heap
+    /// (key, value and about 160 bytes of memtable node per entry), whichever binds first.
     /// Default 256 MiB; at least `memtable`.
     pub max_unflushed: Size,
     /// Local directory of the optional on-disk cache of object-store data. Default none.

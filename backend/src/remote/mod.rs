@@ -463,6 +463,9 @@ pub struct RemoteBackend {
     writes: u64,
     sweep: SweepCursor,
     user_bytes_written: u64,
+    /// Heap the writes since the last forced flush hold in memtables, as
+    /// [`memtable_heap`] estimates it.
+    unflushed_heap: u64,
     prefetch_slots: Arc<Semaphore>,
     /// SlateDB's counters for this instance's database (cache, flushes, compaction).
     metrics: Arc<DefaultMetricsRecorder>,
@@ -547,6 +550,7 @@ impl RemoteBackend {
             writes: 0,
             sweep: SweepCursor::default(),
             user_bytes_written: 0,
+            unflushed_heap: 0,
             prefetch_slots: Arc::new(Semaphore::new(slots)),
             metrics,
             checkpoint_manifests: std::collections::BTreeMap::new(),
@@ -760,6 +764,7 @@ impl RemoteBackend {
                 user_key, value, ..
             } => {
                 let key = entry_key(&prefix, user_key);
+                self.unflushed_heap += memtable_heap(key.len() + value.len(), 1);
                 batch.put(&key, encode_value(self.expiry(scope.state), value));
                 self.user_bytes_written += (user_key.len() + value.len()) as u64;
                 touched.insert(key);
@@ -768,6 +773,7 @@ impl RemoteBackend {
                 user_key, operand, ..
             } => {
                 let key = entry_key(&prefix, user_key);
+                self.unflushed_heap += memtable_heap(key.len() + operand.len(), 1);
                 batch.merge(
                     &key,
                     encode_append(self.config.now_millis(), self.expiry(scope.state), operand),
@@ -777,6 +783,7 @@ impl RemoteBackend {
             }
             WriteOp::Delete { user_key, .. } => {
                 let key = entry_key(&prefix, user_key);
+                self.unflushed_heap += memtable_heap(key.len(), 1);
                 batch.delete(&key);
                 touched.insert(key);
             }
@@ -789,6 +796,7 @@ impl RemoteBackend {
                 let mut doomed: Vec<Vec<u8>> = touched.range::<[u8], _>(bounds).cloned().collect();
                 doomed.extend(existing.range::<[u8], _>(bounds).cloned());
                 for key in doomed {
+                    self.unflushed_heap += memtable_heap(key.len(), 1);
                     batch.delete(&key);
                     touched.insert(key);
                 }
@@ -838,7 +846,37 @@ impl RemoteBackend {
         for _ in &ops {
             self.after_write();
         }
-        Ok(())
+        self.bound_unflushed()
+    }
+
+    /// Flushes the memtables when the writes since the last such flush hold more heap than
+    /// `max_unflushed` allows: SlateDB's own bound counts encoded bytes, which small entries
+    /// overrun many times over (see [`MEMTABLE_ENTRY_OVERHEAD`]). The flush waits for the
+    /// upload, which is the backpressure.
+    fn bound_unflushed(&mut self) -> Result<()> {
+        if self.unflushed_heap < self.store.config.max_unflushed.0 {
+            return Ok(());
+        }
+        self.unflushed_heap = 0;
+        let db = Arc::clone(&self.db);
+        let deadline = self.store.flush_timeout();
+        let what = self.what();
+        let flush = runtime::block_on(async move {
+            tokio::time::timeout(
+                deadline,
+                db.flush_with_options(slatedb::config::FlushOptions {
+                    flush_type: slatedb::config::FlushType::MemTable,
+                }),
+            )
+            .await
+        })?;
+        match flush {
+            Ok(done) => done.map_err(|e| slate_error(format!("flushing memtables of {what}"), e)),
+            Err(_) => Err(flush_timed_out(
+                &format!("flushing memtables of {what}"),
+                deadline,
+            )),
+        }
     }
 
     fn after_write(&mut self) {
@@ -872,6 +910,7 @@ impl RemoteBackend {
         let now = self.config.now_millis();
         let mut seen = 0;
         let mut last = None;
+        let (mut deleted, mut deleted_bytes) = (0, 0);
         let mut batch = slatedb::WriteBatch::new();
         self.scan_raw(
             None,
@@ -881,6 +920,8 @@ impl RemoteBackend {
                 seen += 1;
                 if !decode_record(v)?.live(now) {
                     batch.delete(k);
+                    deleted_bytes += k.len();
+                    deleted += 1;
                 }
                 last = Some(k.to_vec());
                 Ok(if seen >= SWEEP_BATCH {
@@ -891,6 +932,7 @@ impl RemoteBackend {
             },
         )?;
         self.commit(batch)?;
+        self.unflushed_heap += memtable_heap(deleted_bytes, deleted);
         if seen >= SWEEP_BATCH {
             self.sweep.after = last;
         } else {
@@ -1211,6 +1253,19 @@ impl RemoteBackend {
     }
 }
 
+/// Heap a memtable entry holds beyond its key and value: SlateDB's skiplist node and row
+/// entry and the headers of its key and value bytes. SlateDB bounds unflushed writes by their
+/// encoded size (key + value + 11 bytes), a fraction of their heap for small entries: a heap
+/// profile of ad-click at a 256 MiB budget had 100 MB of memtables where SlateDB counted under
+/// 64 MiB, and the end-of-input drain's millions of small deletes took the run 100 MiB over
+/// its budget.
+const MEMTABLE_ENTRY_OVERHEAD: usize = 160;
+
+/// The heap `entries` memtable entries of `bytes` key and value bytes hold.
+fn memtable_heap(bytes: usize, entries: usize) -> u64 {
+    (bytes + entries * MEMTABLE_ENTRY_OVERHEAD) as u64
+}
+
 /// A flush that did not finish within the configured time: the store refuses writes (full,
 /// or unreachable beyond SlateDB's retries) or is far too slow.
 fn flush_timed_out(what: &str, deadline: Duration) -> Error {
@@ -1457,6 +1512,8 @@ impl TimerStore for RemoteBackend {
         let what = self.what();
         runtime::block_on(self.db.put(&key, encode_value(None, &[])))?
             .map_err(|e| slate_error(format!("timer write to {what}"), e))?;
+        self.unflushed_heap += memtable_heap(key.len(), 1);
+        self.bound_unflushed()?;
         let index = self.config.group_index(timer.key_group);
         if let Some(heads) = self.timers[queue.index()].as_mut() {
             if heads.heads[index].is_none_or(|h| timer.timestamp < h) {
@@ -1472,6 +1529,8 @@ impl TimerStore for RemoteBackend {
         let what = self.what();
         runtime::block_on(self.db.delete(&key))?
             .map_err(|e| slate_error(format!("timer delete in {what}"), e))?;
+        self.unflushed_heap += memtable_heap(key.len(), 1);
+        self.bound_unflushed()?;
         let index = self.config.group_index(timer.key_group);
         let head = self.timers[queue.index()]
             .as_ref()
@@ -1539,7 +1598,9 @@ impl TimerStore for RemoteBackend {
                 return Err(e);
             }
             for t in &taken {
-                batch.delete(timer_key(tag, t));
+                let key = timer_key(tag, t);
+                self.unflushed_heap += memtable_heap(key.len(), 1);
+                batch.delete(key);
             }
             if let Some(last) = taken.last() {
                 resume.insert(kg, timer_key(tag, last));
@@ -1555,6 +1616,7 @@ impl TimerStore for RemoteBackend {
             self.timers[queue.index()] = saved;
             return Err(e);
         }
+        self.bound_unflushed()?;
         Ok(due)
     }
 
