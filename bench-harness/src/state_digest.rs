@@ -3,7 +3,7 @@
 //! that the final watermark left nothing behind.
 
 use serde::{Deserialize, Serialize};
-use statekit_backend::{Result, StateBackend, StateKind, Visit};
+use statekit_backend::{Result, StateBackend, StateDescriptor, StateKind, Visit};
 
 use crate::util::SetFingerprint;
 
@@ -23,11 +23,25 @@ pub struct StateFingerprint {
 /// # Errors
 /// Backend errors.
 pub fn state_fingerprint(backend: &dyn StateBackend) -> Result<StateFingerprint> {
+    state_fingerprint_of(backend, |_| true)
+}
+
+/// [`state_fingerprint`] of the states `include` accepts.
+///
+/// # Errors
+/// Backend errors.
+pub fn state_fingerprint_of(
+    backend: &dyn StateBackend,
+    include: impl Fn(&StateDescriptor) -> bool,
+) -> Result<StateFingerprint> {
     use xxhash_rust::xxh3::xxh3_64 as h;
     let mut fp = SetFingerprint::default();
     let (mut entries, mut timers) = (0u64, 0u64);
     let range = backend.key_group_range();
     for (index, desc) in backend.states().iter().enumerate() {
+        if !include(desc) {
+            continue;
+        }
         let id = statekit_backend::StateId::from_index(index as u32);
         let name = h(desc.name.as_bytes());
         if desc.kind == StateKind::Timers {

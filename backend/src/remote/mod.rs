@@ -331,7 +331,14 @@ impl RemoteStore {
         let mut settings = Settings {
             wal_enabled: false,
             l0_sst_size_bytes: usize::try_from(self.config.memtable.0).unwrap_or(usize::MAX),
-            max_unflushed_bytes: usize::try_from(self.config.max_unflushed.0).unwrap_or(usize::MAX),
+            // SlateDB counts encoded bytes, about half the heap of a typical entry (key and
+            // value of a few hundred bytes; see MEMTABLE_ENTRY_OVERHEAD): half the budget in
+            // its terms, so that large entries do not fill twice the memory the backend's own
+            // heap bound allows for small ones. It must exceed one memtable.
+            max_unflushed_bytes: usize::try_from(
+                (self.config.max_unflushed.0 / 2).max(self.config.memtable.0 + 1),
+            )
+            .unwrap_or(usize::MAX),
             ..Settings::default()
         };
         // The compactor pins its inputs with a checkpoint of this lifetime.

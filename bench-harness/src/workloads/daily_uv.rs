@@ -306,6 +306,12 @@ impl DailyUv {
 }
 
 impl Operator for DailyUv {
+    fn kept_states(&self) -> &'static [&'static str] {
+        // Device ids keep their integer for good: a device seen on any later day maps to
+        // the same bit.
+        &["uv/dictionary"]
+    }
+
     fn handle(&mut self, backend: &mut dyn StateBackend, event: &Event) -> Result<()> {
         let Event::Visit {
             device,

@@ -114,6 +114,12 @@ pub trait Operator {
     /// same events, in arrival order). `None` if outputs were not collected.
     fn check(&self, input: &[Event]) -> Option<Vec<CheckOutcome>>;
 
+    /// The states that outlive the final watermark by design (a dictionary kept forever,
+    /// say); every other state must be empty once the final watermark has fired.
+    fn kept_states(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     /// What the operator keeps outside its keyed state (watermark, counters, fingerprints,
     /// id counters), for a checkpoint: with the backend's checkpoint and the source's offset
     /// it is all a restore needs. Outputs collected for the self-check are not included.
