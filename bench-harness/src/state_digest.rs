@@ -3,7 +3,9 @@
 //! that the final watermark left nothing behind.
 
 use serde::{Deserialize, Serialize};
-use statekit_backend::{Result, StateBackend, StateDescriptor, StateKind, Visit};
+use statekit_backend::backend::EntryRef;
+use statekit_backend::{Result, StateBackend, StateDescriptor, StateKind, Timer, Visit};
+use xxhash_rust::xxh3::xxh3_64 as h;
 
 use crate::util::SetFingerprint;
 
@@ -34,7 +36,6 @@ pub fn state_fingerprint_of(
     backend: &dyn StateBackend,
     include: impl Fn(&StateDescriptor) -> bool,
 ) -> Result<StateFingerprint> {
-    use xxhash_rust::xxh3::xxh3_64 as h;
     let mut fp = SetFingerprint::default();
     let (mut entries, mut timers) = (0u64, 0u64);
     let range = backend.key_group_range();
@@ -47,26 +48,15 @@ pub fn state_fingerprint_of(
         if desc.kind == StateKind::Timers {
             backend.scan_timers(id, range, &mut |t| {
                 timers += 1;
-                fp.add(&[
-                    name,
-                    u64::from(t.key_group),
-                    h(&t.key),
-                    h(&t.namespace),
-                    t.timestamp as u64,
-                ]);
+                let [a, b, c, d] = timer_digest(t);
+                fp.add(&[name, a, b, c, d]);
                 Ok(Visit::Continue)
             })?;
         } else {
             backend.scan_state(id, range, &mut |e| {
                 entries += 1;
-                fp.add(&[
-                    name,
-                    u64::from(e.key_group),
-                    h(e.key),
-                    h(e.namespace),
-                    h(e.user_key),
-                    h(e.value),
-                ]);
+                let [a, b, c, d, f] = entry_digest(e);
+                fp.add(&[name, a, b, c, d, f]);
                 Ok(Visit::Continue)
             })?;
         }
@@ -76,4 +66,27 @@ pub fn state_fingerprint_of(
         timers,
         fingerprint: fp.value(),
     })
+}
+
+/// The parts of a stored entry a fingerprint folds: key group, and digests of key, namespace,
+/// user key and value.
+pub fn entry_digest(e: &EntryRef<'_>) -> [u64; 5] {
+    [
+        u64::from(e.key_group),
+        h(e.key),
+        h(e.namespace),
+        h(e.user_key),
+        h(e.value),
+    ]
+}
+
+/// The parts of a timer a fingerprint folds: time, key group, and digests of key and
+/// namespace.
+pub fn timer_digest(t: &Timer) -> [u64; 4] {
+    [
+        t.timestamp as u64,
+        u64::from(t.key_group),
+        h(&t.key),
+        h(&t.namespace),
+    ]
 }

@@ -32,27 +32,36 @@ keys = 1
 events_per_sec = 1
 "#;
 
-#[test]
-fn replay_reproduces_operation_counts() {
-    let dir = tempfile::tempdir().unwrap();
-    let profile = Profile::parse(Path::new("trace-test.toml"), PROFILE).unwrap();
-    let memory = BackendSpec {
+fn memory() -> BackendSpec {
+    BackendSpec {
         kind: BackendKind::Memory,
         config: None,
         rocksdb: None,
-    };
+    }
+}
+
+/// Records PROFILE's quick scale on the memory backend into `trace`.
+fn record(dir: &Path, trace: &Path, sizes_only: bool) -> (statekit_bench::results::RunResult, u64) {
+    let profile = Profile::parse(Path::new("trace-test.toml"), PROFILE).unwrap();
+    runner::record(
+        &profile,
+        "quick",
+        &memory(),
+        trace,
+        sizes_only,
+        &dir.join("rec"),
+        false,
+    )
+    .unwrap()
+}
+
+#[test]
+fn replay_reproduces_operation_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let memory = memory();
     for sizes_only in [false, true] {
         let trace = dir.path().join(format!("run-{sizes_only}.sktrace"));
-        let (recorded, records) = runner::record(
-            &profile,
-            "quick",
-            &memory,
-            &trace,
-            sizes_only,
-            &dir.path().join("rec"),
-            false,
-        )
-        .unwrap();
+        let (recorded, records) = record(dir.path(), &trace, sizes_only);
         assert!(records > 50_000, "{records}");
         assert!(recorded.counters["joined_pairs"] > 1_000);
 
@@ -119,11 +128,7 @@ fn gadget_sample_imports_and_replays() {
     );
     let results = runner::replay_all(
         &trace,
-        &[BackendSpec {
-            kind: BackendKind::Memory,
-            config: None,
-            rocksdb: None,
-        }],
+        &[memory()],
         &dir.path().join("out"),
         None,
         false,
@@ -156,23 +161,8 @@ fn replays_compare_what_backends_return() {
     use statekit_bench::trace::{replay, TraceReader};
 
     let dir = tempfile::tempdir().unwrap();
-    let profile = Profile::parse(Path::new("trace-test.toml"), PROFILE).unwrap();
-    let memory = BackendSpec {
-        kind: BackendKind::Memory,
-        config: None,
-        rocksdb: None,
-    };
     let trace = dir.path().join("run.sktrace");
-    runner::record(
-        &profile,
-        "quick",
-        &memory,
-        &trace,
-        false,
-        &dir.path().join("rec"),
-        false,
-    )
-    .unwrap();
+    record(dir.path(), &trace, false);
     let specs = BackendSpec::pairs(&BackendKind::available(), &[]);
     let results = runner::replay_all(
         &trace,

@@ -9,6 +9,7 @@ use statekit_backend::{
 };
 
 use super::{TraceOp, TraceReader};
+use crate::state_digest::{entry_digest, timer_digest};
 use crate::util::{mix64, SetFingerprint};
 use xxhash_rust::xxh3::xxh3_64 as h;
 
@@ -37,16 +38,6 @@ fn fold(summary: &mut ReplaySummary, digest: u64) {
 /// The digest of a point read's result: none, or the value.
 fn value_digest(value: Option<&[u8]>) -> u64 {
     value.map_or(0, |v| h(v) | 1)
-}
-
-/// The digest of a timer.
-fn timer_digest(t: &statekit_backend::Timer) -> [u64; 4] {
-    [
-        t.timestamp as u64,
-        u64::from(t.key_group),
-        h(&t.key),
-        h(&t.namespace),
-    ]
 }
 
 /// Replays a trace against `backend` (a fresh instance with the trace's max parallelism and
@@ -209,13 +200,7 @@ pub fn replay(
                 let mut entries = SetFingerprint::default();
                 backend.scan_state(map(&ids, *state)?, *key_groups, &mut |e| {
                     seen += 1;
-                    entries.add(&[
-                        u64::from(e.key_group),
-                        h(e.key),
-                        h(e.namespace),
-                        h(e.user_key),
-                        h(e.value),
-                    ]);
+                    entries.add(&entry_digest(e));
                     Ok(Visit::Continue)
                 })?;
                 fold(&mut summary, entries.value() ^ seen);
