@@ -865,25 +865,27 @@ impl RemoteBackend {
             return Ok(());
         }
         self.unflushed_heap = 0;
-        let db = Arc::clone(&self.db);
+        let what = format!("flushing memtables of {}", self.what());
+        self.within_flush_timeout(
+            &what,
+            self.db.flush_with_options(slatedb::config::FlushOptions {
+                flush_type: slatedb::config::FlushType::MemTable,
+            }),
+        )
+    }
+
+    /// Runs SlateDB's `work` (a flush, a checkpoint) to completion within
+    /// `flush_timeout_secs`; `what` names it in errors.
+    fn within_flush_timeout<T>(
+        &self,
+        what: &str,
+        work: impl std::future::Future<Output = std::result::Result<T, slatedb::Error>>,
+    ) -> Result<T> {
         let deadline = self.store.flush_timeout();
-        let what = self.what();
-        let flush = runtime::block_on(async move {
-            tokio::time::timeout(
-                deadline,
-                db.flush_with_options(slatedb::config::FlushOptions {
-                    flush_type: slatedb::config::FlushType::MemTable,
-                }),
-            )
-            .await
-        })?;
-        match flush {
-            Ok(done) => done.map_err(|e| slate_error(format!("flushing memtables of {what}"), e)),
-            Err(_) => Err(flush_timed_out(
-                &format!("flushing memtables of {what}"),
-                deadline,
-            )),
-        }
+        // The timer must be created inside the runtime.
+        runtime::block_on(async { tokio::time::timeout(deadline, work).await })?
+            .map_err(|_| flush_timed_out(what, deadline))?
+            .map_err(|e| slate_error(what, e))
     }
 
     fn after_write(&mut self) {
@@ -1686,17 +1688,10 @@ impl Checkpointing for RemoteBackend {
             lifetime: Some(UNCONFIRMED_PIN_LIFETIME),
             ..CheckpointOptions::default()
         };
-        let deadline = self.store.flush_timeout();
-        // The timer must be created inside the runtime.
-        let created = runtime::block_on(async {
-            tokio::time::timeout(
-                deadline,
-                self.db.create_checkpoint(CheckpointScope::All, &options),
-            )
-            .await
-        })?
-        .map_err(|_| flush_timed_out(&format!("checkpoint {checkpoint_id} of {what}"), deadline))?
-        .map_err(|e| slate_error(format!("checkpoint {checkpoint_id} of {what}"), e))?;
+        let created = self.within_flush_timeout(
+            &format!("checkpoint {checkpoint_id} of {what}"),
+            self.db.create_checkpoint(CheckpointScope::All, &options),
+        )?;
         let manifest = RemoteManifest {
             format: REMOTE_FORMAT.to_string(),
             backend: NAME.to_string(),
