@@ -510,7 +510,8 @@ pub struct BackendStats {
     pub memory_bytes: Option<u64>,
     /// What [`BackendStats::memory_bytes`] is made of, by the backend's own names (for
     /// RocksDB: cached blocks, memtables, table readers outside the cache). Components that
-    /// are part of another are named `... (within X)` and not added again.
+    /// are part of another are named `... (within X)` and not added again; a high-water
+    /// mark shown beside its gauge is named `... (not added)`.
     #[serde(default)]
     pub memory_by_component: std::collections::BTreeMap<String, u64>,
     /// Bytes the backend's state occupies in storage: on local disk, or in the object store

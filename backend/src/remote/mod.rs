@@ -65,7 +65,7 @@ mod sizes;
 mod storage;
 mod table_writes;
 
-pub use config::{RemoteConfig, Scheme, Size, DEFAULT_TOML};
+pub use config::{RemoteConfig, Scheme, Size, DEFAULT_TOML, UPLOAD_RESERVE_DIVISOR};
 pub use faults::{FaultPlan, FaultyObjectStore};
 pub use storage::ObjectStoreCheckpointStorage;
 
@@ -1865,6 +1865,11 @@ impl StateBackend for RemoteBackend {
             )
         })?;
         let unflushed = metric_sum(&m, "slatedb.db.total_mem_size_bytes", &[]);
+        // Tables and parts handed to the object store and not yet written: the store's, so
+        // shared by its instances like the cache. Their high-water mark shows what the
+        // uploads cost at their worst, which a gauge read now would miss.
+        let uploading = self.store.table_writes.in_flight();
+        let counted = data + meta + unflushed + uploading;
         let memory_by_component: std::collections::BTreeMap<String, u64> = [
             ("block cache: data blocks".to_string(), data),
             (
@@ -1872,11 +1877,16 @@ impl StateBackend for RemoteBackend {
                 meta,
             ),
             ("memtables and unflushed writes".to_string(), unflushed),
+            ("uploads in flight".to_string(), uploading),
+            (
+                "uploads in flight: most since open (not added)".to_string(),
+                self.store.table_writes.peak_in_flight(),
+            ),
         ]
         .into_iter()
         .collect();
         Ok(BackendStats {
-            memory_bytes: Some(memory_by_component.values().sum()),
+            memory_bytes: Some(counted),
             memory_by_component,
             disk_bytes: Some(stored),
             user_bytes_written: Some(self.user_bytes_written),

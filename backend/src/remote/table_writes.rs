@@ -3,10 +3,15 @@
 //! completes. SlateDB's own counters measure flushes as whole tables but compaction output
 //! as data sections only; RocksDB's count whole files, so this is the figure both backends'
 //! write amplification can share.
+//!
+//! It also measures the bytes handed to the store and not yet written (uploads in flight):
+//! SlateDB's upload buffers live outside its block cache and memtable gauges, and at small
+//! budgets they are a visible part of the process's memory.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
@@ -39,11 +44,44 @@ impl Tally {
     }
 }
 
-/// An object store that passes every call through and counts table writes.
+/// Bytes handed to the store by writes that have not completed, and the most there were.
+#[derive(Debug, Default)]
+struct InFlight {
+    now: AtomicU64,
+    peak: AtomicU64,
+}
+
+impl InFlight {
+    /// Counts `bytes` until the returned guard drops (the write completed, failed or was
+    /// cancelled).
+    fn start(self: &Arc<Self>, bytes: u64) -> InFlightGuard {
+        let now = self.now.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.peak.fetch_max(now, Ordering::Relaxed);
+        InFlightGuard {
+            gauge: Arc::clone(self),
+            bytes,
+        }
+    }
+}
+
+struct InFlightGuard {
+    gauge: Arc<InFlight>,
+    bytes: u64,
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.gauge.now.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+/// An object store that passes every call through, counts table writes and measures the
+/// uploads in flight.
 #[derive(Debug)]
 pub(crate) struct TableWriteCounter {
     inner: Arc<dyn ObjectStore>,
     tally: Arc<Tally>,
+    in_flight: Arc<InFlight>,
 }
 
 impl TableWriteCounter {
@@ -52,23 +90,40 @@ impl TableWriteCounter {
         TableWriteCounter {
             inner,
             tally: Arc::default(),
+            in_flight: Arc::default(),
         }
     }
 
     /// A handle that reads the counts after the store has been shared.
     pub(crate) fn counts(&self) -> TableWriteCounts {
-        TableWriteCounts(Arc::clone(&self.tally))
+        TableWriteCounts {
+            tally: Arc::clone(&self.tally),
+            in_flight: Arc::clone(&self.in_flight),
+        }
     }
 }
 
 /// Reads what a [`TableWriteCounter`] counted.
 #[derive(Debug, Clone)]
-pub(crate) struct TableWriteCounts(Arc<Tally>);
+pub(crate) struct TableWriteCounts {
+    tally: Arc<Tally>,
+    in_flight: Arc<InFlight>,
+}
 
 impl TableWriteCounts {
     /// Bytes written as tables by the database at `db` (its path in the store).
     pub(crate) fn of(&self, db: &Path) -> u64 {
-        self.0.of(db.as_ref())
+        self.tally.of(db.as_ref())
+    }
+
+    /// Bytes of writes to the store (every database's, any object) not yet completed.
+    pub(crate) fn in_flight(&self) -> u64 {
+        self.in_flight.now.load(Ordering::Relaxed)
+    }
+
+    /// The most [`TableWriteCounts::in_flight`] has been since the store was opened.
+    pub(crate) fn peak_in_flight(&self) -> u64 {
+        self.in_flight.peak.load(Ordering::Relaxed)
     }
 }
 
@@ -87,6 +142,7 @@ impl ObjectStore for TableWriteCounter {
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
         let bytes = payload.content_length() as u64;
+        let _in_flight = self.in_flight.start(bytes);
         let result = self.inner.put_opts(location, payload, opts).await?;
         self.tally.add(location.as_ref(), bytes);
         Ok(result)
@@ -101,6 +157,7 @@ impl ObjectStore for TableWriteCounter {
         Ok(Box::new(CountedUpload {
             inner,
             tally: Arc::clone(&self.tally),
+            in_flight: Arc::clone(&self.in_flight),
             location: location.to_string(),
             bytes: 0,
         }))
@@ -159,6 +216,7 @@ impl ObjectStore for TableWriteCounter {
 struct CountedUpload {
     inner: Box<dyn MultipartUpload>,
     tally: Arc<Tally>,
+    in_flight: Arc<InFlight>,
     location: String,
     bytes: u64,
 }
@@ -166,8 +224,14 @@ struct CountedUpload {
 #[async_trait]
 impl MultipartUpload for CountedUpload {
     fn put_part(&mut self, data: PutPayload) -> UploadPart {
-        self.bytes += data.content_length() as u64;
-        self.inner.put_part(data)
+        let bytes = data.content_length() as u64;
+        self.bytes += bytes;
+        let guard = self.in_flight.start(bytes);
+        let part = self.inner.put_part(data);
+        Box::pin(async move {
+            let _in_flight = guard;
+            part.await
+        })
     }
 
     async fn complete(&mut self) -> object_store::Result<PutResult> {
@@ -205,13 +269,22 @@ mod tests {
                 .put_multipart(&Path::from("root/db-a/compacted/03.sst"))
                 .await
                 .unwrap();
-            upload.put_part(vec![0u8; 10].into()).await.unwrap();
-            upload.put_part(vec![0u8; 5].into()).await.unwrap();
+            // The largest single write so far: 100 bytes.
+            assert_eq!(counts.peak_in_flight(), 100);
+            let first = upload.put_part(vec![0u8; 60].into());
+            let second = upload.put_part(vec![0u8; 50].into());
+            // Handed over, not written yet: in flight, together.
+            assert_eq!(counts.in_flight(), 110);
+            first.await.unwrap();
+            assert_eq!(counts.in_flight(), 50);
+            second.await.unwrap();
+            assert_eq!(counts.in_flight(), 0);
+            assert_eq!(counts.peak_in_flight(), 110);
             // Not complete yet: nothing counted.
             assert_eq!(counts.of(&Path::from("root/db-a")), 150);
             upload.complete().await.unwrap();
         });
-        assert_eq!(counts.of(&Path::from("root/db-a")), 165);
+        assert_eq!(counts.of(&Path::from("root/db-a")), 260);
         assert_eq!(counts.of(&Path::from("root/db-b")), 30);
         assert_eq!(counts.of(&Path::from("root/db-c")), 0);
     }
