@@ -1,7 +1,8 @@
 //! Point and range operations per backend: get, put, merge and a bounded range read, on the
 //! in-memory backend and (with feature `rocksdb`) the RocksDB backend; and the memory
 //! backend on a million keys with one small map each (ad-click's users), where every lookup
-//! misses the CPU caches and the cost of reaching a key shows.
+//! misses the CPU caches and the cost of reaching a key shows; and its timer queue with a
+//! million pending timers (the join's cleanup timers), registered and popped in step.
 //!
 //! `cargo bench --release -p statekit-backend --features rocksdb --bench state_ops`
 // criterion_group! generates undocumented functions.
@@ -13,7 +14,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use statekit_backend::memory::MemoryBackend;
 use statekit_backend::{
     key_group_of, Direction, InstanceConfig, Scope, StateBackend, StateDescriptor, StateId,
-    StateKind, StateRead, StateWrite, UserKeyRange, Visit,
+    StateKind, StateRead, StateWrite, Timer, TimerStore, UserKeyRange, Visit,
 };
 
 const MAX_PAR: u16 = 128;
@@ -193,5 +194,46 @@ fn bench_many_keys(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench, bench_many_keys);
+/// A cleanup timer for user `k` at `at`.
+fn timer(k: u32, at: i64) -> Timer {
+    let key = k.to_be_bytes().to_vec();
+    Timer {
+        timestamp: at,
+        key_group: key_group_of(&key, MAX_PAR),
+        key,
+        namespace: Vec::new(),
+    }
+}
+
+/// The join's cleanup timers: a million pending, each step registers one a window ahead
+/// (for a random user, as displays arrive) and pops what the advancing watermark made due.
+fn bench_timers(c: &mut Criterion) {
+    const WINDOW: i64 = 1_000_000;
+    let mut backend =
+        MemoryBackend::open(InstanceConfig::single(MAX_PAR).expect("config")).expect("memory");
+    let queue = backend
+        .register_state(&StateDescriptor::new("cleanup", StateKind::Timers))
+        .expect("register");
+    let mut keys = Keys(0x2545_F491_4F6C_DD1D);
+    for t in 0..WINDOW {
+        backend
+            .register_timer(queue, &timer(keys.below(MANY_KEYS), t))
+            .expect("timer");
+    }
+    let mut group = c.benchmark_group("memory_1m_timers");
+    group.throughput(Throughput::Elements(1));
+    let mut now = 0i64;
+    group.bench_function("register_then_pop", |bench| {
+        bench.iter(|| {
+            let t = timer(keys.below(MANY_KEYS), now + WINDOW);
+            backend.register_timer(queue, &t).expect("timer");
+            let due = backend.pop_due_timers(queue, now, 16).expect("pop");
+            now += 1;
+            black_box(due)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench, bench_many_keys, bench_timers);
 criterion_main!(benches);
