@@ -13,7 +13,6 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use statekit_backend::memory::MemoryBackend;
 use statekit_backend::{
     key_group_of, InstanceConfig, Scope, StateBackend, StateDescriptor, StateId, StateKind,
-    StateRead, StateWrite,
 };
 use statekit_bench::metrics::Metered;
 

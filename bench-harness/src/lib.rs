@@ -25,5 +25,6 @@ pub mod trace;
 pub mod tune;
 pub mod util;
 pub mod validate;
+pub mod versus_flink;
 pub mod watermark;
 pub mod workloads;

@@ -288,6 +288,45 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Run the ad-click interval join on one event file on statekit (memory, RocksDB with
+    /// direct I/O, RocksDB with the page cache) and on Flink (heap and RocksDB state, via a
+    /// PyFlink script), and write OUT/versus-flink.md: rates, ratios and joined pairs.
+    VersusFlink {
+        /// The ad-click profile (its window and out-of-orderness go to both sides).
+        profile: PathBuf,
+        /// The event file (`statekit generate --out EVENTS.csv`).
+        #[arg(long)]
+        input: PathBuf,
+        /// The profile's scale (budget and checks; the events come from --input).
+        #[arg(long, default_value = "quick")]
+        scale: String,
+        /// The PyFlink script running the join (arguments: EVENTS.csv hashmap|rocksdb
+        /// --managed-memory M --window-minutes W --out-of-orderness-seconds S --out-dir DIR;
+        /// prints `job wall <seconds>s`).
+        #[arg(long)]
+        flink_script: PathBuf,
+        /// The Python interpreter that has PyFlink (a virtualenv's bin/python, say).
+        #[arg(long, default_value = "python3")]
+        python: PathBuf,
+        /// Flink's state backends to run (repeat): hashmap, rocksdb.
+        #[arg(long = "flink-backend", default_values_t = ["hashmap".to_string(), "rocksdb".to_string()])]
+        flink_backends: Vec<String>,
+        /// Memory for state on both sides (Flink's managed memory), like 256MiB.
+        #[arg(long, default_value = "256MiB", value_parser = statekit_bench::util::parse_size)]
+        memory_budget: u64,
+        /// Kill a Flink job still going after this long (Flink on RocksDB can take hours).
+        #[arg(long, default_value = "10m", value_parser = statekit_bench::util::parse_duration)]
+        flink_time_limit: Duration,
+        /// Stop a statekit run still going after this long.
+        #[arg(long, value_parser = statekit_bench::util::parse_duration)]
+        time_limit: Option<Duration>,
+        /// Run everything this many times; rates are given with their range.
+        #[arg(long, default_value_t = 1)]
+        repeats: u32,
+        /// Output directory.
+        #[arg(long, default_value = "versus-flink")]
+        out: PathBuf,
+    },
     /// Write a profile's generated input stream to a CSV or JSON-lines file.
     Generate {
         /// The profile.
@@ -696,6 +735,41 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .map_err(|e| statekit_backend::Error::io(out.display(), e))?;
             statekit_bench::report::write_reports(&r, &out)?;
             eprintln!("wrote {}/report.md and report.html", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::VersusFlink {
+            profile,
+            input,
+            scale,
+            flink_script,
+            python,
+            flink_backends,
+            memory_budget,
+            flink_time_limit,
+            time_limit,
+            repeats,
+            out,
+        } => {
+            let options = statekit_bench::versus_flink::VersusFlinkOptions {
+                profile: Profile::load(&profile)?,
+                scale,
+                input,
+                memory_budget,
+                flink_script,
+                python,
+                flink_backends,
+                flink_time_limit,
+                time_limit,
+                repeats,
+                out: out.clone(),
+                progress,
+                isolation: isolation(false)?,
+            };
+            let comparison = statekit_bench::versus_flink::run(&options)?;
+            let md = statekit_bench::versus_flink::markdown(&comparison);
+            let (md_path, json_path) = statekit_bench::versus_flink::write_all(&comparison, &out)?;
+            print!("{md}");
+            eprintln!("wrote {} and {}", md_path.display(), json_path.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Generate {

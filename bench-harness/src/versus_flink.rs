@@ -1,0 +1,639 @@
+//! The ad-click interval join on one event file, statekit's backends beside Flink's, in one
+//! table (`statekit versus-flink`).
+//!
+//! statekit runs the join on the memory backend, on RocksDB with direct I/O (the budget is
+//! real) and on RocksDB with the page cache allowed, each in its own process, as `bench`
+//! does. Flink runs the same join as a SQL job: a PyFlink script the caller names (it takes
+//! `EVENTS.csv hashmap|rocksdb --managed-memory M --window-minutes W
+//! --out-of-orderness-seconds S --out-dir DIR` and prints `job wall <seconds>s`), on its heap
+//! and RocksDB state backends. Each side's rate is events per second of its whole job:
+//! statekit's run time including parsing its input, Flink's job wall time (its CSV source and
+//! job start included), so neither side leaves out work the other counts.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use statekit_backend::{Error, Result};
+
+use crate::backends::{BackendKind, BackendSpec};
+use crate::isolation::Isolation;
+use crate::profile::{Profile, WorkloadParams};
+use crate::results::Results;
+use crate::runner::{self, BenchOptions};
+
+/// What `versus-flink` runs.
+#[derive(Debug, Clone)]
+pub struct VersusFlinkOptions {
+    /// The ad-click profile whose parameters (window, out-of-orderness) both sides use.
+    pub profile: Profile,
+    /// The profile's scale (its budget and self-check settings; the events come from `input`).
+    pub scale: String,
+    /// The event file (`statekit generate`'s CSV).
+    pub input: PathBuf,
+    /// Memory for state, on both sides (Flink's managed memory).
+    pub memory_budget: u64,
+    /// The PyFlink script that runs the join.
+    pub flink_script: PathBuf,
+    /// The Python interpreter with PyFlink installed.
+    pub python: PathBuf,
+    /// Flink's state backends to run (`hashmap`, `rocksdb`).
+    pub flink_backends: Vec<String>,
+    /// A Flink job still going after this long is killed and reported as not finished.
+    pub flink_time_limit: Duration,
+    /// A statekit run still going after this long is stopped.
+    pub time_limit: Option<Duration>,
+    /// How many times to run everything (rates are then given as mean, min and max).
+    pub repeats: u32,
+    /// Output directory.
+    pub out: PathBuf,
+    /// Show progress bars.
+    pub progress: bool,
+    /// The statekit runs' isolation (a child process each, normally).
+    pub isolation: Isolation,
+}
+
+/// One Flink job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlinkRun {
+    /// `hashmap` or `rocksdb`.
+    pub backend: String,
+    /// Seconds from job submission to its end, as the script printed them; `None` when the
+    /// job did not finish.
+    pub job_seconds: Option<f64>,
+    /// Seconds of the whole process (the JVM's start included), or until it was killed.
+    pub process_seconds: f64,
+    /// Joined pairs written (lines of the job's output files), when it finished.
+    pub pairs: Option<u64>,
+    /// Why the job has no result (killed at the time limit, failed), if it has none.
+    pub error: Option<String>,
+}
+
+/// One row of the table: a statekit run or a Flink job, over the repeats.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Row {
+    /// `statekit memory`, `Flink hashmap`, ...
+    pub name: String,
+    /// Events per second of the whole job, one per repeat that finished.
+    pub rates: Vec<f64>,
+    /// statekit only: events per second of state work (input parsing left out).
+    pub state_rates: Vec<f64>,
+    /// Joined pairs (of the last repeat that finished).
+    pub pairs: Option<u64>,
+    /// Repeats that did not finish, and why.
+    pub failures: Vec<String>,
+}
+
+impl Row {
+    fn mean(&self) -> Option<f64> {
+        (!self.rates.is_empty()).then(|| self.rates.iter().sum::<f64>() / self.rates.len() as f64)
+    }
+}
+
+/// Everything `versus-flink` measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Comparison {
+    /// The event file.
+    pub input: PathBuf,
+    /// Events in it.
+    pub events: u64,
+    /// The memory for state, bytes.
+    pub memory_budget: u64,
+    /// statekit's rows, then Flink's.
+    pub rows: Vec<Row>,
+    /// The Flink jobs, every repeat.
+    pub flink_runs: Vec<FlinkRun>,
+}
+
+/// The statekit runs: memory, RocksDB with direct I/O, RocksDB with the page cache.
+fn statekit_specs() -> Vec<BackendSpec> {
+    let mut page_cache = statekit_backend::rocksdb_config::RocksDbConfig::default();
+    page_cache.db.use_direct_reads = Some(false);
+    page_cache.db.use_direct_io_for_flush_and_compaction = Some(false);
+    vec![
+        BackendSpec {
+            kind: BackendKind::Memory,
+            config: None,
+            rocksdb: None,
+        },
+        BackendSpec {
+            kind: BackendKind::Rocksdb,
+            config: Some("direct-io".to_string()),
+            rocksdb: Some(Box::new(
+                statekit_backend::rocksdb_config::RocksDbConfig::default(),
+            )),
+        },
+        BackendSpec {
+            kind: BackendKind::Rocksdb,
+            config: Some("page-cache".to_string()),
+            rocksdb: Some(Box::new(page_cache)),
+        },
+    ]
+}
+
+/// Runs both sides `repeats` times and returns the table's data; each repeat's statekit
+/// results go to `OUT/statekit-<n>/`, each Flink job's output and log to
+/// `OUT/flink-<backend>-<n>/`.
+///
+/// # Errors
+/// `InvalidArgument` for a profile that is not ad-click, a missing script or input, a bad
+/// backend name; I/O errors naming the path. A Flink job that fails or runs out of time is
+/// not an error: its row says so.
+pub fn run(options: &VersusFlinkOptions) -> Result<Comparison> {
+    let WorkloadParams::AdClick(params) = &options.profile.params else {
+        return Err(Error::invalid(format!(
+            "versus-flink runs the ad-click interval join; {} is a {} profile",
+            options.profile.path.display(),
+            options.profile.workload.name()
+        )));
+    };
+    for b in &options.flink_backends {
+        if b != "hashmap" && b != "rocksdb" {
+            return Err(Error::invalid(format!(
+                "Flink state backend '{b}': expected hashmap or rocksdb"
+            )));
+        }
+    }
+    if !options.flink_script.is_file() {
+        return Err(Error::invalid(format!(
+            "Flink script {}: no such file",
+            options.flink_script.display()
+        )));
+    }
+    let events = count_events(&options.input)?;
+    std::fs::create_dir_all(&options.out).map_err(|e| Error::io(options.out.display(), e))?;
+    let flink_args = FlinkArgs {
+        window_minutes: params.window.as_secs().div_ceil(60),
+        out_of_orderness_seconds: params.out_of_orderness.as_secs(),
+        managed_memory_mib: options.memory_budget >> 20,
+    };
+    let specs = statekit_specs();
+    let mut rows: Vec<Row> = specs
+        .iter()
+        .map(|s| Row {
+            name: format!("statekit {}", s.label().replace('/', ", ")),
+            rates: Vec::new(),
+            state_rates: Vec::new(),
+            pairs: None,
+            failures: Vec::new(),
+        })
+        .chain(options.flink_backends.iter().map(|b| Row {
+            name: format!("Flink {b}"),
+            rates: Vec::new(),
+            state_rates: Vec::new(),
+            pairs: None,
+            failures: Vec::new(),
+        }))
+        .collect();
+    let mut flink_runs = Vec::new();
+    for repeat in 1..=options.repeats.max(1) {
+        let out = options.out.join(format!("statekit-{repeat}"));
+        let results = runner::bench(&BenchOptions {
+            profile: options.profile.clone(),
+            scale: options.scale.clone(),
+            specs: specs.clone(),
+            memory_budget: Some(options.memory_budget),
+            out: out.clone(),
+            input: Some(options.input.clone()),
+            keep_state: false,
+            progress: options.progress,
+            isolation: options.isolation.clone(),
+            time_limit: options.time_limit,
+        })?;
+        runner::write_all(&results, &out)?;
+        add_statekit(&mut rows, &results);
+        for (i, backend) in options.flink_backends.iter().enumerate() {
+            let dir = options.out.join(format!("flink-{backend}-{repeat}"));
+            let run = run_flink(options, &flink_args, backend, &dir)?;
+            let row = &mut rows[specs.len() + i];
+            match (&run.job_seconds, &run.error) {
+                (Some(secs), None) => {
+                    row.rates.push(events as f64 / secs);
+                    row.pairs = run.pairs;
+                }
+                (_, error) => row.failures.push(
+                    error
+                        .clone()
+                        .unwrap_or_else(|| "no job time printed".to_string()),
+                ),
+            }
+            flink_runs.push(run);
+        }
+    }
+    Ok(Comparison {
+        input: options.input.clone(),
+        events,
+        memory_budget: options.memory_budget,
+        rows,
+        flink_runs,
+    })
+}
+
+fn add_statekit(rows: &mut [Row], results: &Results) {
+    for (row, run) in rows.iter_mut().zip(&results.runs) {
+        match &run.error {
+            Some(e) => row.failures.push(e.clone()),
+            None if run.wall_seconds > 0.0 => {
+                row.rates.push(run.events as f64 / run.wall_seconds);
+                row.state_rates.push(run.events_per_sec);
+                row.pairs = run.counters.get("joined_pairs").copied();
+            }
+            None => row.failures.push("no run time".to_string()),
+        }
+    }
+}
+
+/// The script's join parameters, from the profile and the budget.
+struct FlinkArgs {
+    window_minutes: u64,
+    out_of_orderness_seconds: u64,
+    managed_memory_mib: u64,
+}
+
+/// Runs one Flink job in a process group of its own (PyFlink starts a JVM), killed whole at
+/// the time limit.
+fn run_flink(
+    options: &VersusFlinkOptions,
+    args: &FlinkArgs,
+    backend: &str,
+    dir: &Path,
+) -> Result<FlinkRun> {
+    use std::os::unix::process::CommandExt;
+    let pairs_dir = dir.join("pairs");
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir.display(), e))?;
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display(), e))?;
+    let log_path = dir.join("flink.log");
+    let log = std::fs::File::create(&log_path).map_err(|e| Error::io(log_path.display(), e))?;
+    let log_err = log
+        .try_clone()
+        .map_err(|e| Error::io(log_path.display(), e))?;
+    let started = Instant::now();
+    let mut child = Command::new(&options.python)
+        .arg(&options.flink_script)
+        .arg(&options.input)
+        .arg(backend)
+        .arg("--managed-memory")
+        .arg(format!("{}m", args.managed_memory_mib))
+        .arg("--window-minutes")
+        .arg(args.window_minutes.to_string())
+        .arg("--out-of-orderness-seconds")
+        .arg(args.out_of_orderness_seconds.to_string())
+        .arg("--out-dir")
+        .arg(&pairs_dir)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| {
+            Error::invalid(format!(
+                "could not start {} {}: {e}",
+                options.python.display(),
+                options.flink_script.display()
+            ))
+        })?;
+    let status = loop {
+        if let Some(status) = child
+            .try_wait()
+            .map_err(|e| Error::io("the Flink job", e))?
+        {
+            break Some(status);
+        }
+        if started.elapsed() >= options.flink_time_limit {
+            // The script's JVM is in the same process group: kill the group (kill(1), as
+            // this crate has no unsafe code), and the script itself in any case.
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", child.id())])
+                .status();
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let process_seconds = started.elapsed().as_secs_f64();
+    let mut text = String::new();
+    std::fs::File::open(&log_path)
+        .and_then(|mut f| f.read_to_string(&mut text))
+        .map_err(|e| Error::io(log_path.display(), e))?;
+    let job_seconds = job_wall(&text);
+    let error = match status {
+        None => Some(format!(
+            "not finished after {} (killed)",
+            humantime::format_duration(options.flink_time_limit)
+        )),
+        Some(s) if !s.success() => Some(format!("failed ({s}); see {}", log_path.display())),
+        Some(_) if job_seconds.is_none() => Some(format!(
+            "no `job wall` line in its output; see {}",
+            log_path.display()
+        )),
+        Some(_) => None,
+    };
+    let pairs = if error.is_none() {
+        Some(count_lines_under(&pairs_dir)?)
+    } else {
+        None
+    };
+    Ok(FlinkRun {
+        backend: backend.to_string(),
+        job_seconds: if error.is_none() { job_seconds } else { None },
+        process_seconds,
+        pairs,
+        error,
+    })
+}
+
+/// The seconds of the script's last `job wall <seconds>s` line.
+fn job_wall(output: &str) -> Option<f64> {
+    output.lines().rev().find_map(|line| {
+        let rest = &line[line.find("job wall ")? + "job wall ".len()..];
+        rest.trim().trim_end_matches('s').parse().ok()
+    })
+}
+
+/// Data lines of an event file: lines after the header.
+fn count_events(path: &Path) -> Result<u64> {
+    let lines = count_lines(path)?;
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(
+            std::fs::File::open(path).map_err(|e| Error::io(path.display(), e))?,
+        ),
+        &mut first,
+    )
+    .map_err(|e| Error::io(path.display(), e))?;
+    if !first.starts_with("kind,") {
+        return Err(Error::invalid(format!(
+            "{}: not an event file of `statekit generate` (CSV with a `kind,` header)",
+            path.display()
+        )));
+    }
+    Ok(lines.saturating_sub(1))
+}
+
+fn count_lines(path: &Path) -> Result<u64> {
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path.display(), e))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut lines = 0u64;
+    loop {
+        let n = file
+            .read(&mut buf)
+            .map_err(|e| Error::io(path.display(), e))?;
+        if n == 0 {
+            return Ok(lines);
+        }
+        lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+    }
+}
+
+/// Lines of every file under `dir` (Flink's filesystem sink writes part files, some hidden).
+fn count_lines_under(dir: &Path) -> Result<u64> {
+    if !dir.exists() {
+        return Ok(0);
+    }
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir.display(), e))? {
+        let path = entry.map_err(|e| Error::io(dir.display(), e))?.path();
+        total += if path.is_dir() {
+            count_lines_under(&path)?
+        } else {
+            count_lines(&path)?
+        };
+    }
+    Ok(total)
+}
+
+/// The comparison as Markdown: a row per run with its rate, the spread over repeats, the
+/// ratios to Flink's heap and RocksDB jobs, and the pairs.
+pub fn markdown(c: &Comparison) -> String {
+    use std::fmt::Write;
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "# statekit versus Flink: the ad-click interval join\n\n{} events from `{}`, \
+         {} for state on both sides (Flink's managed memory).\n",
+        c.events,
+        c.input.display(),
+        crate::util::format_size(c.memory_budget)
+    );
+    let heap = c
+        .rows
+        .iter()
+        .find(|r| r.name == "Flink hashmap")
+        .and_then(Row::mean);
+    let rocks = c
+        .rows
+        .iter()
+        .find(|r| r.name == "Flink rocksdb")
+        .and_then(Row::mean);
+    let ratio = |rate: Option<f64>, base: Option<f64>| match (rate, base) {
+        (Some(r), Some(b)) => format!("{:.2}", r / b),
+        _ => "n/a".to_string(),
+    };
+    md.push_str(
+        "| run | events/s (whole job) | range over repeats | events/s of state work | vs Flink heap | vs Flink RocksDB | joined pairs | not finished |\n\
+         |---|---:|---|---:|---:|---:|---:|---|\n",
+    );
+    for r in &c.rows {
+        let mean = r.mean();
+        let range = if r.rates.len() > 1 {
+            let min = r.rates.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = r.rates.iter().copied().fold(0.0, f64::max);
+            format!("{} - {} ({} runs)", rate(min), rate(max), r.rates.len())
+        } else {
+            format!("{} run", r.rates.len())
+        };
+        let state = if r.state_rates.is_empty() {
+            "".to_string()
+        } else {
+            rate(r.state_rates.iter().sum::<f64>() / r.state_rates.len() as f64)
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {range} | {state} | {} | {} | {} | {} |",
+            r.name,
+            mean.map_or("n/a".to_string(), rate),
+            ratio(mean, heap),
+            ratio(mean, rocks),
+            r.pairs.map_or("n/a".to_string(), |p| p.to_string()),
+            r.failures.join("; ")
+        );
+    }
+    md.push_str(
+        "\nevents/s (whole job): events divided by statekit's run time with its input parsing \
+         included, and by Flink's job wall time (its CSV source and the job's start \
+         included). events/s of state work: statekit's rate without parsing its input, as \
+         `bench` reports it. A Flink job killed at the time limit has no rate: it ran slower \
+         than the events over the limit. Joined pairs may differ where the two handle late \
+         events differently (statekit drops an element that arrives behind the watermark).\n",
+    );
+    md
+}
+
+/// Writes `OUT/versus-flink.md` and `OUT/versus-flink.json`; returns their paths.
+///
+/// # Errors
+/// I/O errors naming the file.
+pub fn write_all(c: &Comparison, out: &Path) -> Result<(PathBuf, PathBuf)> {
+    let md = out.join("versus-flink.md");
+    std::fs::write(&md, markdown(c)).map_err(|e| Error::io(md.display(), e))?;
+    let json = out.join("versus-flink.json");
+    let text = serde_json::to_string_pretty(c)
+        .map_err(|e| Error::invalid(format!("{}: {e}", json.display())))?;
+    std::fs::write(&json, text).map_err(|e| Error::io(json.display(), e))?;
+    Ok((md, json))
+}
+
+fn rate(r: f64) -> String {
+    if r >= 1000.0 {
+        format!("{:.1}k", r / 1000.0)
+    } else {
+        format!("{r:.0}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_scripts_job_wall_line() {
+        assert_eq!(
+            job_wall("starting\nflink hashmap p=1: job wall 60.9s\n"),
+            Some(60.9)
+        );
+        assert_eq!(job_wall("no such line\n"), None);
+    }
+
+    #[test]
+    fn counts_events_after_the_header_and_pairs_in_nested_part_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let events = dir.path().join("events.csv");
+        std::fs::write(&events, "kind,ts,key\ndisplay,1,a\nclick,2,a\n").unwrap();
+        assert_eq!(count_events(&events).unwrap(), 2);
+        let bad = dir.path().join("bad.csv");
+        std::fs::write(&bad, "ts,key\n1,a\n").unwrap();
+        let e = count_events(&bad).unwrap_err().to_string();
+        assert!(e.contains("bad.csv") && e.contains("kind,"), "{e}");
+        let pairs = dir.path().join("pairs");
+        std::fs::create_dir_all(pairs.join("part")).unwrap();
+        std::fs::write(
+            pairs.join("part").join(".part-0.inprogress"),
+            "a,1,2\nb,3,4\n",
+        )
+        .unwrap();
+        std::fs::write(pairs.join("part-1"), "c,5,6\n").unwrap();
+        assert_eq!(count_lines_under(&pairs).unwrap(), 3);
+    }
+
+    /// Options that run `script` with sh in place of PyFlink.
+    fn sh_options(dir: &Path, script: &str, limit: Duration) -> VersusFlinkOptions {
+        let script_path = dir.join("job.sh");
+        std::fs::write(&script_path, script).unwrap();
+        let profile = Profile::load(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles/ad-click-interval-join.toml"),
+        )
+        .unwrap();
+        VersusFlinkOptions {
+            profile,
+            scale: "quick".to_string(),
+            input: dir.join("events.csv"),
+            memory_budget: 256 << 20,
+            flink_script: script_path,
+            python: PathBuf::from("sh"),
+            flink_backends: vec!["hashmap".to_string()],
+            flink_time_limit: limit,
+            time_limit: None,
+            repeats: 1,
+            out: dir.to_path_buf(),
+            progress: false,
+            isolation: Isolation::InProcess,
+        }
+    }
+
+    const ARGS: FlinkArgs = FlinkArgs {
+        window_minutes: 20,
+        out_of_orderness_seconds: 5,
+        managed_memory_mib: 256,
+    };
+
+    #[test]
+    fn a_job_that_finishes_gives_its_time_and_pairs_with_the_arguments_it_was_given() {
+        let dir = tempfile::tempdir().unwrap();
+        // $1 events, $2 backend, then the options; the pairs go under --out-dir (${10}).
+        let script = r#"echo "args: $*"
+mkdir -p "${10}/part" && printf 'a,1,2\nb,3,4\n' > "${10}/part/part-0"
+echo "flink $2 p=1: job wall 2.5s"
+"#;
+        let options = sh_options(dir.path(), script, Duration::from_secs(60));
+        let run = run_flink(&options, &ARGS, "hashmap", &dir.path().join("flink")).unwrap();
+        assert_eq!(run.error, None);
+        assert_eq!(run.job_seconds, Some(2.5));
+        assert_eq!(run.pairs, Some(2));
+        let log = std::fs::read_to_string(dir.path().join("flink/flink.log")).unwrap();
+        assert!(
+            log.contains("hashmap --managed-memory 256m --window-minutes 20 --out-of-orderness-seconds 5 --out-dir"),
+            "{log}"
+        );
+    }
+
+    #[test]
+    fn a_job_past_the_time_limit_is_killed_with_its_children_and_has_no_rate() {
+        let dir = tempfile::tempdir().unwrap();
+        // A child that outlives the script unless its process group is killed, as PyFlink's
+        // JVM would.
+        let script = "sleep 30 & echo $! > \"$(dirname \"$0\")/child.pid\"; wait\n";
+        let options = sh_options(dir.path(), script, Duration::from_millis(500));
+        let started = Instant::now();
+        let run = run_flink(&options, &ARGS, "hashmap", &dir.path().join("flink")).unwrap();
+        assert!(started.elapsed() < Duration::from_secs(20));
+        assert_eq!(run.job_seconds, None);
+        assert_eq!(run.pairs, None);
+        assert!(run.error.unwrap().contains("not finished after 500ms"));
+        let pid = std::fs::read_to_string(dir.path().join("child.pid")).unwrap();
+        // The sleeping child is gone too: no process, or a zombie waiting for init.
+        std::thread::sleep(Duration::from_millis(200));
+        let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim()));
+        let alive = status.is_ok_and(|s| {
+            s.lines()
+                .any(|l| l.starts_with("State:") && !l.contains("zombie"))
+        });
+        assert!(!alive, "the job's child {pid} survived the kill");
+    }
+
+    #[test]
+    fn the_table_gives_ratios_to_both_flink_jobs_and_says_what_did_not_finish() {
+        let row = |name: &str, rates: Vec<f64>, failures: Vec<String>| Row {
+            name: name.to_string(),
+            rates,
+            state_rates: Vec::new(),
+            pairs: Some(10),
+            failures,
+        };
+        let c = Comparison {
+            input: PathBuf::from("events.csv"),
+            events: 1000,
+            memory_budget: 256 << 20,
+            rows: vec![
+                row("statekit memory", vec![200_000.0, 100_000.0], Vec::new()),
+                row("Flink hashmap", vec![50_000.0], Vec::new()),
+                row(
+                    "Flink rocksdb",
+                    Vec::new(),
+                    vec!["not finished after 10m (killed)".into()],
+                ),
+            ],
+            flink_runs: Vec::new(),
+        };
+        let md = markdown(&c);
+        assert!(
+            md.contains("| statekit memory | 150.0k | 100.0k - 200.0k (2 runs) |  | 3.00 | n/a |"),
+            "{md}"
+        );
+        assert!(md.contains("not finished after 10m (killed)"), "{md}");
+    }
+}
