@@ -196,16 +196,18 @@ impl Event {
     }
 }
 
-/// One line of an event file (see the module docs for the column mapping).
+/// One line of an event file (see the module docs for the column mapping). Its text fields
+/// are `String`s, or `&str`s borrowed from the line being read (`Record<&str>`), so reading
+/// a file allocates only what the events keep.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Record {
+pub struct Record<S = String> {
     /// Event kind.
-    pub kind: String,
+    pub kind: S,
     /// Event time, ms.
     pub ts: i64,
     /// Partitioning key.
-    pub key: String,
+    pub key: S,
     /// Own id.
     #[serde(default)]
     pub id: Option<u64>,
@@ -217,15 +219,16 @@ pub struct Record {
     pub dim: Option<u32>,
     /// Body.
     #[serde(default)]
-    pub payload: Option<String>,
+    pub payload: Option<S>,
 }
 
-impl Record {
+impl<S: AsRef<str>> Record<S> {
     fn key_u64(&self) -> Result<u64> {
-        self.key.trim().parse().map_err(|_| {
+        self.key.as_ref().trim().parse().map_err(|_| {
             Error::invalid(format!(
                 "column key: '{}' is not an unsigned integer (kind {} needs a numeric key)",
-                self.key, self.kind
+                self.key.as_ref(),
+                self.kind.as_ref()
             ))
         })
     }
@@ -234,7 +237,7 @@ impl Record {
         value.ok_or_else(|| {
             Error::invalid(format!(
                 "column {column} is empty but kind {} needs it",
-                self.kind
+                self.kind.as_ref()
             ))
         })
     }
@@ -245,8 +248,12 @@ impl Record {
     /// `InvalidArgument` naming the column that is missing or malformed.
     pub fn to_event(&self) -> Result<Event> {
         let ts = self.ts;
-        let payload = || self.payload.clone().unwrap_or_default();
-        Ok(match self.kind.as_str() {
+        let payload = || {
+            self.payload
+                .as_ref()
+                .map_or_else(String::new, |p| p.as_ref().to_string())
+        };
+        Ok(match self.kind.as_ref() {
             "display" => Event::Display(Display {
                 id: self.need(self.id, "id")?,
                 user: self.key_u64()?,
@@ -281,7 +288,7 @@ impl Record {
                 ts,
             },
             "visit" => Event::Visit {
-                device: self.key.clone(),
+                device: self.key.as_ref().to_string(),
                 dimension: self.need(self.dim, "dim")?,
                 ts,
             },
@@ -333,7 +340,12 @@ pub struct EventFileReader {
 }
 
 enum ReaderInner {
-    Csv(Box<csv::DeserializeRecordsIntoIter<BufReader<File>, Record>>),
+    /// One line's buffer, reused: records borrow their fields from it.
+    Csv {
+        reader: Box<csv::Reader<BufReader<File>>>,
+        headers: csv::ByteRecord,
+        line: csv::ByteRecord,
+    },
     Json {
         lines: std::io::Lines<BufReader<File>>,
         line: u64,
@@ -350,12 +362,20 @@ impl EventFileReader {
         let file = File::open(path).map_err(|e| Error::io(path.display(), e))?;
         let reader = BufReader::new(file);
         let inner = match format {
-            FileFormat::Csv => ReaderInner::Csv(Box::new(
-                csv::ReaderBuilder::new()
+            FileFormat::Csv => {
+                let mut reader = csv::ReaderBuilder::new()
                     .has_headers(true)
-                    .from_reader(reader)
-                    .into_deserialize(),
-            )),
+                    .from_reader(reader);
+                let headers = reader
+                    .byte_headers()
+                    .map_err(|e| csv_error(&path.display(), e))?
+                    .clone();
+                ReaderInner::Csv {
+                    reader: Box::new(reader),
+                    headers,
+                    line: csv::ByteRecord::new(),
+                }
+            }
             FileFormat::JsonLines => ReaderInner::Json {
                 lines: reader.lines(),
                 line: 0,
@@ -374,17 +394,26 @@ impl Iterator for EventFileReader {
     fn next(&mut self) -> Option<Result<Event>> {
         let path = self.path.display();
         match &mut self.inner {
-            ReaderInner::Csv(records) => {
-                let item = records.next()?;
-                Some(match item {
+            ReaderInner::Csv {
+                reader,
+                headers,
+                line,
+            } => {
+                let at = |e: csv::Error| {
+                    let n = e.position().map_or(0, csv::Position::line);
+                    Error::invalid(format!("{path}:{n}: {e}"))
+                };
+                match reader.read_byte_record(line) {
+                    Ok(false) => return None,
+                    Ok(true) => {}
+                    Err(e) => return Some(Err(at(e))),
+                }
+                Some(match line.deserialize::<Record<&str>>(Some(headers)) {
                     Ok(record) => record.to_event().map_err(|e| {
                         // The record was read; the csv position is past it.
                         e.context(format!("{path}: record {:?}", record.kind))
                     }),
-                    Err(e) => {
-                        let line = e.position().map_or(0, csv::Position::line);
-                        Err(Error::invalid(format!("{path}:{line}: {e}")))
-                    }
+                    Err(e) => Err(at(e)),
                 })
             }
             ReaderInner::Json { lines, line } => loop {

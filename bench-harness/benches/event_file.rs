@@ -1,0 +1,43 @@
+//! Reading an event file (`bench --input`): 100,000 ad-click displays with 300-600 byte
+//! payloads, parsed into events. Both sides of `versus-flink` count parsing their input, so
+//! its cost is part of every rate compared with Flink.
+//!
+//! `cargo bench --release -p statekit-bench --bench event_file`
+// criterion_group! generates undocumented functions.
+#![allow(missing_docs)]
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use statekit_bench::event::{Display, Event, EventFileReader, EventFileWriter};
+
+const EVENTS: u64 = 100_000;
+
+fn bench(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("displays.csv");
+    let events = (0..EVENTS).map(|i| {
+        Event::Display(Display {
+            id: i,
+            user: i.wrapping_mul(0x9E37_79B9_7F4A_7C15) % 1_000_000,
+            ts: i as i64 * 5,
+            ad: i % 997,
+            payload: "x".repeat(300 + (i % 300) as usize),
+        })
+    });
+    EventFileWriter::write_file(&path, events).expect("write");
+    let mut group = c.benchmark_group("event_file");
+    group.throughput(Throughput::Elements(EVENTS));
+    group.sample_size(20);
+    group.bench_function("read_csv_100k_displays", |b| {
+        b.iter(|| {
+            let n = EventFileReader::open(&path)
+                .expect("open")
+                .map(|e| e.expect("event"))
+                .count();
+            assert_eq!(n as u64, EVENTS);
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
