@@ -69,6 +69,9 @@ pub struct FlinkRun {
     pub pairs: Option<u64>,
     /// Why the job has no result (killed at the time limit, failed), if it has none.
     pub error: Option<String>,
+    /// Whether it was killed at the time limit.
+    #[serde(default)]
+    pub killed: bool,
 }
 
 /// One row of the table: a statekit run or a Flink job, over the repeats.
@@ -82,6 +85,10 @@ pub struct Row {
     pub state_rates: Vec<f64>,
     /// Joined pairs (of the last repeat that finished).
     pub pairs: Option<u64>,
+    /// For a job killed at the time limit every time: it ran slower than this many events
+    /// per second (the events over the limit), a bound where there is no rate.
+    #[serde(default)]
+    pub slower_than: Option<f64>,
     /// Repeats that did not finish, and why.
     pub failures: Vec<String>,
 }
@@ -177,6 +184,7 @@ pub fn run(options: &VersusFlinkOptions) -> Result<Comparison> {
             rates: Vec::new(),
             state_rates: Vec::new(),
             pairs: None,
+            slower_than: None,
             failures: Vec::new(),
         })
         .chain(options.flink_backends.iter().map(|b| Row {
@@ -184,6 +192,7 @@ pub fn run(options: &VersusFlinkOptions) -> Result<Comparison> {
             rates: Vec::new(),
             state_rates: Vec::new(),
             pairs: None,
+            slower_than: None,
             failures: Vec::new(),
         }))
         .collect();
@@ -213,11 +222,17 @@ pub fn run(options: &VersusFlinkOptions) -> Result<Comparison> {
                     row.rates.push(events as f64 / secs);
                     row.pairs = run.pairs;
                 }
-                (_, error) => row.failures.push(
-                    error
-                        .clone()
-                        .unwrap_or_else(|| "no job time printed".to_string()),
-                ),
+                (_, error) => {
+                    row.failures.push(
+                        error
+                            .clone()
+                            .unwrap_or_else(|| "no job time printed".to_string()),
+                    );
+                    if run.killed && row.rates.is_empty() {
+                        let bound = events as f64 / options.flink_time_limit.as_secs_f64();
+                        row.slower_than = Some(row.slower_than.map_or(bound, |b| b.max(bound)));
+                    }
+                }
             }
             flink_runs.push(run);
         }
@@ -344,6 +359,7 @@ fn run_flink(
         process_seconds,
         pairs,
         error,
+        killed: status.is_none(),
     })
 }
 
@@ -420,26 +436,14 @@ pub fn markdown(c: &Comparison) -> String {
         c.input.display(),
         crate::util::format_size(c.memory_budget)
     );
-    let heap = c
-        .rows
-        .iter()
-        .find(|r| r.name == "Flink hashmap")
-        .and_then(Row::mean);
-    let rocks = c
-        .rows
-        .iter()
-        .find(|r| r.name == "Flink rocksdb")
-        .and_then(Row::mean);
-    let ratio = |rate: Option<f64>, base: Option<f64>| match (rate, base) {
-        (Some(r), Some(b)) => format!("{:.2}", r / b),
-        _ => "n/a".to_string(),
-    };
+    let flink = |name: &str| c.rows.iter().find(|r| r.name == name).map(Rate::of);
+    let (heap, rocks) = (flink("Flink hashmap"), flink("Flink rocksdb"));
     md.push_str(
         "| run | events/s (whole job) | range over repeats | events/s of state work | vs Flink heap | vs Flink RocksDB | joined pairs | not finished |\n\
          |---|---:|---|---:|---:|---:|---:|---|\n",
     );
     for r in &c.rows {
-        let mean = r.mean();
+        let mean = Rate::of(r);
         let range = if r.rates.len() > 1 {
             let min = r.rates.iter().copied().fold(f64::INFINITY, f64::min);
             let max = r.rates.iter().copied().fold(0.0, f64::max);
@@ -456,9 +460,9 @@ pub fn markdown(c: &Comparison) -> String {
             md,
             "| {} | {} | {range} | {state} | {} | {} | {} | {} |",
             r.name,
-            mean.map_or("n/a".to_string(), rate),
-            ratio(mean, heap),
-            ratio(mean, rocks),
+            mean.show(),
+            mean.ratio(heap),
+            mean.ratio(rocks),
             r.pairs.map_or("n/a".to_string(), |p| p.to_string()),
             r.failures.join("; ")
         );
@@ -467,8 +471,9 @@ pub fn markdown(c: &Comparison) -> String {
         "\nevents/s (whole job): events divided by statekit's run time with its input parsing \
          included, and by Flink's job wall time (its CSV source and the job's start \
          included). events/s of state work: statekit's rate without parsing its input, as \
-         `bench` reports it. A Flink job killed at the time limit has no rate: it ran slower \
-         than the events over the limit. Joined pairs may differ where the two handle late \
+         `bench` reports it. A job killed at the time limit every time has no rate, only a \
+         bound: it ran slower than the events over the limit (`< x`), and ratios against it \
+         are bounds too (`> x`). Joined pairs may differ where the two handle late \
          events differently (statekit drops an element that arrives behind the watermark).\n",
     );
     md
@@ -486,6 +491,43 @@ pub fn write_all(c: &Comparison, out: &Path) -> Result<(PathBuf, PathBuf)> {
         .map_err(|e| Error::invalid(format!("{}: {e}", json.display())))?;
     std::fs::write(&json, text).map_err(|e| Error::io(json.display(), e))?;
     Ok((md, json))
+}
+
+/// A row's rate for the table: the mean of its repeats, or only a bound for a job that
+/// never finished in time.
+#[derive(Clone, Copy)]
+enum Rate {
+    Mean(f64),
+    Below(f64),
+    Unknown,
+}
+
+impl Rate {
+    fn of(row: &Row) -> Rate {
+        match (row.mean(), row.slower_than) {
+            (Some(m), _) => Rate::Mean(m),
+            (None, Some(b)) => Rate::Below(b),
+            (None, None) => Rate::Unknown,
+        }
+    }
+
+    fn show(self) -> String {
+        match self {
+            Rate::Mean(m) => rate(m),
+            Rate::Below(b) => format!("< {}", rate(b)),
+            Rate::Unknown => "n/a".to_string(),
+        }
+    }
+
+    /// This rate over `base`'s.
+    fn ratio(self, base: Option<Rate>) -> String {
+        match (self, base.unwrap_or(Rate::Unknown)) {
+            (Rate::Mean(r), Rate::Mean(b)) => format!("{:.2}", r / b),
+            (Rate::Mean(r), Rate::Below(b)) => format!("> {:.2}", r / b),
+            (Rate::Below(r), Rate::Mean(b)) => format!("< {:.2}", r / b),
+            _ => "n/a".to_string(),
+        }
+    }
 }
 
 fn rate(r: f64) -> String {
@@ -609,6 +651,7 @@ echo "flink $2 p=1: job wall 2.5s"
     fn the_table_gives_ratios_to_both_flink_jobs_and_says_what_did_not_finish() {
         let row = |name: &str, rates: Vec<f64>, failures: Vec<String>| Row {
             name: name.to_string(),
+            slower_than: rates.is_empty().then_some(1_000.0),
             rates,
             state_rates: Vec::new(),
             pairs: Some(10),
@@ -631,7 +674,13 @@ echo "flink $2 p=1: job wall 2.5s"
         };
         let md = markdown(&c);
         assert!(
-            md.contains("| statekit memory | 150.0k | 100.0k - 200.0k (2 runs) |  | 3.00 | n/a |"),
+            md.contains(
+                "| statekit memory | 150.0k | 100.0k - 200.0k (2 runs) |  | 3.00 | > 150.00 |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("| Flink rocksdb | < 1.0k | 0 run |  | < 0.02 | n/a |"),
             "{md}"
         );
         assert!(md.contains("not finished after 10m (killed)"), "{md}");
