@@ -576,8 +576,9 @@ mod tests {
     fn sh_options(dir: &Path, script: &str, limit: Duration) -> VersusFlinkOptions {
         let script_path = dir.join("job.sh");
         std::fs::write(&script_path, script).unwrap();
-        let profile = Profile::load(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles/ad-click-interval-join.toml"),
+        let profile = Profile::parse(
+            Path::new("profiles/ad-click-interval-join.toml"),
+            include_str!("../../profiles/ad-click-interval-join.toml"),
         )
         .unwrap();
         VersusFlinkOptions {
