@@ -183,8 +183,8 @@ fn open_remote(_spec: &BackendSpec, _options: OpenOptions<'_>) -> Result<Box<dyn
 }
 
 /// The remote backend's configuration for a run: the `--config` TOML file if there is one,
-/// else the embedded default with the store in a directory under the run's working
-/// directory (no server needed). A memory budget covers the block cache, the unflushed
+/// else the embedded default; the store is in a directory under the run's working directory
+/// (no server needed) unless the file names one (`url`). A memory budget covers the block cache, the unflushed
 /// memtables and the compactor together
 /// ([`statekit_backend::remote::RemoteConfig::fit_memory_budget`]), as RocksDB's covers its
 /// cache and memtables.
@@ -199,21 +199,40 @@ pub fn remote_config(
     memory_budget: Option<u64>,
 ) -> Result<statekit_backend::remote::RemoteConfig> {
     use statekit_backend::remote::RemoteConfig;
+    // The run's own store: a directory under its working directory, removed with it. A
+    // file:// URL needs an absolute path, and the directory must exist.
+    let run_store = || -> Result<String> {
+        let dir = std::path::absolute(work_dir.join("object-store"))
+            .map_err(|e| Error::io(work_dir.display(), e))?;
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display(), e))?;
+        Ok(RemoteConfig::local(&dir).url)
+    };
     let mut config = match value {
-        Some(v) if Path::new(v).is_file() => RemoteConfig::load(Path::new(v))?,
+        Some(v) if Path::new(v).is_file() => {
+            let path = Path::new(v);
+            let mut config = RemoteConfig::load(path)?;
+            // A file that names no store would put every run's database under the library's
+            // default, /tmp/statekit-remote, where nothing removes it: gigabytes per run.
+            // It gets the run's own directory, as a run without a file does.
+            let text = std::fs::read_to_string(path).map_err(|e| Error::io(path.display(), e))?;
+            let names_a_store = text
+                .parse::<toml::Table>()
+                .is_ok_and(|t| t.contains_key("url"));
+            if !names_a_store {
+                config.url = run_store()?;
+            }
+            config
+        }
         Some(v) => {
             return Err(Error::invalid(format!(
                 "remote backend configuration '{v}' is not a file: the remote backend takes a \
                  TOML file (see backend/src/remote/default.toml), not a preset"
             )))
         }
-        None => {
-            // A file:// URL needs an absolute path, and the directory must exist.
-            let dir = std::path::absolute(work_dir.join("object-store"))
-                .map_err(|e| Error::io(work_dir.display(), e))?;
-            std::fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display(), e))?;
-            RemoteConfig::local(&dir)
-        }
+        None => RemoteConfig {
+            url: run_store()?,
+            ..RemoteConfig::default()
+        },
     };
     if let Some(budget) = memory_budget {
         config.fit_memory_budget(budget);
@@ -353,6 +372,24 @@ fn open_rocksdb(spec: &BackendSpec, options: OpenOptions<'_>) -> Result<Box<dyn 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "remote")]
+    #[test]
+    fn a_remote_config_file_without_a_store_keeps_the_store_under_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        let no_store = dir.path().join("no-store.toml");
+        std::fs::write(&no_store, "block_cache = \"64 MiB\"\n").unwrap();
+        let config = remote_config(no_store.to_str(), &work, None).unwrap();
+        let expected = std::path::absolute(work.join("object-store")).unwrap();
+        assert_eq!(config.url, format!("file://{}", expected.display()));
+        assert_eq!(config.block_cache.0, 64 << 20);
+        assert!(expected.is_dir());
+        let named = dir.path().join("named.toml");
+        std::fs::write(&named, "url = \"memory:///\"\n").unwrap();
+        let config = remote_config(named.to_str(), &work, None).unwrap();
+        assert_eq!(config.url, "memory:///");
+    }
 
     #[test]
     fn pairs_apply_configs_to_configurable_backends_only() {
