@@ -184,8 +184,8 @@ fn open_remote(_spec: &BackendSpec, _options: OpenOptions<'_>) -> Result<Box<dyn
 
 /// The remote backend's configuration for a run: the `--config` TOML file if there is one,
 /// else the embedded default; the store is in a directory under the run's working directory
-/// (no server needed) unless the file names one (`url`). A memory budget covers the block cache, the unflushed
-/// memtables and the compactor together
+/// (no server needed) unless the file names one (`url`). A memory budget covers the block
+/// cache, the unflushed memtables and the compactor together
 /// ([`statekit_backend::remote::RemoteConfig::fit_memory_budget`]), as RocksDB's covers its
 /// cache and memtables.
 ///
@@ -210,11 +210,11 @@ pub fn remote_config(
     let mut config = match value {
         Some(v) if Path::new(v).is_file() => {
             let path = Path::new(v);
-            let mut config = RemoteConfig::load(path)?;
+            let text = statekit_backend::config_file::read(path)?;
+            let mut config = RemoteConfig::parse(path, &text)?;
             // A file that names no store would put every run's database under the library's
             // default, /tmp/statekit-remote, where nothing removes it: gigabytes per run.
             // It gets the run's own directory, as a run without a file does.
-            let text = std::fs::read_to_string(path).map_err(|e| Error::io(path.display(), e))?;
             let names_a_store = text
                 .parse::<toml::Table>()
                 .is_ok_and(|t| t.contains_key("url"));

@@ -767,7 +767,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             let comparison = statekit_bench::versus_flink::run(&options)?;
             let md = statekit_bench::versus_flink::markdown(&comparison);
-            let (md_path, json_path) = statekit_bench::versus_flink::write_all(&comparison, &out)?;
+            let (md_path, json_path) =
+                statekit_bench::versus_flink::write_all(&comparison, &md, &out)?;
             print!("{md}");
             eprintln!("wrote {} and {}", md_path.display(), json_path.display());
             Ok(ExitCode::SUCCESS)
