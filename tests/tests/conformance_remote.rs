@@ -260,3 +260,47 @@ fn garbage_collection_keeps_what_checkpoints_and_clones_need() -> Result<()> {
     }
     Ok(())
 }
+
+/// `block_size` reaches SlateDB's tables: the index of a table written with 1 KiB blocks
+/// (a first key per block) is several times that of the same entries in 64 KiB blocks.
+#[test]
+fn the_configured_block_size_is_the_tables_block_size() -> Result<()> {
+    use statekit_backend::{
+        Checkpointing, Scope, StateBackend, StateDescriptor, StateKind, StateRead, StateWrite,
+    };
+    let cached_metadata_after_one_lookup = |block_size: u64| -> Result<u64> {
+        let dir = tempfile::tempdir().expect("a temporary directory for the store");
+        let config = RemoteConfig {
+            block_size: Size(block_size),
+            ..RemoteConfig::local(dir.path())
+        };
+        let store = RemoteStore::connect(&config)?;
+        let storage = Arc::new(store.checkpoint_storage("checkpoints"));
+        let mut b = RemoteBackend::open_in(
+            InstanceConfig::single(128)?.with_checkpoint_storage(storage),
+            &store,
+        )?;
+        let state = b.register_state(&StateDescriptor::new("s", StateKind::Map))?;
+        let scope = Scope {
+            state,
+            key_group: 7,
+            key: b"k",
+            namespace: b"",
+        };
+        for i in 0u32..5000 {
+            b.put(scope, &i.to_be_bytes(), &[7; 100])?;
+        }
+        // A checkpoint flushes the memtable: the lookup below reads the uploaded table's
+        // index and filter.
+        b.checkpoint(1)?;
+        assert_eq!(b.get(scope, &2500u32.to_be_bytes())?, Some(vec![7; 100]));
+        Ok(b.stats()?.memory_by_component["block cache: index, filter and stats blocks"])
+    };
+    let small = cached_metadata_after_one_lookup(1 << 10)?;
+    let large = cached_metadata_after_one_lookup(64 << 10)?;
+    assert!(
+        small > 3 * large,
+        "metadata cached: {small} bytes with 1 KiB blocks, {large} with 64 KiB"
+    );
+    Ok(())
+}

@@ -353,6 +353,7 @@ impl RemoteStore {
         }
         Db::builder(path.clone(), Arc::clone(&self.store))
             .with_settings(settings)
+            .with_sst_block_size(self.config.sst_block_size().unwrap_or_default())
             .with_merge_operator(Arc::new(AppendOperator))
             .with_filter_policies(vec![Arc::new(
                 BloomFilterPolicy::new(BLOOM_BITS_PER_KEY)
