@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod null_backend;
 pub mod operators;
 pub mod profile;
+pub mod read_ahead;
 pub mod refine;
 pub mod report;
 pub mod results;

@@ -187,7 +187,8 @@ fn time_section(results: &Results) -> String {
         md,
         "\n## Where the time went\n\nRun time: from the first event to the backend closed \
          (opening it and the harness's own measurements left out). The rates above divide by \
-         the run time without the input's share (generating or parsing events).\n\n\
+         the run time without the input's share (waiting for events, which are generated or \
+         parsed on a thread of their own).\n\n\
          | run | run time | input (not in rates) | checkpoints | end-of-input drain | close |\n\
          |---|---:|---:|---:|---:|---:|"
     );
@@ -520,7 +521,8 @@ const DEFINITIONS: &str = "
 
 - **Run time**: from the first input event to the backend closed (the end-of-input drain and
   the close included; opening the backend, and the harness reading statistics and measuring
-  checkpoint sizes, left out). **Input**: the part spent generating or parsing events.
+  checkpoint sizes, left out). **Input**: the part spent waiting for events, which a thread
+  of their own generates or parses ahead of the operator.
 - **events/s**, **state ops/s**: events, and calls to the state backend, per second of run
   time without input.
 - **Latency**: the time of one call to the backend as the operator sees it. A scan's time

@@ -279,8 +279,9 @@ pub struct RunResult {
     /// still pending (bench runs only).
     #[serde(default)]
     pub drain_seconds: f64,
-    /// Of `wall_seconds`, the time spent generating or parsing input events (bench runs
-    /// only): the harness's work, left out of the rates.
+    /// Of `wall_seconds`, the time spent waiting for input events (bench runs only; they are
+    /// generated or parsed ahead on a thread of their own): the harness's, left out of the
+    /// rates.
     #[serde(default)]
     pub input_seconds: f64,
     /// Of `wall_seconds`, closing the backend after the drain: where LSM backends finish

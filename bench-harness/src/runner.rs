@@ -16,6 +16,7 @@ use crate::isolation::{run_in_child, Isolation, RunRequest};
 use crate::metrics::{current_rss, dir_size, Metered, OpMetrics, ResourceSampler};
 use crate::null_backend::NullBackend;
 use crate::profile::Profile;
+use crate::read_ahead::ReadAhead;
 use crate::results::{
     CheckpointResult, Comparison, HarnessFootprint, Machine, Results, RunResult, TraceInfo,
     WorkloadInfo,
@@ -74,16 +75,16 @@ fn create_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display(), e))
 }
 
-/// The source of a run's events.
+/// The source of a run's events, read ahead on a thread of its own.
 fn events(
     profile: &Profile,
     scale: &crate::workloads::ScaleSpec,
     input: Option<&Path>,
-) -> Result<Box<dyn Iterator<Item = Result<Event>>>> {
-    Ok(match input {
-        Some(path) => Box::new(EventFileReader::open(path)?),
-        None => Box::new(profile.generator(scale)?.map(Ok)),
-    })
+) -> Result<ReadAhead> {
+    match input {
+        Some(path) => ReadAhead::spawn(EventFileReader::open(path)?),
+        None => ReadAhead::spawn(profile.generator(scale)?.map(Ok)),
+    }
 }
 
 fn empty_run(spec: &BackendSpec) -> RunResult {
@@ -420,8 +421,8 @@ fn bench_one(
     let result = (|| -> Result<()> {
         let mut source = events(profile, scale, input.input)?;
         loop {
-            // Generating or parsing the input is the harness's work, not the state's: timed
-            // apart and left out of the rates.
+            // Generating or parsing the input is the harness's work, not the state's: it runs
+            // on its own thread, and any wait for it is timed apart and left out of the rates.
             let read = Instant::now();
             let Some(event) = source.next() else { break };
             input_time += read.elapsed();

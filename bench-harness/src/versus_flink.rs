@@ -7,8 +7,9 @@
 //! `EVENTS.csv hashmap|rocksdb --managed-memory M --window-minutes W
 //! --out-of-orderness-seconds S --out-dir DIR` and prints `job wall <seconds>s`), on its heap
 //! and RocksDB state backends. Each side's rate is events per second of its whole job:
-//! statekit's run time including parsing its input, Flink's job wall time (its CSV source and
-//! job start included), so neither side leaves out work the other counts.
+//! statekit's run time including parsing its input (on a thread of its own, as Flink's
+//! source runs in a task of its own), Flink's job wall time (its CSV source and job start
+//! included), so neither side leaves out work the other counts.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -81,7 +82,7 @@ pub struct Row {
     pub name: String,
     /// Events per second of the whole job, one per repeat that finished.
     pub rates: Vec<f64>,
-    /// statekit only: events per second of state work (input parsing left out).
+    /// statekit only: events per second of state work (waits for the input left out).
     pub state_rates: Vec<f64>,
     /// Joined pairs (of the last repeat that finished).
     pub pairs: Option<u64>,
@@ -475,9 +476,10 @@ pub fn markdown(c: &Comparison) -> String {
     }
     md.push_str(
         "\nevents/s (whole job): events divided by statekit's run time with its input parsing \
-         included, and by Flink's job wall time (its CSV source and the job's start \
-         included). events/s of state work: statekit's rate without parsing its input, as \
-         `bench` reports it. A job killed at the time limit every time has no rate, only a \
+         included (a thread of its own parses ahead of the operator, as Flink's source task \
+         does), and by Flink's job wall time (its CSV source and the job's start included). \
+         events/s of state work: statekit's rate without the waits for its input, as `bench` \
+         reports it. A job killed at the time limit every time has no rate, only a \
          bound: it ran slower than the events over the limit (`< x`), and ratios against it \
          are bounds too (`> x`). Joined pairs may differ where the two handle late \
          events differently (statekit drops an element that arrives behind the watermark).\n",

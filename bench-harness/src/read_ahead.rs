@@ -1,0 +1,140 @@
+//! A run's input read on a thread of its own, so that parsing a file or generating events
+//! overlaps the operator's state work instead of adding to it (an engine's source runs apart
+//! from its keyed operators too). Events cross in batches, which keeps the hand-over cost far
+//! below the cost of an event; a bounded queue keeps the reader at most a few batches ahead,
+//! so memory stays small and fixed.
+
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::thread::JoinHandle;
+
+use statekit_backend::{Error, ErrorKind, Result};
+
+use crate::event::Event;
+
+/// Events per hand-over.
+const BATCH: usize = 1024;
+/// Batches the reader may hold ready: with events of a few hundred bytes, a few MiB.
+const BATCHES_AHEAD: usize = 8;
+
+/// The events of a source, read ahead on a thread.
+pub struct ReadAhead {
+    batches: Receiver<Vec<Result<Event>>>,
+    batch: std::vec::IntoIter<Result<Event>>,
+    reader: Option<JoinHandle<()>>,
+}
+
+impl ReadAhead {
+    /// Starts reading `source` on a new thread.
+    ///
+    /// # Errors
+    /// An I/O error if the thread cannot be started.
+    pub fn spawn(source: impl Iterator<Item = Result<Event>> + Send + 'static) -> Result<Self> {
+        let (send, batches) = sync_channel(BATCHES_AHEAD);
+        let reader = std::thread::Builder::new()
+            .name("statekit-input".into())
+            .spawn(move || {
+                let mut source = source;
+                loop {
+                    // An error ends the input: the run stops at it.
+                    let mut batch = Vec::with_capacity(BATCH);
+                    let mut ended = false;
+                    while batch.len() < BATCH {
+                        let Some(item) = source.next() else {
+                            ended = true;
+                            break;
+                        };
+                        ended = item.is_err();
+                        batch.push(item);
+                        if ended {
+                            break;
+                        }
+                    }
+                    // A receiver that hung up stopped the run early: nothing more to read.
+                    if (!batch.is_empty() && send.send(batch).is_err()) || ended {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| Error::io("the input reader thread", e))?;
+        Ok(ReadAhead {
+            batches,
+            batch: Vec::new().into_iter(),
+            reader: Some(reader),
+        })
+    }
+}
+
+impl Iterator for ReadAhead {
+    type Item = Result<Event>;
+
+    fn next(&mut self) -> Option<Result<Event>> {
+        loop {
+            if let Some(event) = self.batch.next() {
+                return Some(event);
+            }
+            match self.batches.recv() {
+                Ok(batch) => self.batch = batch.into_iter(),
+                // The reader is done: at the end of its input, or because it panicked, which
+                // must not pass for the end of the input.
+                Err(_) => {
+                    let reader = self.reader.take()?;
+                    return reader.join().err().map(|_| {
+                        Err(Error::new(
+                            ErrorKind::Internal,
+                            "the input reader thread panicked before the end of the input",
+                        ))
+                    });
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Click, Event};
+
+    fn click(ts: i64) -> Event {
+        Event::Click(Click {
+            id: 0,
+            user: 1,
+            ts,
+            display: 2,
+        })
+    }
+
+    #[test]
+    fn every_event_arrives_in_order() {
+        let n = 3 * BATCH as i64 + 17;
+        let read: Vec<i64> = ReadAhead::spawn((0..n).map(|t| Ok(click(t))))
+            .unwrap()
+            .map(|e| e.unwrap().ts())
+            .collect();
+        assert_eq!(read, (0..n).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn an_error_ends_the_input_after_the_events_before_it() {
+        let source = (0..10)
+            .map(|t| Ok(click(t)))
+            .chain(std::iter::once(Err(Error::invalid("events.csv:12: bad"))))
+            .chain((20..30).map(|t| Ok(click(t))));
+        let read: Vec<Result<Event>> = ReadAhead::spawn(source).unwrap().collect();
+        assert_eq!(read.len(), 11);
+        let e = read[10].as_ref().unwrap_err();
+        assert!(e.to_string().contains("events.csv:12"), "{e}");
+    }
+
+    #[test]
+    fn a_reader_that_panics_is_an_error_not_the_end_of_the_input() {
+        let source = (0..BATCH as i64 + 5).map(|t| {
+            assert!(t < BATCH as i64, "the generator broke");
+            Ok(click(t))
+        });
+        let read: Vec<Result<Event>> = ReadAhead::spawn(source).unwrap().collect();
+        assert_eq!(read.len(), BATCH + 1);
+        let e = read[BATCH].as_ref().unwrap_err();
+        assert!(e.to_string().contains("panicked"), "{e}");
+    }
+}
