@@ -142,32 +142,29 @@ impl WorkloadKind {
             .map(|n| n.to_string())
             .zip([q, s, l])
             .collect();
-        // `statekit tune --validate`: state over 8x a 128 MiB budget, minutes per run.
-        let validate = |duration, keys, rate| ScaleSpec {
-            memory_budget: Some(128 * MIB),
+        // `statekit tune --validate`: state over 8x the budget, minutes per run.
+        let validate = |duration, keys, rate, budget| ScaleSpec {
+            memory_budget: Some(budget),
             ..scale(duration, keys, rate)
         };
         let sec = Duration::from_secs;
-        match self {
+        let v = match self {
             // ~1.2 GB buffered.
-            WorkloadKind::AdClickIntervalJoin => {
-                scales.insert(
-                    VALIDATE_SCALE.into(),
-                    validate(sec(150), 2_000_000, 20_000.0),
-                );
-            }
+            WorkloadKind::AdClickIntervalJoin => validate(sec(150), 2_000_000, 20_000.0, 128 * MIB),
             // ~1.3 GB in flight.
-            WorkloadKind::FeatureConcat => {
-                scales.insert(VALIDATE_SCALE.into(), validate(sec(90), 1, 20_000.0));
-            }
-            // Not measured yet at 8x a budget within minutes.
-            WorkloadKind::SlidingWindowDemand | WorkloadKind::DailyUv => {}
-        }
+            WorkloadKind::FeatureConcat => validate(sec(90), 1, 20_000.0, 128 * MIB),
+            // Its state is bounded by its windows (dedup per minute, panes of 32 minutes):
+            // ~155 MiB at this rate, so a small budget.
+            WorkloadKind::SlidingWindowDemand => validate(sec(90), 1_000_000, 100_000.0, 16 * MIB),
+            // The device dictionary grows with every new device: ~330 MiB by the end.
+            WorkloadKind::DailyUv => validate(sec(150), 50_000_000, 50_000.0, 32 * MIB),
+        };
+        scales.insert(VALIDATE_SCALE.into(), v);
         scales
     }
 }
 
-/// The scale `statekit tune --validate` is meant for, where a workload has one.
+/// The scale `statekit tune --validate` is meant for.
 pub const VALIDATE_SCALE: &str = "validate";
 
 /// The parameters of a profile's workload.
