@@ -38,15 +38,13 @@ impl ReadAhead {
                     // An error ends the input: the run stops at it.
                     let mut batch = Vec::with_capacity(BATCH);
                     let mut ended = false;
-                    while batch.len() < BATCH {
-                        let Some(item) = source.next() else {
-                            ended = true;
-                            break;
-                        };
-                        ended = item.is_err();
-                        batch.push(item);
-                        if ended {
-                            break;
+                    while !ended && batch.len() < BATCH {
+                        match source.next() {
+                            Some(item) => {
+                                ended = item.is_err();
+                                batch.push(item);
+                            }
+                            None => ended = true,
                         }
                     }
                     // A receiver that hung up stopped the run early: nothing more to read.
