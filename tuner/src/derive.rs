@@ -4,7 +4,7 @@
 //! Database-wide rules (memory split, threads, I/O, range deletes) live here; the rules of
 //! one state's column family in [`crate::state_rules`].
 
-use statekit_backend::rocksdb_config::DEFAULT_WRITE_BUFFER_RATIO;
+use statekit_backend::rocksdb_config::{budgeted_compaction_readahead, DEFAULT_WRITE_BUFFER_RATIO};
 
 use crate::machine::{DiskKind, Machine};
 use crate::shape::WorkloadShape;
@@ -188,15 +188,17 @@ fn io(shape: &WorkloadShape, machine: &Machine, t: &mut Tuning) {
         t.explain(None, key, direct.to_string(), why, "machine: direct_io");
     }
     if direct {
-        let readahead = 2 * MIB;
+        let readahead = budgeted_compaction_readahead(machine.memory_budget);
         t.config.db.compaction_readahead_size = Some(readahead);
         t.explain(
             None,
             "db.compaction_readahead_size",
             bytes(readahead),
-            "with direct I/O compaction inputs get no readahead from the OS; 2 MiB reads keep \
-             them sequential (RocksDB's guidance for direct I/O)",
-            "machine: direct_io",
+            "with direct I/O compaction inputs get no readahead from the OS, so long reads keep \
+             them sequential (RocksDB's guidance: 2 MiB); each input file of a compaction holds \
+             one such buffer outside the cache, about 26 at once in an L0 compaction, so it is \
+             budget / 512 (at most 5% of it), between 256 KiB and 2 MiB",
+            "machine: direct_io, memory_budget",
         );
     }
     let sync = MIB;

@@ -632,6 +632,11 @@ fn db_options(settings: &RocksDbSettings) -> Options {
     options.create_missing_column_families(true);
     options.set_write_buffer_manager(&settings.resources.write_buffers);
     options.enable_statistics();
+    // Compaction input buffers live outside the cache: bounded by the budget (see
+    // `budgeted_compaction_readahead`) unless the configuration sets them.
+    options.set_compaction_readahead_size(crate::rocksdb_config::budgeted_compaction_readahead(
+        settings.resources.budget().total_bytes,
+    ) as usize);
     settings.config.apply_db(&mut options);
     options
 }

@@ -578,11 +578,13 @@ fn options_rocksdb_wrote(env: &Env, config: RocksDbConfig) -> RocksDbConfig {
 /// `default.toml` with every `# key = value` line uncommented, except the options whose
 /// default is "unset" (shown there with a sample value).
 fn example_uncommented() -> RocksDbConfig {
-    const NO_DEFAULT: [&str; 4] = [
+    const NO_DEFAULT: [&str; 5] = [
         "bottommost_compression",
         "compression_per_level",
         "bloom_filter_bits_per_key",
         "rate_limit_bytes_per_sec",
+        // Derived from the budget; checked on its own.
+        "compaction_readahead_size",
     ];
     let example = include_str!("../rocksdb_config/default.toml");
     assert_eq!(
@@ -618,6 +620,21 @@ fn default_toml_shows_the_options_rocksdb_runs_with() {
         example.backend.point_delete_limit,
         Some(DEFAULT_POINT_DELETE_LIMIT)
     );
+    // The tests' budget is 64 MiB: the readahead's floor.
+    assert_eq!(
+        wrote.db.compaction_readahead_size,
+        Some(crate::rocksdb_config::budgeted_compaction_readahead(
+            resources().budget().total_bytes
+        ))
+    );
+    assert_eq!(wrote.db.compaction_readahead_size, Some(256 << 10));
+    let wrote = RocksDbConfig {
+        db: DbOptions {
+            compaction_readahead_size: None,
+            ..wrote.db
+        },
+        ..wrote
+    };
     let example = RocksDbConfig {
         backend: BackendOptions::default(),
         ..example
