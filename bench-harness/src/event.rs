@@ -65,7 +65,7 @@ pub struct Click {
 }
 
 /// An event of one of the reference workloads.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
     /// Ad display.
     Display(Display),

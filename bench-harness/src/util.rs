@@ -83,11 +83,13 @@ pub fn mix64(mut x: u64) -> u64 {
 }
 
 /// An order-independent fingerprint of a set of items: equal sets give equal fingerprints on
-/// every backend, whatever order the operator emitted them in.
+/// every backend, whatever order the operator emitted them in. It is the wrapping sum of the
+/// items' 64-bit hashes, so it is also additive: the fingerprints of disjoint parts of a set
+/// (the outputs of the workers of a distributed run, each owning some key groups) add up to
+/// the whole set's ([`SetFingerprint::combine`]).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SetFingerprint {
     sum: u64,
-    xor: u64,
 }
 
 impl SetFingerprint {
@@ -98,12 +100,16 @@ impl SetFingerprint {
             h = mix64(h ^ p);
         }
         self.sum = self.sum.wrapping_add(h);
-        self.xor ^= h.rotate_left(17);
     }
 
     /// The fingerprint as one number.
     pub fn value(&self) -> u64 {
-        mix64(self.sum ^ mix64(self.xor))
+        self.sum
+    }
+
+    /// The fingerprint of the union of two disjoint sets, from their fingerprints' values.
+    pub fn combine(a: u64, b: u64) -> u64 {
+        a.wrapping_add(b)
     }
 }
 

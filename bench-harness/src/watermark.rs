@@ -58,6 +58,12 @@ impl WatermarkGenerator {
         }
     }
 
+    /// Takes a watermark decided outside (by an engine, from its input frontier): elements
+    /// below it are late from now on. Never moves the watermark back.
+    pub fn advance_to(&mut self, watermark: i64) {
+        self.current = self.current.max(watermark);
+    }
+
     /// Ends the input: the watermark jumps to `i64::MAX`, which fires every timer.
     pub fn finish(&mut self) -> i64 {
         self.current = i64::MAX;
@@ -79,5 +85,15 @@ mod tests {
         assert!(w.is_late(4_999));
         assert_eq!(w.observe(10_250), Some(5_250));
         assert_eq!(w.finish(), i64::MAX);
+    }
+
+    #[test]
+    fn a_watermark_from_outside_makes_earlier_elements_late_and_never_goes_back() {
+        let mut w = WatermarkGenerator::new(5_000, 200);
+        w.advance_to(7_000);
+        assert!(w.is_late(6_999));
+        assert!(!w.is_late(7_000));
+        w.advance_to(3_000);
+        assert_eq!(w.current(), 7_000);
     }
 }

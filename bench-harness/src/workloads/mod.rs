@@ -148,6 +148,17 @@ pub trait Operator {
         Ok(())
     }
 
+    /// Advances to a watermark that comes from outside rather than from the operator's own
+    /// generator (an engine's input frontier, in a distributed run): elements below it are
+    /// late from now on, and what it makes due fires.
+    ///
+    /// # Errors
+    /// As [`Operator::on_watermark`].
+    fn advance_watermark(&mut self, backend: &mut dyn StateBackend, watermark: i64) -> Result<()> {
+        self.watermarks_mut().advance_to(watermark);
+        self.on_watermark(backend, watermark)
+    }
+
     /// Ends the input: the watermark goes to the end of time, every timer fires.
     ///
     /// # Errors

@@ -1,0 +1,134 @@
+//! `statekit-timely`: a reference operator of the harness (the ad-click interval join,
+//! feature-concat, sliding-window) on timely dataflow, with keyed state in statekit.
+//!
+//! ```text
+//! statekit-timely PROFILE [--scale quick] [--input EVENTS.csv] [--backend memory]
+//!     [--config FILE] [--memory-budget 256MiB] [--out DIR] [-- TIMELY OPTIONS]
+//! ```
+//! Timely's options after `--`: `-w N` worker threads per process, `-n N` processes, `-p I`
+//! this process's index, `-h FILE` the host file (one `host:port` per process).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use statekit_backend::{Error, ErrorKind, Result};
+use statekit_bench::backends::{BackendKind, BackendSpec};
+use statekit_bench::profile::Profile;
+use statekit_timely::{run_worker, JobReport, JobSpec};
+
+// jemalloc, as the statekit tool: the allocator RocksDB is built against.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+#[derive(Parser)]
+#[command(
+    name = "statekit-timely",
+    about = "Run a statekit reference operator on timely dataflow workers and processes"
+)]
+struct Cli {
+    /// The workload profile (TOML).
+    profile: PathBuf,
+    /// The profile's scale: what is generated without `--input`.
+    #[arg(long, default_value = "quick")]
+    scale: String,
+    /// Events written by `statekit generate` instead of the generator.
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// memory, rocksdb or remote: every worker opens one instance for its key groups.
+    #[arg(long, default_value = "memory")]
+    backend: String,
+    /// A configuration preset or file for the backend (as `statekit bench --config`).
+    #[arg(long)]
+    config: Option<String>,
+    /// Memory budget of each worker's backend, like 256MiB (RocksDB then uses direct I/O).
+    #[arg(long, value_parser = statekit_bench::util::parse_size)]
+    memory_budget: Option<u64>,
+    /// Output directory: `results.json` (written by process 0) and the workers' files.
+    #[arg(long, default_value = "statekit-timely-results")]
+    out: PathBuf,
+    /// Timely's options: -w workers per process, -n processes, -p process index, -h hosts.
+    #[arg(last = true)]
+    timely: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("statekit-timely: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let profile = Profile::load(&cli.profile)?;
+    let scale = profile.scale(&cli.scale)?.clone();
+    let kind = BackendKind::from_name(&cli.backend).ok_or_else(|| {
+        Error::invalid(format!(
+            "unknown backend '{}' (memory, rocksdb or remote)",
+            cli.backend
+        ))
+    })?;
+    let job = Arc::new(JobSpec {
+        profile,
+        scale,
+        input: cli.input,
+        backend: BackendSpec {
+            kind,
+            config: cli.config,
+            rocksdb: None,
+        },
+        work_dir: cli.out.join("work"),
+        memory_budget: cli.memory_budget,
+        direct_io: cli.memory_budget.is_some(),
+    });
+    std::fs::create_dir_all(&cli.out).map_err(|e| Error::io(cli.out.display(), e))?;
+    let worker_job = Arc::clone(&job);
+    let guards = timely::execute_from_args(cli.timely.into_iter(), move |worker| {
+        run_worker(worker, &worker_job).map_err(|e| e.to_string())
+    })
+    .map_err(|e| Error::invalid(format!("timely options: {e}")))?;
+    let mut report: Option<JobReport> = None;
+    for result in guards.join() {
+        match result {
+            Ok(Ok(Some(r))) => report = Some(r),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => return Err(internal(format!("a worker failed: {e}"))),
+            Err(e) => return Err(internal(format!("a worker panicked: {e}"))),
+        }
+    }
+    // Only the process running worker 0 has the job's report.
+    let Some(report) = report else { return Ok(()) };
+    let path = cli.out.join("results.json");
+    let text = serde_json::to_string_pretty(&report)
+        .map_err(|e| internal(format!("encoding {}: {e}", path.display())))?;
+    std::fs::write(&path, text + "\n").map_err(|e| Error::io(path.display(), e))?;
+    let pairs = ["joined_pairs", "samples_joined"]
+        .iter()
+        .find_map(|name| report.counters.get(*name).map(|v| format!(", {name} {v}")))
+        .unwrap_or_default();
+    println!(
+        "{}: {} events on {} workers ({}) in {:.1} s, {:.0} events/s{pairs}; wrote {}",
+        report.workload,
+        report.events,
+        report.workers,
+        report.backend,
+        report.seconds,
+        report.events_per_sec,
+        path.display()
+    );
+    if !report.errors.is_empty() {
+        return Err(internal(format!(
+            "workers failed: {}",
+            report.errors.join("; ")
+        )));
+    }
+    Ok(())
+}
+
+fn internal(message: String) -> Error {
+    Error::new(ErrorKind::Internal, message)
+}
