@@ -1,19 +1,24 @@
 //! One run of a reference operator on timely dataflow: the source, the exchange by key group,
-//! the keyed operator on each worker's own backend instance, and the reports.
+//! the keyed operator on each worker's own backend instance, checkpoints, and the reports.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use statekit_backend::{Error, InstanceConfig, Result, StateBackend};
+use statekit_backend::checkpoint::handles_for_range;
+use statekit_backend::{
+    CheckpointHandle, Error, InstanceConfig, LocalDirStorage, Result, StateBackend,
+};
 use statekit_bench::backends::{open_backend, BackendSpec, OpenOptions};
 use statekit_bench::event::{Event, EventFileReader};
 use statekit_bench::null_backend::NullBackend;
 use statekit_bench::profile::Profile;
 use statekit_bench::read_ahead::ReadAhead;
+use statekit_bench::util::Counters;
 use statekit_bench::watermark::WatermarkGenerator;
 use statekit_bench::workloads::{Operator, ScaleSpec};
 use timely::container::CapacityContainerBuilder;
@@ -23,12 +28,17 @@ use timely::dataflow::operators::{Input, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle};
 use timely::worker::Worker;
 
-use crate::report::{JobReport, WorkerReport};
+use crate::checkpoint::{CheckpointDir, Completed, SourcePart, WorkerPart};
+use crate::report::{merge_counter_sets, JobReport, WorkerReport};
 use crate::routing::Routing;
 
 /// Watermark epochs the source may run ahead of the slowest worker: bounds what waits in
 /// the exchange's buffers (a few thousand events at the reference rates).
 const EPOCHS_AHEAD: usize = 16;
+
+/// The exit status of a process stopped on purpose after a checkpoint
+/// ([`JobSpec::exit_after_checkpoints`]).
+pub const EXIT_AFTER_CHECKPOINT: i32 = 75;
 
 type RoutedInput = InputHandle<i64, CapacityContainerBuilder<Vec<Routed>>>;
 
@@ -49,6 +59,25 @@ pub struct JobSpec {
     pub memory_budget: Option<u64>,
     /// Direct I/O for RocksDB (the budget is then real).
     pub direct_io: bool,
+    /// Checkpoints: where, and every how many milliseconds of event time.
+    pub checkpoints: Option<CheckpointSpec>,
+    /// The complete checkpoint to start from (on any number of workers), read from the
+    /// checkpoint directory of `checkpoints`, where the restored job keeps checkpointing.
+    pub restore: Option<Arc<Completed>>,
+    /// Fault injection for tests: the process of worker 0 exits with
+    /// [`EXIT_AFTER_CHECKPOINT`], without cleaning up (as if killed), right after it
+    /// completes this many checkpoints; the other processes go down with their connections
+    /// to it.
+    pub exit_after_checkpoints: Option<u64>,
+}
+
+/// Where and how often a job checkpoints.
+#[derive(Debug, Clone)]
+pub struct CheckpointSpec {
+    /// The job's checkpoint directory, also the backends' checkpoint storage.
+    pub dir: PathBuf,
+    /// Milliseconds of event time between cuts; `None`: the job only restores from `dir`.
+    pub interval: Option<i64>,
 }
 
 /// An event on its way to the worker that owns its key.
@@ -62,6 +91,20 @@ pub struct Routed {
     pub event: Event,
 }
 
+/// What workers tell worker 0.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum Note {
+    /// A worker wrote its part of checkpoint `id`, cut at event time `cut`.
+    Part { id: u64, cut: i64 },
+    /// A worker's end-of-input report.
+    Report(WorkerReport),
+}
+
+/// The checkpoint grid: checkpoint `k` cuts at event time `k * interval`.
+fn grid(time: i64, interval: i64) -> i64 {
+    time.div_euclid(interval)
+}
+
 /// Runs the job on `worker`, one of the job's workers (threads of this process and of the
 /// others, timely's `-w`/`-n`/`-p`/`-h`). Worker 0 reads the input, stamps each event with
 /// the watermark current at its arrival (the time of its timely epoch) and sends it to the
@@ -71,24 +114,49 @@ pub struct Routed {
 /// job's report on worker 0, `None` on the others.
 ///
 /// # Errors
-/// Opening the worker's backend or the input; a worker's processing error is in its report.
+/// Opening the worker's backend, restoring it, or opening the input; a worker's processing
+/// error is in its report.
 pub fn run_worker(worker: &mut Worker, job: &JobSpec) -> Result<Option<JobReport>> {
     let index = worker.index();
-    let routing = Routing::new(job.profile.max_parallelism, worker.peers())?;
+    let peers = worker.peers();
+    let routing = Routing::new(job.profile.max_parallelism, peers)?;
     let key_groups = routing.key_groups(index)?;
     let work_dir = job.work_dir.join(format!("worker-{index}"));
     std::fs::create_dir_all(&work_dir).map_err(|e| Error::io(work_dir.display(), e))?;
+    let mut instance =
+        InstanceConfig::single(job.profile.max_parallelism)?.with_key_groups(key_groups);
+    if job.restore.is_some() && job.checkpoints.is_none() {
+        return Err(Error::invalid(
+            "a restore needs the checkpoint directory it reads the snapshots from".to_string(),
+        ));
+    }
+    if let Some(root) = job.checkpoints.as_ref().map(|c| &c.dir) {
+        std::fs::create_dir_all(root).map_err(|e| Error::io(root.display(), e))?;
+        instance = instance.with_checkpoint_storage(Arc::new(LocalDirStorage::new(root)?));
+    }
     let mut backend = open_backend(
         &job.backend,
         OpenOptions {
-            instance: InstanceConfig::single(job.profile.max_parallelism)?
-                .with_key_groups(key_groups),
+            instance,
             work_dir: &work_dir,
             memory_budget: job.memory_budget,
             direct_io: job.direct_io,
         },
     )?;
     let operator = job.profile.operator(&mut *backend, false)?;
+    let mut base = None;
+    if let Some(restored) = &job.restore {
+        let handles = restored.handles();
+        let mine: Vec<CheckpointHandle> = handles_for_range(&handles, key_groups)?
+            .into_iter()
+            .cloned()
+            .collect();
+        backend.restore(&mine)?;
+        // The output before the cut counts once: worker 0's parts and report carry it.
+        if index == 0 {
+            base = Some(restored.counters());
+        }
+    }
     let keyed = KeyedOperator {
         index,
         key_groups: key_groups.to_string(),
@@ -98,19 +166,47 @@ pub fn run_worker(worker: &mut Worker, job: &JobSpec) -> Result<Option<JobReport
         events: 0,
         start: Instant::now(),
         error: None,
+        checkpoints: job.checkpoints.as_ref().and_then(|c| {
+            Some(WorkerCheckpoints {
+                dir: CheckpointDir::new(&c.dir),
+                interval: c.interval?,
+                last: job.restore.as_ref().map(|r| r.checkpoint_id as i64),
+                unconfirmed: Vec::new(),
+                base: base.clone(),
+            })
+        }),
     };
     let source_watermarks = Rc::new(RefCell::new(None));
     let collected: Rc<RefCell<Vec<WorkerReport>>> = Rc::default();
     let mut input = RoutedInput::new();
     let probe = ProbeHandle::new();
+    let completer = job.checkpoints.as_ref().map(|c| Completer {
+        dir: CheckpointDir::new(&c.dir),
+        workers: peers,
+        parts: BTreeMap::new(),
+        completed: 0,
+        exit_after: job.exit_after_checkpoints,
+    });
     worker.dataflow::<i64, _, _>(|scope| {
-        let reports = keyed.attach(scope.input_from(&mut input), Rc::clone(&source_watermarks));
+        let notes = keyed.attach(scope.input_from(&mut input), Rc::clone(&source_watermarks));
         let collected = Rc::clone(&collected);
-        reports.probe_with(&probe).sink(
-            Exchange::new(|_: &WorkerReport| 0),
-            "CollectReports",
+        let mut completer = completer;
+        notes.probe_with(&probe).sink(
+            Exchange::new(|_: &Note| 0),
+            "CollectNotes",
             move |(input, _frontier)| {
-                input.for_each(|_, data| collected.borrow_mut().append(data));
+                input.for_each(|_, data| {
+                    for note in data.drain(..) {
+                        match note {
+                            Note::Report(r) => collected.borrow_mut().push(r),
+                            Note::Part { id, cut } => {
+                                if let Some(c) = completer.as_mut() {
+                                    c.part_written(id, cut);
+                                }
+                            }
+                        }
+                    }
+                });
             },
         );
     });
@@ -120,7 +216,7 @@ pub fn run_worker(worker: &mut Worker, job: &JobSpec) -> Result<Option<JobReport
         *source_watermarks.borrow_mut() = Some(emitted);
     }
     drop(input);
-    // Until every dataflow is complete: the reports' sink on worker 0 completes once every
+    // Until every dataflow is complete: the notes' sink on worker 0 completes once every
     // worker's report has arrived.
     while worker.step_or_park(None) {}
     if index != 0 {
@@ -131,11 +227,16 @@ pub fn run_worker(worker: &mut Worker, job: &JobSpec) -> Result<Option<JobReport
         job.profile.workload.name(),
         job.backend.label(),
         reports,
+        job.restore
+            .as_ref()
+            .map(|r| (r.checkpoint_id, r.counters())),
     )))
 }
 
-/// Reads the input into the dataflow; returns how many watermarks it emitted, the final one
-/// included (what a single-process run of the operator counts).
+/// Reads the input into the dataflow, from the restored checkpoint's offset if there is
+/// one, writing the source's part of each checkpoint as its watermark crosses a cut; returns
+/// how many watermarks the job emitted, the final one included (what a single-process run
+/// of the operator counts).
 fn feed(
     worker: &mut Worker,
     input: &mut RoutedInput,
@@ -143,34 +244,72 @@ fn feed(
     job: &JobSpec,
     routing: Routing,
 ) -> Result<u64> {
-    let mut watermarks = watermark_generator(&job.profile)?;
+    let (mut watermarks, skip, mut emitted, mut last_cut) = match &job.restore {
+        Some(r) => (
+            r.source.watermarks.clone(),
+            r.source.offset,
+            r.source.emitted,
+            Some(r.checkpoint_id as i64),
+        ),
+        None => (watermark_generator(&job.profile)?, 0, 0, None),
+    };
+    // Events after a restored cut are stamped with its watermark or later.
+    input.advance_to(watermarks.current());
+    let cuts = job
+        .checkpoints
+        .as_ref()
+        .and_then(|c| Some((CheckpointDir::new(&c.dir), c.interval?)));
     let events = match &job.input {
         Some(path) => ReadAhead::spawn(EventFileReader::open(path)?)?,
         None => ReadAhead::spawn(job.profile.generator(&job.scale)?.map(Ok))?,
     };
     let mut recent: VecDeque<i64> = VecDeque::new();
-    let mut emitted = 0u64;
-    for (seq, event) in events.enumerate() {
+    let mut read = 0u64;
+    for event in events {
         let event = event?;
+        read += 1;
+        if read <= skip {
+            continue;
+        }
         let ts = event.ts();
         let target = routing.worker_of_event(&event)?;
         input.send(Routed {
-            seq: seq as u64,
+            seq: read - 1,
             worker: target as u32,
             event,
         });
-        if let Some(wm) = watermarks.observe(ts) {
-            emitted += 1;
-            input.advance_to(wm);
-            recent.push_back(wm);
-            if recent.len() > EPOCHS_AHEAD {
-                let behind = recent.pop_front().unwrap_or(wm);
-                while probe.less_than(&behind) {
-                    worker.step();
+        let Some(wm) = watermarks.observe(ts) else {
+            continue;
+        };
+        emitted += 1;
+        if let Some((dir, interval)) = &cuts {
+            let g = grid(wm, *interval);
+            match last_cut {
+                // The first watermark only starts the grid.
+                None => last_cut = Some(g),
+                Some(last) if g > last && g > 0 => {
+                    // Every event read so far is before the cut; the ones after it will be
+                    // stamped with `wm` or later.
+                    dir.write_source(&SourcePart {
+                        checkpoint_id: g as u64,
+                        offset: read,
+                        watermarks: watermarks.clone(),
+                        emitted,
+                    })?;
+                    last_cut = Some(g);
                 }
-            } else {
+                Some(_) => {}
+            }
+        }
+        input.advance_to(wm);
+        recent.push_back(wm);
+        if recent.len() > EPOCHS_AHEAD {
+            let behind = recent.pop_front().unwrap_or(wm);
+            while probe.less_than(&behind) {
                 worker.step();
             }
+        } else {
+            worker.step();
         }
     }
     Ok(emitted + 1)
@@ -180,6 +319,51 @@ fn feed(
 fn watermark_generator(profile: &Profile) -> Result<WatermarkGenerator> {
     let mut null = NullBackend::new(InstanceConfig::single(profile.max_parallelism)?);
     Ok(profile.operator(&mut null, false)?.watermarks().clone())
+}
+
+/// Worker 0's side of checkpoints: completes a checkpoint once every worker's part is in.
+struct Completer {
+    dir: CheckpointDir,
+    workers: usize,
+    /// Parts written per checkpoint not yet complete, with its cut.
+    parts: BTreeMap<u64, (i64, usize)>,
+    completed: u64,
+    exit_after: Option<u64>,
+}
+
+impl Completer {
+    fn part_written(&mut self, id: u64, cut: i64) {
+        let entry = self.parts.entry(id).or_insert((cut, 0));
+        entry.1 += 1;
+        if entry.1 < self.workers {
+            return;
+        }
+        self.parts.remove(&id);
+        match self.dir.try_complete(id, cut, self.workers) {
+            Ok(true) => {
+                self.completed += 1;
+                if self.exit_after.is_some_and(|n| self.completed >= n) {
+                    eprintln!("statekit-timely: exiting after checkpoint {id}, as asked");
+                    std::process::exit(EXIT_AFTER_CHECKPOINT);
+                }
+            }
+            // A part the source never wrote (its grid started later): never complete.
+            Ok(false) => {}
+            Err(e) => eprintln!("statekit-timely: checkpoint {id} not completed: {e}"),
+        }
+    }
+}
+
+/// A worker's side of checkpoints.
+struct WorkerCheckpoints {
+    dir: CheckpointDir,
+    interval: i64,
+    /// The grid index of the last cut (taken or restored); `None` until the first frontier.
+    last: Option<i64>,
+    /// Checkpoints taken and not yet seen complete.
+    unconfirmed: Vec<u64>,
+    /// On worker 0 of a restored job: the output before the restored cut.
+    base: Option<Counters>,
 }
 
 /// The profile's operator on one worker, with its backend.
@@ -193,19 +377,22 @@ struct KeyedOperator {
     events: u64,
     start: Instant,
     error: Option<Error>,
+    checkpoints: Option<WorkerCheckpoints>,
 }
 
 impl KeyedOperator {
     /// Runs `self` on `events`: buffers each epoch's events until the input frontier passes
     /// it, then advances the watermark to the epoch and handles them in input order; a
-    /// frontier past every buffered epoch advances the watermark to it. The output carries
-    /// one [`WorkerReport`] when the input ends, at a capability that follows the input
-    /// frontier (so a probe on it tracks the worker's progress).
+    /// frontier past every buffered epoch advances the watermark to it. A frontier that
+    /// passes a checkpoint's cut takes the worker's part of it first. The output carries a
+    /// note per checkpoint part and one [`WorkerReport`] when the input ends, at a
+    /// capability that follows the input frontier (so a probe on it tracks the worker's
+    /// progress).
     fn attach<'s>(
         mut self,
         events: timely::dataflow::Stream<'s, i64, Vec<Routed>>,
         source_watermarks: Rc<RefCell<Option<u64>>>,
-    ) -> timely::dataflow::Stream<'s, i64, Vec<WorkerReport>> {
+    ) -> timely::dataflow::Stream<'s, i64, Vec<Note>> {
         events.unary_frontier(
             Exchange::new(|r: &Routed| u64::from(r.worker)),
             "KeyedState",
@@ -219,17 +406,19 @@ impl KeyedOperator {
                             pending.entry(time).or_default().append(data);
                         }
                     });
-                    while let Some(entry) = pending.first_entry() {
-                        if frontier.less_equal(entry.key()) {
-                            break;
+                    let next = frontier.frontier().first().copied();
+                    self.confirm_checkpoints();
+                    if let (Some(next), Some(cap)) = (next, capability.as_ref()) {
+                        if let Some((id, cut)) = self.cut_passed(next) {
+                            self.run_before(&mut pending, cut);
+                            if let Some(note) = self.checkpoint(id, cut) {
+                                output.session(cap).give(note);
+                            }
                         }
-                        let epoch = *entry.key();
-                        let mut events = entry.remove();
-                        events.sort_unstable_by_key(|r| r.seq);
-                        self.run(epoch, &events);
                     }
-                    match frontier.frontier().first() {
-                        Some(&next) => {
+                    self.run_before(&mut pending, next.unwrap_or(i64::MAX));
+                    match next {
+                        Some(next) => {
                             self.advance(next);
                             if let Some(cap) = capability.as_mut() {
                                 if *cap.time() < next {
@@ -240,13 +429,98 @@ impl KeyedOperator {
                         None => {
                             if let Some(cap) = capability.take() {
                                 let report = self.finish(*source_watermarks.borrow());
-                                output.session(&cap).give(report);
+                                output.session(&cap).give(Note::Report(report));
                             }
                         }
                     }
                 }
             },
         )
+    }
+
+    /// Handles the buffered epochs before `limit`, in order.
+    fn run_before(&mut self, pending: &mut BTreeMap<i64, Vec<Routed>>, limit: i64) {
+        while let Some(entry) = pending.first_entry() {
+            if *entry.key() >= limit {
+                break;
+            }
+            let epoch = *entry.key();
+            let mut events = entry.remove();
+            events.sort_unstable_by_key(|r| r.seq);
+            self.run(epoch, &events);
+        }
+    }
+
+    /// The checkpoint whose cut the frontier `next` has passed, if any: the latest of them.
+    fn cut_passed(&mut self, next: i64) -> Option<(u64, i64)> {
+        let c = self.checkpoints.as_mut()?;
+        if next == i64::MIN {
+            return None;
+        }
+        let g = grid(next, c.interval);
+        match c.last {
+            None => {
+                c.last = Some(g);
+                None
+            }
+            Some(last) if g > last && g > 0 => {
+                c.last = Some(g);
+                Some((g as u64, g.saturating_mul(c.interval)))
+            }
+            Some(_) => None,
+        }
+    }
+
+    /// Takes this worker's part of checkpoint `id`.
+    fn checkpoint(&mut self, id: u64, cut: i64) -> Option<Note> {
+        if self.error.is_some() {
+            return None;
+        }
+        let result = (|| -> Result<()> {
+            let c = self.checkpoints.as_mut().ok_or_else(|| {
+                Error::invalid("a checkpoint without a checkpoint directory".to_string())
+            })?;
+            let handle = self.backend.checkpoint(id)?;
+            let mine = self.operator.counters();
+            let counters = match &c.base {
+                Some(base) => merge_counter_sets(&[base, &mine]),
+                None => mine,
+            };
+            c.dir.write_worker(&WorkerPart {
+                checkpoint_id: id,
+                worker: self.index,
+                handle,
+                counters,
+            })?;
+            c.unconfirmed.push(id);
+            Ok(())
+        })();
+        match result {
+            Ok(()) => Some(Note::Part { id, cut }),
+            Err(e) => {
+                self.error = Some(e);
+                None
+            }
+        }
+    }
+
+    /// Confirms to the backend the checkpoints worker 0 has completed since the last look.
+    fn confirm_checkpoints(&mut self) {
+        let Some(c) = self.checkpoints.as_mut() else {
+            return;
+        };
+        let Some(&done) = c
+            .unconfirmed
+            .iter()
+            .rev()
+            .find(|&&id| c.dir.is_complete(id))
+        else {
+            return;
+        };
+        c.unconfirmed.retain(|&id| id > done);
+        if let Err(e) = self.backend.notify_checkpoint_complete(done) {
+            self.error.get_or_insert(e);
+        }
     }
 
     /// Handles one epoch's events, after advancing the watermark to the epoch.

@@ -13,10 +13,12 @@
 //! events and watermarks in the order a single-process run does, and the job's results
 //! equal that run's.
 
+mod checkpoint;
 mod job;
 mod report;
 mod routing;
 
-pub use job::{run_worker, JobSpec, Routed};
-pub use report::{merge_counters, JobReport, WorkerReport};
+pub use checkpoint::{CheckpointDir, Completed, SourcePart, WorkerPart};
+pub use job::{run_worker, CheckpointSpec, JobSpec, Routed, EXIT_AFTER_CHECKPOINT};
+pub use report::{merge_counter_sets, merge_counters, JobReport, WorkerReport};
 pub use routing::{event_key, Routing};

@@ -45,14 +45,19 @@ pub struct JobReport {
     pub worker_reports: Vec<WorkerReport>,
     /// The workers' errors, if any.
     pub errors: Vec<String>,
+    /// The checkpoint the run was restored from: its output before the cut is in
+    /// `counters` (the `watermarks` the source emitted before it too).
+    pub restored_from: Option<u64>,
 }
 
 impl JobReport {
     /// The job's report from every worker's, in any order.
+    /// With `restored`, the checkpoint's id and its counters (the output before its cut).
     pub fn new(
         workload: impl Into<String>,
         backend: impl Into<String>,
         mut reports: Vec<WorkerReport>,
+        restored: Option<(u64, Counters)>,
     ) -> Self {
         reports.sort_by_key(|r| r.worker);
         let events = reports.iter().map(|r| r.events).sum();
@@ -76,9 +81,20 @@ impl JobReport {
             } else {
                 0.0
             },
-            counters: merge_counters(&reports),
+            counters: match &restored {
+                None => merge_counters(&reports),
+                Some((_, before)) => {
+                    let after = merge_counters(&reports);
+                    let mut job = merge_counter_sets(&[before, &after]);
+                    if let Some(&w) = after.get("watermarks") {
+                        job.insert("watermarks".into(), w);
+                    }
+                    job
+                }
+            },
             worker_reports: reports,
             errors,
+            restored_from: restored.map(|(id, _)| id),
         }
     }
 }
@@ -87,20 +103,28 @@ impl JobReport {
 /// additive over disjoint sets of keys and combine as [`SetFingerprint::combine`] does;
 /// `watermarks` is what the source emitted, not how often each worker advanced.
 pub fn merge_counters(reports: &[WorkerReport]) -> Counters {
+    let parts: Vec<&Counters> = reports.iter().map(|r| &r.counters).collect();
+    let mut job = merge_counter_sets(&parts);
+    if let Some(w) = reports.iter().find_map(|r| r.source_watermarks) {
+        if job.contains_key("watermarks") {
+            job.insert("watermarks".into(), w);
+        }
+    }
+    job
+}
+
+/// Counters of disjoint parts of a job (workers, or the output before a checkpoint and
+/// after it) added up: counts add, fingerprints combine.
+pub fn merge_counter_sets(parts: &[&Counters]) -> Counters {
     let mut job = Counters::new();
-    for report in reports {
-        for (name, &value) in &report.counters {
+    for part in parts {
+        for (name, &value) in *part {
             let total = job.entry(name.clone()).or_insert(0);
             *total = if name.ends_with("_fingerprint") {
                 SetFingerprint::combine(*total, value)
             } else {
                 total.saturating_add(value)
             };
-        }
-    }
-    if let Some(w) = reports.iter().find_map(|r| r.source_watermarks) {
-        if job.contains_key("watermarks") {
-            job.insert("watermarks".into(), w);
         }
     }
     job
@@ -137,6 +161,7 @@ mod tests {
             "w",
             "memory",
             vec![report(1, &[4, 5], None), report(0, &[1, 2, 3], Some(9))],
+            None,
         );
         assert_eq!(job.counters["pairs"], 5);
         assert_eq!(
@@ -147,5 +172,19 @@ mod tests {
         assert_eq!(job.events, 5);
         assert_eq!(job.seconds, 2.0);
         assert_eq!(job.worker_reports[0].worker, 0);
+
+        // The output before a checkpoint plus the output after the restore.
+        let before = report(0, &[1, 2], None).counters;
+        let job = JobReport::new(
+            "w",
+            "memory",
+            vec![report(0, &[3], Some(9)), report(1, &[4, 5], None)],
+            Some((7, before)),
+        );
+        assert_eq!(
+            job.counters,
+            JobReport::new("w", "memory", vec![whole], None).counters
+        );
+        assert_eq!(job.restored_from, Some(7));
     }
 }

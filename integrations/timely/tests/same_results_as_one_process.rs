@@ -1,8 +1,11 @@
 //! A reference operator on 1, 2 and 4 timely workers in one process gives the results
 //! (counters, pair fingerprints) of the harness's single-process run on the same stream.
 
-use std::path::PathBuf;
+mod common;
+
 use std::sync::Arc;
+
+use common::repo;
 
 use statekit_backend::memory::MemoryBackend;
 use statekit_backend::InstanceConfig;
@@ -10,15 +13,6 @@ use statekit_bench::backends::{BackendKind, BackendSpec};
 use statekit_bench::profile::Profile;
 use statekit_bench::util::Counters;
 use statekit_timely::{run_worker, JobReport, JobSpec};
-
-/// A file of the repository, found at run time from the package directory cargo runs tests in.
-fn repo(relative: &str) -> PathBuf {
-    let package = std::env::var_os("CARGO_MANIFEST_DIR")
-        .map(PathBuf::from)
-        .or_else(|| std::env::current_dir().ok())
-        .unwrap_or_default();
-    package.join("../..").join(relative)
-}
 
 /// What the harness computes: the operator over the whole stream on one instance that owns
 /// every key group (`Operator::process`, then the end of input).
@@ -48,6 +42,9 @@ fn on_timely(profile: &Profile, kind: BackendKind, workers: usize) -> JobReport 
         work_dir: dir.path().to_path_buf(),
         memory_budget: None,
         direct_io: false,
+        checkpoints: None,
+        restore: None,
+        exit_after_checkpoints: None,
     });
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
         run_worker(worker, &job).unwrap()

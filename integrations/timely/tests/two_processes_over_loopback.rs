@@ -1,64 +1,38 @@
 //! The ad-click join on 2 processes x 2 workers talking over loopback TCP gives the same
 //! results as on one worker.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
-use statekit_timely::JobReport;
-
-fn repo(relative: &str) -> PathBuf {
-    let package = std::env::var_os("CARGO_MANIFEST_DIR")
-        .map(PathBuf::from)
-        .or_else(|| std::env::current_dir().ok())
-        .unwrap_or_default();
-    package.join("../..").join(relative)
-}
-
-/// A port nobody listens on now (the OS picks it; timely binds it a moment later).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn tool(out: &Path, timely: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_statekit-timely"));
-    cmd.arg(repo("profiles/ad-click-interval-join.toml"))
-        .args(["--scale", "quick", "--backend", "memory", "--out"])
-        .arg(out)
-        .arg("--")
-        .args(timely);
-    cmd
-}
-
-fn report(out: &Path) -> JobReport {
-    serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap()
-}
+use common::{report, tool, two_hosts};
 
 #[test]
 fn two_processes_of_two_workers_equal_one_worker() {
     let dir = tempfile::tempdir().unwrap();
     let single = dir.path().join("single");
-    let status = tool(&single, &["-w", "1"]).status().unwrap();
-    assert!(status.success());
+    assert!(tool("memory", &single, &[], &["-w", "1"])
+        .status()
+        .unwrap()
+        .success());
 
-    let hosts = dir.path().join("hosts.txt");
-    std::fs::write(
-        &hosts,
-        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
-    )
-    .unwrap();
+    let hosts = two_hosts(dir.path());
     let hosts = hosts.to_str().unwrap();
     let cluster = dir.path().join("cluster");
-    let mut second = tool(&cluster, &["-w", "2", "-n", "2", "-p", "1", "-h", hosts])
-        .spawn()
-        .unwrap();
-    let first = tool(&cluster, &["-w", "2", "-n", "2", "-p", "0", "-h", hosts])
-        .status()
-        .unwrap();
+    let mut second = tool(
+        "memory",
+        &cluster,
+        &[],
+        &["-w", "2", "-n", "2", "-p", "1", "-h", hosts],
+    )
+    .spawn()
+    .unwrap();
+    let first = tool(
+        "memory",
+        &cluster,
+        &[],
+        &["-w", "2", "-n", "2", "-p", "0", "-h", hosts],
+    )
+    .status()
+    .unwrap();
     assert!(first.success());
     assert!(second.wait().unwrap().success());
 

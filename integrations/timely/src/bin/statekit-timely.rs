@@ -3,7 +3,9 @@
 //!
 //! ```text
 //! statekit-timely PROFILE [--scale quick] [--input EVENTS.csv] [--backend memory]
-//!     [--config FILE] [--memory-budget 256MiB] [--out DIR] [-- TIMELY OPTIONS]
+//!     [--config FILE] [--memory-budget 256MiB] [--out DIR]
+//!     [--checkpoint-interval 2m] [--checkpoint-dir DIR] [--restore latest|job-K]
+//!     [-- TIMELY OPTIONS]
 //! ```
 //! Timely's options after `--`: `-w N` worker threads per process, `-n N` processes, `-p I`
 //! this process's index, `-h FILE` the host file (one `host:port` per process).
@@ -16,7 +18,7 @@ use clap::Parser;
 use statekit_backend::{Error, ErrorKind, Result};
 use statekit_bench::backends::{BackendKind, BackendSpec};
 use statekit_bench::profile::Profile;
-use statekit_timely::{run_worker, JobReport, JobSpec};
+use statekit_timely::{run_worker, CheckpointDir, CheckpointSpec, JobReport, JobSpec};
 
 // jemalloc, as the statekit tool: the allocator RocksDB is built against.
 #[global_allocator]
@@ -48,6 +50,22 @@ struct Cli {
     /// Output directory: `results.json` (written by process 0) and the workers' files.
     #[arg(long, default_value = "statekit-timely-results")]
     out: PathBuf,
+    /// Checkpoint every this much event time (like 2m): every worker's state and the
+    /// source's offset at a consistent cut.
+    #[arg(long, value_parser = statekit_bench::util::parse_duration)]
+    checkpoint_interval: Option<std::time::Duration>,
+    /// Where checkpoints go and restores read from (default OUT/checkpoints); with several
+    /// machines, a shared file system.
+    #[arg(long)]
+    checkpoint_dir: Option<PathBuf>,
+    /// Start from a complete checkpoint of the checkpoint directory: `latest`, or `job-K`
+    /// for checkpoint K. Any number of workers and processes may restore it.
+    #[arg(long)]
+    restore: Option<String>,
+    /// Fault injection (tests): the process of worker 0 exits at once, without cleaning up,
+    /// after completing N checkpoints; the other processes go down with it.
+    #[arg(long, value_name = "N")]
+    exit_after_checkpoints: Option<u64>,
     /// Timely's options: -w workers per process, -n processes, -p process index, -h hosts.
     #[arg(last = true)]
     timely: Vec<String>,
@@ -72,6 +90,25 @@ fn run(cli: Cli) -> Result<()> {
             cli.backend
         ))
     })?;
+    let checkpoint_dir = cli
+        .checkpoint_dir
+        .clone()
+        .unwrap_or_else(|| cli.out.join("checkpoints"));
+    let restore = match cli.restore.as_deref() {
+        None => None,
+        Some("latest") => Some(Arc::new(CheckpointDir::load(&checkpoint_dir)?)),
+        Some(name) => Some(Arc::new(CheckpointDir::load(&checkpoint_dir.join(name))?)),
+    };
+    let interval = match cli.checkpoint_interval {
+        Some(d) if d.as_millis() == 0 => {
+            return Err(Error::invalid("--checkpoint-interval must be positive"));
+        }
+        d => d.map(|d| d.as_millis().min(i64::MAX as u128) as i64),
+    };
+    let checkpoints = (interval.is_some() || restore.is_some()).then(|| CheckpointSpec {
+        dir: checkpoint_dir,
+        interval,
+    });
     let job = Arc::new(JobSpec {
         profile,
         scale,
@@ -84,6 +121,9 @@ fn run(cli: Cli) -> Result<()> {
         work_dir: cli.out.join("work"),
         memory_budget: cli.memory_budget,
         direct_io: cli.memory_budget.is_some(),
+        checkpoints,
+        restore,
+        exit_after_checkpoints: cli.exit_after_checkpoints,
     });
     std::fs::create_dir_all(&cli.out).map_err(|e| Error::io(cli.out.display(), e))?;
     let worker_job = Arc::clone(&job);
