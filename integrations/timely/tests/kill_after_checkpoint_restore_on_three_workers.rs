@@ -5,6 +5,8 @@
 //! uninterrupted run's: the same pairs, none lost or duplicated (the pair fingerprint is a
 //! sum over pairs, so a pair counted twice or missed changes it).
 
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
+
 mod common;
 
 use common::{report, tool, two_hosts};

@@ -1,6 +1,8 @@
 //! A reference operator on 1, 2 and 4 timely workers in one process gives the results
 //! (counters, pair fingerprints) of the harness's single-process run on the same stream.
 
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
+
 mod common;
 
 use std::sync::Arc;

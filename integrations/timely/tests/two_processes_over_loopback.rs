@@ -1,6 +1,8 @@
 //! The ad-click join on 2 processes x 2 workers talking over loopback TCP gives the same
 //! results as on one worker.
 
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
+
 mod common;
 
 use common::{report, tool, two_hosts};

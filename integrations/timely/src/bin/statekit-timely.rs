@@ -105,7 +105,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         d => d.map(|d| d.as_millis().min(i64::MAX as u128) as i64),
     };
-    let checkpoints = (interval.is_some() || restore.is_some()).then(|| CheckpointSpec {
+    let checkpoints = (interval.is_some() || restore.is_some()).then_some(CheckpointSpec {
         dir: checkpoint_dir,
         interval,
     });

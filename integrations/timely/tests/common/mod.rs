@@ -1,6 +1,6 @@
 //! What the scenario tests share: the repository's files and the tool's runs.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
