@@ -103,3 +103,12 @@ fn feature_concat_on_1_2_and_4_workers_equals_one_process() {
         &[(BackendKind::Memory, &[1, 2, 4])],
     );
 }
+
+#[test]
+fn sliding_window_on_2_workers_equals_one_process() {
+    check(
+        "profiles/sliding-window-demand.toml",
+        "windows_emitted",
+        &[(BackendKind::Memory, &[2])],
+    );
+}
