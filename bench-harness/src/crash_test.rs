@@ -21,7 +21,6 @@
 //! increasing across restarts, as an engine's do.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -476,7 +475,7 @@ fn prepare_run(dir: &Path, job: &CrashJob) -> Result<()> {
         fs::remove_dir_all(dir).map_err(|e| Error::io(dir.display(), e))?;
     }
     create_dir(dir)?;
-    write_durably(&dir.join("job.json"), job)
+    crate::util::write_json_durably(&dir.join("job.json"), job)
 }
 
 /// One worker: restore the last confirmed checkpoint, run to the end of the input (or until
@@ -534,7 +533,7 @@ pub fn run_worker(dir: &Path, incarnation: u64) -> Result<()> {
             phase.set(Phase::Recording);
             // The engine's record first: once it is durable, the checkpoint counts, and only
             // then may the backend retire older ones.
-            write_durably(
+            crate::util::write_json_durably(
                 &confirmed_path,
                 &Confirmed {
                     handle,
@@ -550,7 +549,7 @@ pub fn run_worker(dir: &Path, incarnation: u64) -> Result<()> {
     phase.set(Phase::Finishing);
     let state = state_fingerprint(backend.as_ref())?;
     operator.finish(backend.as_mut())?;
-    write_durably(
+    crate::util::write_json_durably(
         &dir.join("outcome.json"),
         &Outcome {
             counters: operator.counters(),
@@ -611,27 +610,4 @@ fn create_dir(dir: &Path) -> Result<()> {
 
 fn absolute(path: &Path) -> Result<PathBuf> {
     std::path::absolute(path).map_err(|e| Error::io(path.display(), e))
-}
-
-/// Writes JSON to a temporary file, fsyncs it, renames it over `path` and fsyncs the
-/// directory: a kill at any moment leaves the old record or the new one, whole.
-fn write_durably(path: &Path, value: &impl Serialize) -> Result<()> {
-    let bytes = serde_json::to_vec_pretty(value).map_err(|e| {
-        Error::new(
-            ErrorKind::Internal,
-            format!("encoding {}: {e}", path.display()),
-        )
-    })?;
-    let tmp = path.with_extension("json.tmp");
-    let mut file = fs::File::create(&tmp).map_err(|e| Error::io(tmp.display(), e))?;
-    file.write_all(&bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| Error::io(tmp.display(), e))?;
-    fs::rename(&tmp, path).map_err(|e| Error::io(path.display(), e))?;
-    if let Some(dir) = path.parent() {
-        fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| Error::io(dir.display(), e))?;
-    }
-    Ok(())
 }

@@ -82,6 +82,32 @@ pub fn mix64(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
+/// Writes JSON to a temporary file, fsyncs it, renames it over `path` and fsyncs the
+/// directory: a kill at any moment leaves the old record or the new one, whole.
+///
+/// # Errors
+/// I/O errors naming the file.
+pub fn write_json_durably(path: &std::path::Path, value: &impl serde::Serialize) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(|e| {
+        Error::new(
+            statekit_backend::ErrorKind::Internal,
+            format!("encoding {}: {e}", path.display()),
+        )
+    })?;
+    let tmp = path.with_extension("json.tmp");
+    let mut file = std::fs::File::create(&tmp).map_err(|e| Error::io(tmp.display(), e))?;
+    std::io::Write::write_all(&mut file, &bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Error::io(tmp.display(), e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path.display(), e))?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io(dir.display(), e))?;
+    }
+    Ok(())
+}
+
 /// An order-independent fingerprint of a set of items: equal sets give equal fingerprints on
 /// every backend, whatever order the operator emitted them in. It is the wrapping sum of the
 /// items' 64-bit hashes, so it is also additive: the fingerprints of disjoint parts of a set

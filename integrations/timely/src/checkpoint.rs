@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use statekit_backend::{CheckpointHandle, Error, ErrorKind, Result};
-use statekit_bench::util::Counters;
+use statekit_bench::util::{write_json_durably, Counters};
 use statekit_bench::watermark::WatermarkGenerator;
 
 const COMPLETE: &str = "COMPLETE";
@@ -182,21 +182,13 @@ impl CheckpointDir {
     }
 }
 
-/// Writes `value` as JSON to `path` through a temporary file and a rename, so a reader sees
-/// all of it or nothing.
+/// Writes `value` as JSON to `path`, durably and atomically (a crash leaves all of it or
+/// none), creating the checkpoint's directory first.
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display(), e))?;
     }
-    let text = serde_json::to_vec_pretty(value).map_err(|e| {
-        Error::new(
-            ErrorKind::Internal,
-            format!("encoding {}: {e}", path.display()),
-        )
-    })?;
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).map_err(|e| Error::io(tmp.display(), e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path.display(), e))
+    write_json_durably(path, value)
 }
 
 fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
