@@ -167,8 +167,9 @@ pub fn open_backend(spec: &BackendSpec, options: OpenOptions<'_>) -> Result<Box<
 #[cfg(any(not(feature = "rocksdb"), not(feature = "remote")))]
 fn not_built(feature: &str) -> Error {
     Error::invalid(format!(
-        "this statekit was built without the '{feature}' backend; rebuild with \
-         `cargo build --release -p statekit-bench --features {feature}`"
+        "this build of statekit lacks the '{feature}' backend; rebuild with `--features \
+         {feature}` (the statekit tool: `cargo build --release -p statekit-cli --features \
+         {feature}`; statekit-timely: `-p statekit-timely --features {feature}`)"
     ))
 }
 
