@@ -11,7 +11,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use statekit_backend::checkpoint::handles_for_range;
 use statekit_backend::{
-    CheckpointHandle, Error, InstanceConfig, LocalDirStorage, Result, StateBackend,
+    CheckpointHandle, Error, InstanceConfig, KeyGroupRange, LocalDirStorage, Result, StateBackend,
 };
 use statekit_bench::backends::{open_backend, BackendSpec, OpenOptions};
 use statekit_bench::event::{Event, EventFileReader};
@@ -114,49 +114,38 @@ fn grid(time: i64, interval: i64) -> i64 {
 /// job's report on worker 0, `None` on the others.
 ///
 /// # Errors
-/// Opening the worker's backend, restoring it, or opening the input; a worker's processing
-/// error is in its report.
+/// A job the workers cannot share (more workers than key groups, a restore without its
+/// checkpoint directory) or an input that cannot be opened; a worker's error in opening,
+/// restoring or processing is in its report, and the job still ends.
 pub fn run_worker(worker: &mut Worker, job: &JobSpec) -> Result<Option<JobReport>> {
     let index = worker.index();
     let peers = worker.peers();
     let routing = Routing::new(job.profile.max_parallelism, peers)?;
     let key_groups = routing.key_groups(index)?;
-    let work_dir = job.work_dir.join(format!("worker-{index}"));
-    std::fs::create_dir_all(&work_dir).map_err(|e| Error::io(work_dir.display(), e))?;
-    let mut instance =
-        InstanceConfig::single(job.profile.max_parallelism)?.with_key_groups(key_groups);
     if job.restore.is_some() && job.checkpoints.is_none() {
         return Err(Error::invalid(
             "a restore needs the checkpoint directory it reads the snapshots from".to_string(),
         ));
     }
-    if let Some(root) = job.checkpoints.as_ref().map(|c| &c.dir) {
-        std::fs::create_dir_all(root).map_err(|e| Error::io(root.display(), e))?;
-        instance = instance.with_checkpoint_storage(Arc::new(LocalDirStorage::new(root)?));
-    }
-    let mut backend = open_backend(
-        &job.backend,
-        OpenOptions {
-            instance,
-            work_dir: &work_dir,
-            memory_budget: job.memory_budget,
-            direct_io: job.direct_io,
-        },
-    )?;
-    let operator = job.profile.operator(&mut *backend, false)?;
-    let mut base = None;
-    if let Some(restored) = &job.restore {
-        let handles = restored.handles();
-        let mine: Vec<CheckpointHandle> = handles_for_range(&handles, key_groups)?
-            .into_iter()
-            .cloned()
-            .collect();
-        backend.restore(&mine)?;
-        // The output before the cut counts once: worker 0's parts and report carry it.
-        if index == 0 {
-            base = Some(restored.counters());
+    // Every worker must take part in the dataflow even when its backend cannot be opened or
+    // restored, or the others would wait for it forever: such a worker runs on a backend
+    // that stores nothing, drops its input and reports the error.
+    let (backend, operator, error) = match open_worker(job, index, key_groups) {
+        Ok((backend, operator)) => (backend, operator, None),
+        Err(e) => {
+            let mut null: Box<dyn StateBackend> = Box::new(NullBackend::new(
+                InstanceConfig::single(job.profile.max_parallelism)?.with_key_groups(key_groups),
+            ));
+            let operator = job.profile.operator(&mut *null, false)?;
+            (null, operator, Some(e))
         }
-    }
+    };
+    // The output before a restored cut counts once: worker 0's parts and report carry it.
+    let base = job
+        .restore
+        .as_ref()
+        .filter(|_| index == 0)
+        .map(|r| r.counters());
     let keyed = KeyedOperator {
         index,
         key_groups: key_groups.to_string(),
@@ -165,7 +154,7 @@ pub fn run_worker(worker: &mut Worker, job: &JobSpec) -> Result<Option<JobReport
         applied: i64::MIN,
         events: 0,
         start: Instant::now(),
-        error: None,
+        error,
         checkpoints: job.checkpoints.as_ref().and_then(|c| {
             Some(WorkerCheckpoints {
                 dir: CheckpointDir::new(&c.dir),
@@ -231,6 +220,50 @@ pub fn run_worker(worker: &mut Worker, job: &JobSpec) -> Result<Option<JobReport
             .as_ref()
             .map(|r| (r.checkpoint_id, r.counters())),
     )))
+}
+
+/// Opens worker `index`'s backend for its key groups (restored from the job's checkpoint if
+/// it has one) and the profile's operator on it.
+fn open_worker(
+    job: &JobSpec,
+    index: usize,
+    key_groups: KeyGroupRange,
+) -> Result<(Box<dyn StateBackend>, Box<dyn Operator>)> {
+    let work_dir = job.work_dir.join(format!("worker-{index}"));
+    std::fs::create_dir_all(&work_dir).map_err(|e| Error::io(work_dir.display(), e))?;
+    let mut instance =
+        InstanceConfig::single(job.profile.max_parallelism)?.with_key_groups(key_groups);
+    if let Some(root) = job.checkpoints.as_ref().map(|c| &c.dir) {
+        std::fs::create_dir_all(root).map_err(|e| Error::io(root.display(), e))?;
+        instance = instance.with_checkpoint_storage(Arc::new(LocalDirStorage::new(root)?));
+    }
+    let mut backend = open_backend(
+        &job.backend,
+        OpenOptions {
+            instance,
+            work_dir: &work_dir,
+            memory_budget: job.memory_budget,
+            direct_io: job.direct_io,
+        },
+    )?;
+    let operator = job.profile.operator(&mut *backend, false)?;
+    if let Some(restored) = &job.restore {
+        let handles = restored.handles();
+        let mine: Vec<CheckpointHandle> = handles_for_range(&handles, key_groups)?
+            .into_iter()
+            .cloned()
+            .collect();
+        backend.restore(&mine).map_err(|e| {
+            Error::new(
+                e.kind(),
+                format!(
+                    "restoring key groups {key_groups} from checkpoint {}: {e}",
+                    restored.checkpoint_id
+                ),
+            )
+        })?;
+    }
+    Ok((backend, operator))
 }
 
 /// Reads the input into the dataflow, from the restored checkpoint's offset if there is
