@@ -128,7 +128,7 @@ fn run(cli: Cli) -> Result<()> {
     std::fs::create_dir_all(&cli.out).map_err(|e| Error::io(cli.out.display(), e))?;
     let worker_job = Arc::clone(&job);
     let guards = timely::execute_from_args(cli.timely.into_iter(), move |worker| {
-        run_worker(worker, &worker_job).map_err(|e| e.to_string())
+        run_worker(worker, &worker_job)
     })
     .map_err(|e| Error::invalid(format!("timely options: {e}")))?;
     let mut report: Option<JobReport> = None;
@@ -136,7 +136,8 @@ fn run(cli: Cli) -> Result<()> {
         match result {
             Ok(Ok(Some(r))) => report = Some(r),
             Ok(Ok(None)) => {}
-            Ok(Err(e)) => return Err(internal(format!("a worker failed: {e}"))),
+            // The worker's own error, with its kind: it names what failed.
+            Ok(Err(e)) => return Err(e),
             Err(e) => return Err(internal(format!("a worker panicked: {e}"))),
         }
     }
