@@ -75,8 +75,12 @@ fn create_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display(), e))
 }
 
-/// The source of a run's events, read ahead on a thread of its own.
-fn events(
+/// The source of a run's events, read ahead on a thread of its own: the event file `input`
+/// if given, else the profile's generator at `scale`.
+///
+/// # Errors
+/// A file that cannot be opened; parameters the generator cannot use.
+pub fn events(
     profile: &Profile,
     scale: &crate::workloads::ScaleSpec,
     input: Option<&Path>,

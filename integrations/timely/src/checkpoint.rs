@@ -74,6 +74,52 @@ impl Completed {
     }
 }
 
+/// Which cuts a sequence of watermarks passes: cut `k` is event time `k * interval`. The
+/// source and every worker run one over the same watermarks (the source's as it emits them,
+/// a worker's as its frontier shows them), so they agree on which checkpoints are taken.
+#[derive(Debug, Clone)]
+pub struct CutGrid {
+    interval: i64,
+    /// The index of the last cut passed; `None` until the first watermark, which only starts
+    /// the grid (the ones before it were never a job's state).
+    last: Option<i64>,
+}
+
+impl CutGrid {
+    /// Cuts every `interval` ms of event time (positive).
+    pub fn new(interval: i64) -> Self {
+        CutGrid {
+            interval: interval.max(1),
+            last: None,
+        }
+    }
+
+    /// Continues after the restored checkpoint `checkpoint_id`.
+    pub fn resume(&mut self, checkpoint_id: u64) {
+        self.last = Some(checkpoint_id as i64);
+    }
+
+    /// The checkpoint (its id and cut time) that watermark `watermark` passes, if any: the
+    /// latest when it passes several.
+    pub fn passed(&mut self, watermark: i64) -> Option<(u64, i64)> {
+        if watermark == i64::MIN {
+            return None;
+        }
+        let index = watermark.div_euclid(self.interval);
+        match self.last {
+            None => {
+                self.last = Some(index);
+                None
+            }
+            Some(last) if index > last && index > 0 => {
+                self.last = Some(index);
+                Some((index as u64, index.saturating_mul(self.interval)))
+            }
+            Some(_) => None,
+        }
+    }
+}
+
 /// The checkpoint directory of a job.
 #[derive(Debug, Clone)]
 pub struct CheckpointDir {
@@ -240,6 +286,28 @@ mod tests {
         assert_eq!(loaded.counters()["pairs"], 7);
         assert_eq!(loaded.handles().len(), 2);
         assert_eq!(loaded.source.offset, 10);
+    }
+
+    #[test]
+    fn the_grid_starts_at_the_first_watermark_and_takes_the_latest_cut_passed() {
+        let mut grid = CutGrid::new(100);
+        assert_eq!(grid.passed(i64::MIN), None);
+        assert_eq!(
+            grid.passed(250),
+            None,
+            "the first watermark starts the grid"
+        );
+        assert_eq!(grid.passed(299), None);
+        assert_eq!(grid.passed(300), Some((3, 300)));
+        assert_eq!(
+            grid.passed(720),
+            Some((7, 700)),
+            "one checkpoint for several cuts"
+        );
+        let mut resumed = CutGrid::new(100);
+        resumed.resume(7);
+        assert_eq!(resumed.passed(750), None);
+        assert_eq!(resumed.passed(800), Some((8, 800)));
     }
 
     #[test]

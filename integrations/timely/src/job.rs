@@ -14,10 +14,9 @@ use statekit_backend::{
     CheckpointHandle, Error, InstanceConfig, KeyGroupRange, LocalDirStorage, Result, StateBackend,
 };
 use statekit_bench::backends::{open_backend, BackendSpec, OpenOptions};
-use statekit_bench::event::{Event, EventFileReader};
+use statekit_bench::event::Event;
 use statekit_bench::null_backend::NullBackend;
 use statekit_bench::profile::Profile;
-use statekit_bench::read_ahead::ReadAhead;
 use statekit_bench::util::Counters;
 use statekit_bench::watermark::WatermarkGenerator;
 use statekit_bench::workloads::{Operator, ScaleSpec};
@@ -28,7 +27,7 @@ use timely::dataflow::operators::{Input, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle};
 use timely::worker::Worker;
 
-use crate::checkpoint::{CheckpointDir, Completed, SourcePart, WorkerPart};
+use crate::checkpoint::{CheckpointDir, Completed, CutGrid, SourcePart, WorkerPart};
 use crate::report::{merge_counter_sets, JobReport, WorkerReport};
 use crate::routing::Routing;
 
@@ -100,11 +99,6 @@ enum Note {
     Report(WorkerReport),
 }
 
-/// The checkpoint grid: checkpoint `k` cuts at event time `k * interval`.
-fn grid(time: i64, interval: i64) -> i64 {
-    time.div_euclid(interval)
-}
-
 /// Runs the job on `worker`, one of the job's workers (threads of this process and of the
 /// others, timely's `-w`/`-n`/`-p`/`-h`). Worker 0 reads the input, stamps each event with
 /// the watermark current at its arrival (the time of its timely epoch) and sends it to the
@@ -156,10 +150,13 @@ pub fn run_worker(worker: &mut Worker, job: &JobSpec) -> Result<Option<JobReport
         start: Instant::now(),
         error,
         checkpoints: job.checkpoints.as_ref().and_then(|c| {
+            let mut grid = CutGrid::new(c.interval?);
+            if let Some(r) = &job.restore {
+                grid.resume(r.checkpoint_id);
+            }
             Some(WorkerCheckpoints {
                 dir: CheckpointDir::new(&c.dir),
-                interval: c.interval?,
-                last: job.restore.as_ref().map(|r| r.checkpoint_id as i64),
+                grid,
                 unconfirmed: Vec::new(),
                 base: base.clone(),
             })
@@ -277,25 +274,24 @@ fn feed(
     job: &JobSpec,
     routing: Routing,
 ) -> Result<u64> {
-    let (mut watermarks, skip, mut emitted, mut last_cut) = match &job.restore {
+    let (mut watermarks, skip, mut emitted) = match &job.restore {
         Some(r) => (
             r.source.watermarks.clone(),
             r.source.offset,
             r.source.emitted,
-            Some(r.checkpoint_id as i64),
         ),
-        None => (watermark_generator(&job.profile)?, 0, 0, None),
+        None => (watermark_generator(&job.profile)?, 0, 0),
     };
     // Events after a restored cut are stamped with its watermark or later.
     input.advance_to(watermarks.current());
-    let cuts = job
-        .checkpoints
-        .as_ref()
-        .and_then(|c| Some((CheckpointDir::new(&c.dir), c.interval?)));
-    let events = match &job.input {
-        Some(path) => ReadAhead::spawn(EventFileReader::open(path)?)?,
-        None => ReadAhead::spawn(job.profile.generator(&job.scale)?.map(Ok))?,
-    };
+    let mut cuts = job.checkpoints.as_ref().and_then(|c| {
+        let mut grid = CutGrid::new(c.interval?);
+        if let Some(r) = &job.restore {
+            grid.resume(r.checkpoint_id);
+        }
+        Some((CheckpointDir::new(&c.dir), grid))
+    });
+    let events = statekit_bench::runner::events(&job.profile, &job.scale, job.input.as_deref())?;
     let mut recent: VecDeque<i64> = VecDeque::new();
     let mut read = 0u64;
     for event in events {
@@ -315,23 +311,16 @@ fn feed(
             continue;
         };
         emitted += 1;
-        if let Some((dir, interval)) = &cuts {
-            let g = grid(wm, *interval);
-            match last_cut {
-                // The first watermark only starts the grid.
-                None => last_cut = Some(g),
-                Some(last) if g > last && g > 0 => {
-                    // Every event read so far is before the cut; the ones after it will be
-                    // stamped with `wm` or later.
-                    dir.write_source(&SourcePart {
-                        checkpoint_id: g as u64,
-                        offset: read,
-                        watermarks: watermarks.clone(),
-                        emitted,
-                    })?;
-                    last_cut = Some(g);
-                }
-                Some(_) => {}
+        if let Some((dir, grid)) = cuts.as_mut() {
+            if let Some((checkpoint_id, _)) = grid.passed(wm) {
+                // Every event read so far is before the cut; the ones after it will be
+                // stamped with `wm` or later.
+                dir.write_source(&SourcePart {
+                    checkpoint_id,
+                    offset: read,
+                    watermarks: watermarks.clone(),
+                    emitted,
+                })?;
             }
         }
         input.advance_to(wm);
@@ -390,9 +379,8 @@ impl Completer {
 /// A worker's side of checkpoints.
 struct WorkerCheckpoints {
     dir: CheckpointDir,
-    interval: i64,
-    /// The grid index of the last cut (taken or restored); `None` until the first frontier.
-    last: Option<i64>,
+    /// Which cuts the frontier has passed.
+    grid: CutGrid,
     /// Checkpoints taken and not yet seen complete.
     unconfirmed: Vec<u64>,
     /// On worker 0 of a restored job: the output before the restored cut.
@@ -486,22 +474,7 @@ impl KeyedOperator {
 
     /// The checkpoint whose cut the frontier `next` has passed, if any: the latest of them.
     fn cut_passed(&mut self, next: i64) -> Option<(u64, i64)> {
-        let c = self.checkpoints.as_mut()?;
-        if next == i64::MIN {
-            return None;
-        }
-        let g = grid(next, c.interval);
-        match c.last {
-            None => {
-                c.last = Some(g);
-                None
-            }
-            Some(last) if g > last && g > 0 => {
-                c.last = Some(g);
-                Some((g as u64, g.saturating_mul(c.interval)))
-            }
-            Some(_) => None,
-        }
+        self.checkpoints.as_mut()?.grid.passed(next)
     }
 
     /// Takes this worker's part of checkpoint `id`.

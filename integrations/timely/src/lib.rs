@@ -18,7 +18,7 @@ mod job;
 mod report;
 mod routing;
 
-pub use checkpoint::{CheckpointDir, Completed, SourcePart, WorkerPart};
+pub use checkpoint::{CheckpointDir, Completed, CutGrid, SourcePart, WorkerPart};
 pub use job::{run_worker, CheckpointSpec, JobSpec, Routed, EXIT_AFTER_CHECKPOINT};
 pub use report::{merge_counter_sets, merge_counters, JobReport, WorkerReport};
 pub use routing::{event_key, Routing};
