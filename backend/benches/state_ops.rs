@@ -2,7 +2,8 @@
 //! in-memory backend and (with feature `rocksdb`) the RocksDB backend; and the memory
 //! backend on a million keys with one small map each (ad-click's users), where every lookup
 //! misses the CPU caches and the cost of reaching a key shows; and its timer queue with a
-//! million pending timers (the join's cleanup timers), registered and popped in step.
+//! million pending timers (the join's cleanup timers), registered and popped in step; and
+//! per backend, timers registered per event and popped per watermark.
 //!
 //! `cargo bench --release -p statekit-backend --features rocksdb --bench state_ops`
 // criterion_group! generates undocumented functions.
@@ -143,6 +144,32 @@ fn bench(c: &mut Criterion) {
                 black_box(n)
             })
         });
+        // The join's cleanup timers as an operator makes them: one registration per event
+        // (a random user, a window ahead), the due ones popped at each watermark, here every
+        // 256 events (ad-click: 400 displays per 200 ms watermark).
+        const PENDING: i64 = 100_000;
+        let queue = backend
+            .register_state(&StateDescriptor::new("cleanup", StateKind::Timers))
+            .expect("register");
+        for t in 0..PENDING {
+            backend
+                .register_timer(queue, &timer(keys.next(), t))
+                .expect("timer");
+        }
+        let mut now = 0i64;
+        group.bench_function(
+            BenchmarkId::new("timer_per_event_pop_per_watermark", name),
+            |bench| {
+                bench.iter(|| {
+                    let t = timer(keys.next(), now + PENDING);
+                    backend.register_timer(queue, &t).expect("timer");
+                    now += 1;
+                    if now % 256 == 0 {
+                        black_box(backend.pop_due_timers(queue, now, usize::MAX).expect("pop"));
+                    }
+                })
+            },
+        );
         group.finish();
     }
 }

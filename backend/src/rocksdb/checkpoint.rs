@@ -173,6 +173,7 @@ impl RocksDbBackend {
     }
 
     pub(super) fn flush_all(&self) -> Result<()> {
+        self.write_pending_timers()?;
         let mut fo = FlushOptions::default();
         fo.set_wait(true);
         let cfs = self
@@ -416,6 +417,7 @@ impl RocksDbBackend {
         self.open = open;
         self.cf_names = states.iter().map(|d| cf_name(&d.name)).collect();
         self.timer_floor = vec![None; states.len()];
+        self.pending_timers.get_mut().clear();
         self.states = states;
         self.generation = generation;
         self.uid = random_id();

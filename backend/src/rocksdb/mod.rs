@@ -21,10 +21,12 @@
 mod apply;
 mod checkpoint;
 mod keys;
+mod pending_timers;
 mod resources;
 mod stats;
 mod ttl;
 
+use std::cell::RefCell;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -57,6 +59,7 @@ use keys::{
     split_expiry, timer_due_upper, timer_group_bounds, timer_group_key, timer_time_key,
     with_expiry, TIMER_BY_GROUP, TIMER_BY_TIME,
 };
+use pending_timers::PendingTimers;
 use ttl::{ttl_merge, SweepCursor, TtlClock, TtlFilterFactory};
 
 /// Everything a RocksDB backend instance needs beyond [`InstanceConfig`].
@@ -166,6 +169,8 @@ pub struct RocksDbBackend {
     /// Per timer queue, a key at or below every firing-order key of the queue: pops seek
     /// from there instead of over the tombstones of popped timers.
     timer_floor: Vec<Option<Vec<u8>>>,
+    /// Timer registrations not yet written (without a WAL only): see `pending_timers.rs`.
+    pending_timers: RefCell<PendingTimers>,
     ttl_clock: TtlClock,
     sweep: SweepCursor,
     generation: u64,
@@ -331,6 +336,7 @@ impl RocksDbBackend {
             write_opts,
             checkpoints: CheckpointLog::default(),
             timer_floor: Vec::new(),
+            pending_timers: RefCell::default(),
             ttl_clock,
             sweep: SweepCursor::default(),
             generation: 0,
@@ -527,6 +533,21 @@ impl RocksDbBackend {
             }
         }
         batch.delete_range_cf(cf, lo, hi);
+        Ok(())
+    }
+
+    /// Writes the held timer registrations in one batch; they stay held if the write fails.
+    fn write_pending_timers(&self) -> Result<()> {
+        let mut pending = self.pending_timers.borrow_mut();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let mut batch = ::rocksdb::WriteBatch::default();
+        for (queue, key) in pending.in_write_order() {
+            batch.put_cf(self.cf(StateId::from_index(queue as u32))?, key, b"");
+        }
+        self.write_batch(batch)?;
+        pending.clear();
         Ok(())
     }
 
@@ -841,15 +862,25 @@ impl StateWrite for RocksDbBackend {
 impl TimerStore for RocksDbBackend {
     fn register_timer(&mut self, queue: StateId, timer: &Timer) -> Result<()> {
         self.check_timer(queue, timer)?;
-        let cf = self.cf(queue)?;
         let time_key = timer_time_key(timer);
-        let mut batch = ::rocksdb::WriteBatch::default();
-        batch.put_cf(cf, &time_key, b"");
-        batch.put_cf(cf, timer_group_key(timer), b"");
-        self.write_batch(batch)?;
         let floor = &mut self.timer_floor[queue.index()];
         if floor.as_ref().is_some_and(|f| time_key < *f) {
-            *floor = Some(time_key);
+            *floor = Some(time_key.clone());
+        }
+        if self.settings.wal {
+            // With a WAL every write is logged as it is made: nothing is held back.
+            let cf = self.cf(queue)?;
+            let mut batch = ::rocksdb::WriteBatch::default();
+            batch.put_cf(cf, &time_key, b"");
+            batch.put_cf(cf, timer_group_key(timer), b"");
+            return self.write_batch(batch);
+        }
+        let full =
+            self.pending_timers
+                .get_mut()
+                .add(queue.index(), time_key, timer_group_key(timer));
+        if full {
+            self.write_pending_timers()?;
         }
         Ok(())
     }
@@ -857,10 +888,15 @@ impl TimerStore for RocksDbBackend {
     fn delete_timer(&mut self, queue: StateId, timer: &Timer) -> Result<()> {
         self.check_timer(queue, timer)?;
         let cf = self.cf(queue)?;
+        let time_key = timer_time_key(timer);
         let mut batch = ::rocksdb::WriteBatch::default();
-        batch.delete_cf(cf, timer_time_key(timer));
+        batch.delete_cf(cf, &time_key);
         batch.delete_cf(cf, timer_group_key(timer));
-        self.write_batch(batch)
+        self.write_batch(batch)?;
+        self.pending_timers
+            .get_mut()
+            .remove(queue.index(), time_key);
+        Ok(())
     }
 
     fn pop_due_timers(
@@ -873,6 +909,7 @@ impl TimerStore for RocksDbBackend {
         if limit == 0 {
             return Ok(Vec::new());
         }
+        self.write_pending_timers()?;
         let cf = self.cf(queue)?;
         let lower = self.timer_floor[queue.index()]
             .clone()
@@ -903,6 +940,7 @@ impl TimerStore for RocksDbBackend {
 
     fn next_timer(&self, queue: StateId) -> Result<Option<i64>> {
         self.check_queue(queue)?;
+        self.write_pending_timers()?;
         let lower = self.timer_floor[queue.index()]
             .clone()
             .unwrap_or_else(|| vec![TIMER_BY_TIME]);
@@ -921,6 +959,7 @@ impl TimerStore for RocksDbBackend {
         visitor: &mut dyn FnMut(&Timer) -> Result<Visit>,
     ) -> Result<()> {
         self.check_queue(queue)?;
+        self.write_pending_timers()?;
         let Some(range) = key_groups.intersect(&self.config.key_groups) else {
             return Ok(());
         };
