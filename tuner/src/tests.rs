@@ -121,12 +121,16 @@ fn more_point_lookups_bring_filters_and_more_misses_more_bits() {
     let mut no_reads = state("s");
     no_reads.rates.gets = 0.0;
     let t = tune(&shape(vec![no_reads]), &machine(256 * MIB));
-    assert_eq!(table_of(&t, "s").bloom_filter_bits_per_key, None);
+    // Without point reads, only the scope filters of scans: the default bits, no whole keys.
+    assert_eq!(cf_of(&t, "s").scope_prefix_filter, Some(true));
+    assert_eq!(table_of(&t, "s").bloom_filter_bits_per_key, Some(10.0));
+    assert_eq!(table_of(&t, "s").whole_key_filtering, Some(false));
     let mut few_misses = state("s");
     few_misses.get_miss_ratio = 0.01;
     let t = tune(&shape(vec![few_misses]), &machine(256 * MIB));
     let few = table_of(&t, "s").bloom_filter_bits_per_key.unwrap();
     assert_eq!(cf_of(&t, "s").optimize_filters_for_hits, Some(true));
+    assert_eq!(table_of(&t, "s").whole_key_filtering, Some(true));
     let mut many_misses = state("s");
     many_misses.get_miss_ratio = 0.9;
     let t = tune(&shape(vec![many_misses]), &machine(256 * MIB));

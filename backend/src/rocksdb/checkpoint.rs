@@ -610,6 +610,7 @@ fn clip(db: &DB, states: &[StateDescriptor], owned: KeyGroupRange) -> Result<()>
             };
             let (glo, ghi) = timer_group_bounds(all);
             let mut ro = ::rocksdb::ReadOptions::default();
+            ro.set_total_order_seek(true);
             ro.set_iterate_lower_bound(glo);
             ro.set_iterate_upper_bound(ghi);
             let mut iter = db.raw_iterator_cf_opt(cf, ro);
@@ -673,6 +674,7 @@ fn copy_range(
             key_group_bounds(range)
         };
         let mut ro = ::rocksdb::ReadOptions::default();
+        ro.set_total_order_seek(true);
         ro.set_iterate_lower_bound(lo);
         ro.set_iterate_upper_bound(hi);
         let mut iter = source.raw_iterator_cf_opt(src, ro);

@@ -213,6 +213,30 @@ pub(crate) fn decode_timer_key(raw: &[u8]) -> Result<Timer> {
     })
 }
 
+/// Length of the scope prefix (key group, key, namespace) at the start of an entry key:
+/// the part all entries of one scope share (see [`scope_prefix`]); `None` for a key that does
+/// not parse as one.
+pub(crate) fn scope_prefix_len(raw: &[u8]) -> Option<usize> {
+    let mut rest = raw.get(2..)?;
+    get_length_prefixed(&mut rest).ok()?;
+    get_length_prefixed(&mut rest).ok()?;
+    Some(raw.len() - rest.len())
+}
+
+/// The scope prefix of an entry key, for RocksDB's prefix extractor (prefix filters); a key
+/// that does not parse maps to itself (RocksDB asks [`has_scope_prefix`] first).
+pub(crate) fn scope_prefix_of(raw: &[u8]) -> &[u8] {
+    match scope_prefix_len(raw) {
+        Some(len) => &raw[..len],
+        None => raw,
+    }
+}
+
+/// Whether an entry key starts with a whole scope prefix.
+pub(crate) fn has_scope_prefix(raw: &[u8]) -> bool {
+    scope_prefix_len(raw).is_some()
+}
+
 /// Bounds of the per-key-group index over a key-group range.
 pub(crate) fn timer_group_bounds(range: KeyGroupRange) -> (Vec<u8>, Vec<u8>) {
     let (lo, hi) = key_group_bounds(range);
@@ -279,6 +303,25 @@ mod tests {
             (d.key_group, d.key, d.namespace, d.user_key),
             (7, &b"key"[..], &b"ns"[..], &b"\x00\xffuser"[..])
         );
+    }
+
+    proptest::proptest! {
+        /// The prefix extractor finds exactly the scope of every entry key, and nothing in a
+        /// truncated one.
+        #[test]
+        fn the_scope_prefix_of_an_entry_key_is_its_scope(
+            kg in 0u16..0x8000,
+            key in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+            ns in proptest::collection::vec(proptest::num::u8::ANY, 0..20),
+            user in proptest::collection::vec(proptest::num::u8::ANY, 0..20),
+        ) {
+            let s = scope(kg, &key, &ns);
+            let k = entry_key(&s, &user);
+            let prefix = scope_prefix(&s);
+            proptest::prop_assert!(has_scope_prefix(&k));
+            proptest::prop_assert_eq!(scope_prefix_of(&k), &prefix[..]);
+            proptest::prop_assert!(!has_scope_prefix(&prefix[..prefix.len() - 1]));
+        }
     }
 
     #[test]

@@ -39,7 +39,7 @@ use ::rocksdb::{
 pub use crate::rocksdb_config::{
     options_file, BackendOptions, CfOptions, CompactionStyle, Compression, DbOptions,
     DeletionTriggeredCompaction, IndexType, InfoLogLevel, PinningTier, Preset, RocksDbConfig,
-    StateOptions, TableOptions,
+    StateOptions, TableOptions, DEFAULT_SCOPE_FILTER_BITS,
 };
 pub use checkpoint::{CheckpointStats, ROCKSDB_FORMAT};
 pub use resources::{MemoryBudget, RocksDbResources};
@@ -282,6 +282,18 @@ fn cf_options(
     table.set_index_type(::rocksdb::BlockBasedIndexType::TwoLevelIndexSearch);
     table.set_partition_filters(true);
     table.set_pin_top_level_index_and_filter(true);
+    // Filters of scopes (`CfOptions::scope_prefix_filter`): every read of a key/value state
+    // is a scan or get inside one scope, and most files lack most scopes. Set before the
+    // configuration is applied, so its filter and whole-key settings win.
+    if desc.kind != StateKind::Timers && cf.scope_prefix_filter != Some(false) {
+        table.set_bloom_filter(DEFAULT_SCOPE_FILTER_BITS, false);
+        table.set_whole_key_filtering(false);
+        opts.set_prefix_extractor(::rocksdb::SliceTransform::create(
+            "statekit.scope",
+            keys::scope_prefix_of,
+            Some(keys::has_scope_prefix),
+        ));
+    }
     settings
         .config
         .apply_state(&desc.name, &mut opts, &mut table);
@@ -510,6 +522,7 @@ impl RocksDbBackend {
             let mut ro = ReadOptions::default();
             ro.set_iterate_lower_bound(lo.clone());
             ro.set_iterate_upper_bound(hi.clone());
+            ro.set_total_order_seek(true);
             let mut iter = self.db().raw_iterator_cf_opt(cf, ro);
             iter.seek_to_first();
             while let Some(k) = iter.key() {
@@ -573,7 +586,9 @@ impl RocksDbBackend {
         self.check_kv(&scope)?;
         let prefix = scope_prefix(&scope);
         let now = self.now();
-        let mut iter = self.db().raw_iterator_cf(self.cf(scope.state)?);
+        let mut ro = ReadOptions::default();
+        ro.set_total_order_seek(true);
+        let mut iter = self.db().raw_iterator_cf_opt(self.cf(scope.state)?, ro);
         iter.seek(&prefix);
         while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
             if !k.starts_with(&prefix) {
@@ -603,6 +618,8 @@ impl RocksDbBackend {
         let mut ro = ReadOptions::default();
         ro.set_iterate_lower_bound(lower);
         ro.set_iterate_upper_bound(upper);
+        // The range may span scopes: no prefix filtering.
+        ro.set_total_order_seek(true);
         let mut iter = self.db().raw_iterator_cf_opt(cf, ro);
         iter.seek_to_first();
         while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
@@ -714,6 +731,12 @@ impl StateRead for RocksDbBackend {
         ro.set_iterate_lower_bound(lower);
         if let Some(upper) = upper {
             ro.set_iterate_upper_bound(upper);
+        }
+        // Forward, the seek key is in the scope, so a prefix filter may skip files; reverse,
+        // RocksDB seeks back from the upper bound, the next scope, so it must not.
+        match direction {
+            Direction::Forward => ro.set_prefix_same_as_start(true),
+            Direction::Reverse => ro.set_total_order_seek(true),
         }
         let now = self.now();
         let mut iter = self.db().raw_iterator_cf_opt(self.cf(scope.state)?, ro);

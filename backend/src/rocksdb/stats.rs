@@ -54,12 +54,12 @@ pub struct RocksDbStats {
     /// Column families (states) open.
     pub column_families: usize,
     /// RocksDB's tickers the tuner's advisor reads, by RocksDB's names: filter and index
-    /// block cache hits and misses, Bloom filter outcomes.
+    /// block cache hits and misses, Bloom filter outcomes of point reads and of scans.
     pub tickers: std::collections::BTreeMap<String, u64>,
 }
 
 /// The tickers [`RocksDbStats::tickers`] holds.
-const ADVISOR_TICKERS: [Ticker; 7] = [
+const ADVISOR_TICKERS: [Ticker; 11] = [
     Ticker::BlockCacheIndexHit,
     Ticker::BlockCacheIndexMiss,
     Ticker::BlockCacheFilterHit,
@@ -67,6 +67,11 @@ const ADVISOR_TICKERS: [Ticker; 7] = [
     Ticker::BloomFilterUseful,
     Ticker::BloomFilterFullPositive,
     Ticker::BloomFilterFullTruePositive,
+    // Scans of a scope that a prefix filter answered (filtered: the file was skipped).
+    Ticker::NonLastLevelSeekFiltered,
+    Ticker::NonLastLevelSeekFilterMatch,
+    Ticker::LastLevelSeekFiltered,
+    Ticker::LastLevelSeekFilterMatch,
 ];
 
 impl RocksDbStats {

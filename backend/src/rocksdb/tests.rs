@@ -581,6 +581,7 @@ fn example_uncommented() -> RocksDbConfig {
     const NO_DEFAULT: [&str; 5] = [
         "bottommost_compression",
         "compression_per_level",
+        // RocksDB's files name the filter without its bits.
         "bloom_filter_bits_per_key",
         "rate_limit_bytes_per_sec",
         // Derived from the budget; checked on its own.
@@ -1011,4 +1012,60 @@ fn many_held_timer_registrations_are_written_before_any_read() {
         .property_int_value_cf(b.cf(q).unwrap(), "rocksdb.num-entries-active-mem-table")
         .unwrap();
     assert_eq!(keys, Some(2 * pending_timers::PendingTimers::LIMIT as u64));
+}
+
+/// Scans of a scope skip the files without it when the scope prefix filter is on (the
+/// default), and find the same entries either way, forward and reverse.
+#[test]
+fn scans_of_absent_scopes_skip_files_through_the_scope_filter() {
+    let scan_all = |b: &RocksDbBackend, s: StateId, key: &[u8], direction: Direction| {
+        let mut seen = Vec::new();
+        b.scan(
+            scope(s, key),
+            UserKeyRange::all(),
+            direction,
+            &mut |k, v| {
+                seen.push((k.to_vec(), v.to_vec()));
+                Ok(Visit::Continue)
+            },
+        )
+        .unwrap();
+        seen
+    };
+    let run = |scope_prefix_filter: Option<bool>| {
+        let env = Env::new();
+        let mut config = RocksDbConfig::default();
+        config.cf.scope_prefix_filter = scope_prefix_filter;
+        let mut b = env.open_with(
+            RocksDbSettings::new(env.dir.path().join("local"), resources()).with_config(config),
+        );
+        let s = b
+            .register_state(&StateDescriptor::new("m", StateKind::Map))
+            .unwrap();
+        // Even keys have entries, in two files; odd keys have none.
+        for file in 0..2u32 {
+            for k in (0..400u32).step_by(2) {
+                b.put(scope(s, &k.to_be_bytes()), &file.to_be_bytes(), b"v")
+                    .unwrap();
+            }
+            b.flush_all().unwrap();
+        }
+        let mut found = Vec::new();
+        for k in 0..400u32 {
+            for direction in [Direction::Forward, Direction::Reverse] {
+                found.push(scan_all(&b, s, &k.to_be_bytes(), direction));
+            }
+        }
+        let tickers = b.rocksdb_stats().unwrap().tickers;
+        let filtered = tickers["rocksdb.non.last.level.seek.filtered"]
+            + tickers["rocksdb.last.level.seek.filtered"];
+        (found, filtered)
+    };
+    let (with_filter, filtered) = run(None);
+    let (without, not_filtered) = run(Some(false));
+    assert_eq!(with_filter, without);
+    assert_eq!(with_filter[0].len(), 2);
+    assert_eq!(with_filter[3].len(), 0);
+    assert!(filtered >= 200, "{filtered} seeks skipped a file");
+    assert_eq!(not_filtered, 0);
 }

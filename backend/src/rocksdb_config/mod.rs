@@ -182,11 +182,25 @@ pub struct CfOptions {
     pub blob_compression_type: Option<Compression>,
     /// Relocate live blobs out of old blob files during compaction.
     pub enable_blob_garbage_collection: Option<bool>,
+    /// statekit's prefix extractor: the prefix of an entry key is its scope (key group, key,
+    /// namespace), so filters hold scopes, and a scan of a scope or a point read skips every
+    /// file without it. On (unset) for key/value states: their filters are then prefix
+    /// Bloom filters of [`DEFAULT_SCOPE_FILTER_BITS`] bits per key unless
+    /// `bloom_filter_bits_per_key` says otherwise, without whole keys unless
+    /// `whole_key_filtering` says so. `false` (every preset): no extractor, filters of
+    /// whole keys only. An `OPTIONS` file cannot load a statekit extractor, so it is not
+    /// written there; RocksDB's own files show it as `prefix_extractor=statekit.scope`.
+    pub scope_prefix_filter: Option<bool>,
     /// Compact a file once a sliding window of its entries holds many deletions (RocksDB's
     /// `CompactOnDeletionCollector`). Not an `OPTIONS` file option: RocksDB does not write
     /// table-property collectors there.
     pub compact_on_deletion: Option<DeletionTriggeredCompaction>,
 }
+
+/// Bits per key of the prefix Bloom filters of [`CfOptions::scope_prefix_filter`] when no
+/// filter is configured: 1% false positives. Prefixes are scopes, so the filter holds one
+/// entry per scope and file (fewer than the entries when scopes hold many).
+pub const DEFAULT_SCOPE_FILTER_BITS: f64 = 10.0;
 
 /// Flink's default share of the memory budget for memtables
 /// (`state.backend.rocksdb.memory.write-buffer-ratio`).
@@ -414,6 +428,7 @@ impl RocksDbConfig {
             .get_or_insert(IndexType::BinarySearch);
         config.table.partition_filters.get_or_insert(false);
         config.cf.memtable_max_range_deletions.get_or_insert(0);
+        config.cf.scope_prefix_filter.get_or_insert(false);
         config
     }
 

@@ -6,7 +6,9 @@
 //! `[TableOptions/BlockBasedTable "state:<name>"]` pair per state with overrides (the column
 //! family the RocksDB backend gives the state, with every option it then runs with, as
 //! RocksDB writes them). Keys are RocksDB's option names; the Bloom filter is written as
-//! `filter_policy=bloomfilter:<bits>:false`. The `[backend]` settings and
+//! `filter_policy=bloomfilter:<bits>:false`; `scope_prefix_filter` as
+//! `prefix_extractor=nullptr` when off and not at all when on (RocksDB cannot load
+//! statekit's extractor by name: the backend's default, on, then applies). The `[backend]` settings and
 //! `compact_on_deletion` are not RocksDB options that such files carry: they are left out
 //! (the TOML form keeps them).
 //!
@@ -35,6 +37,12 @@ const METADATA_CACHE: &str = "metadata_cache_options";
 const UNPARTITIONED_PINNING: &str = "unpartitioned_pinning";
 /// Options that `OPTIONS` files do not carry.
 const NOT_IN_OPTIONS_FILES: [&str; 1] = ["compact_on_deletion"];
+/// `scope_prefix_filter` is written as `prefix_extractor=nullptr` when off and left out when
+/// on: RocksDB cannot load statekit's extractor by name (left out, the backend's default,
+/// on, applies).
+const SCOPE_PREFIX_FILTER: &str = "scope_prefix_filter";
+const PREFIX_EXTRACTOR: &str = "prefix_extractor";
+const SCOPE_EXTRACTOR_NAME: &str = "statekit.scope";
 /// The column family of a state in the RocksDB backend is `state:<name>`.
 pub const STATE_CF_PREFIX: &str = "state:";
 
@@ -116,6 +124,11 @@ fn write_section<T: Serialize>(out: &mut String, header: &str, section: &T) -> R
             let text = match (&*key, v) {
                 (_, Value::Null) => continue,
                 (key, _) if NOT_IN_OPTIONS_FILES.contains(&key) => continue,
+                (SCOPE_PREFIX_FILTER, Value::Bool(false)) => {
+                    out.push_str(&format!("  {PREFIX_EXTRACTOR}=nullptr\n"));
+                    continue;
+                }
+                (SCOPE_PREFIX_FILTER, _) => continue,
                 (BLOOM_BITS, v) => {
                     out.push_str(&format!("  {FILTER_POLICY}=bloomfilter:{v}:false\n"));
                     continue;
@@ -234,7 +247,23 @@ fn parse(text: &str, source: &str, lenient_cf: Option<&str>) -> Result<RocksDbCo
             Section::StateCf(state) => &mut states.entry(state).or_default().0,
             Section::StateTable(state) => &mut states.entry(state).or_default().1,
         };
-        let (key, value) = if is_table && key == FILTER_POLICY {
+        let (key, value) = if !is_table && key == PREFIX_EXTRACTOR {
+            // statekit's extractor or none; others are not modelled.
+            let on = match value {
+                SCOPE_EXTRACTOR_NAME => true,
+                "nullptr" => false,
+                _ if lenient_cf.is_some() => continue,
+                _ => {
+                    return Err(err(
+                        line_no,
+                        format!(
+                            "key '{PREFIX_EXTRACTOR}': '{value}' is not nullptr or                              {SCOPE_EXTRACTOR_NAME} (statekit models only its own extractor)"
+                        ),
+                    ))
+                }
+            };
+            (SCOPE_PREFIX_FILTER.to_string(), Value::Bool(on))
+        } else if is_table && key == FILTER_POLICY {
             match parse_filter_policy(value) {
                 Some(v) => (BLOOM_BITS.to_string(), v),
                 None if lenient_cf.is_some() => continue,
