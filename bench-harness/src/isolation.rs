@@ -23,10 +23,10 @@ use crate::results::RunResult;
 pub const RUN_MALLOC_CONF: &str = "background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0";
 
 /// Added to [`RUN_MALLOC_CONF`] for runs of the in-memory backend, whose heap is the state:
-/// transparent huge pages. The 3.7M-event ad-click memory run spent about a sixth of its
-/// operator thread's time faulting in and zeroing fresh 4 KiB pages; with huge pages its
-/// page faults fell from 192k to 9k and it took 0.85x the wall time (5 interleaved pairs,
-/// each 1.04x to 1.31x faster) at the same peak RSS. Not for budgeted backends: a partly used
+/// transparent huge pages. An ad-click memory run spent about a sixth of its operator
+/// thread's time faulting in and zeroing fresh 4 KiB pages; with huge pages its page faults
+/// fell from 192k to 9k (1M events), and the 3.7M-event run took 0.85x the wall time (5
+/// interleaved pairs, each 1.04x to 1.31x faster) at the same peak RSS. Not for budgeted backends: a partly used
 /// huge page counts 2 MiB against the budget.
 pub const MEMORY_RUN_MALLOC_CONF_EXTRA: &str = "thp:always,metadata_thp:always";
 
