@@ -32,8 +32,7 @@ use ::rocksdb::{checkpoint::Checkpoint, ColumnFamilyDescriptor, FlushOptions, Op
 use serde::{Deserialize, Serialize};
 
 use super::keys::{
-    entry_key, key_group_bounds, timer_group_bounds, timer_group_key, timer_time_key, with_expiry,
-    TIMER_BY_GROUP,
+    entry_key, key_group_bounds, timer_index_bounds, timer_time_key, with_expiry, TIMER_BY_GROUP,
 };
 use super::{cf_name, cf_options, open_db, random_id, rocks_err, OpenDb, RocksDbBackend};
 use crate::backend::{
@@ -601,25 +600,20 @@ fn clip(db: &DB, states: &[StateDescriptor], owned: KeyGroupRange) -> Result<()>
         })?;
         let err = |e| rocks_err(format!("clipping '{name}' to key groups {owned}"), e);
         if desc.kind == StateKind::Timers {
-            // The per-group index is contiguous per key group; the firing-order index is not,
-            // so its entries outside the range are found through the per-group index.
+            // The firing-order index mixes key groups: read it whole. The per-group index of
+            // earlier versions' checkpoints goes with one range delete.
             let mut batch = ::rocksdb::WriteBatch::default();
-            let all = KeyGroupRange {
-                start: 0,
-                end: 0x7FFF,
-            };
-            let (glo, ghi) = timer_group_bounds(all);
+            batch.delete_range_cf(cf, [TIMER_BY_GROUP], [TIMER_BY_GROUP + 1]);
+            let (lower, upper) = timer_index_bounds();
             let mut ro = ::rocksdb::ReadOptions::default();
-            ro.set_total_order_seek(true);
-            ro.set_iterate_lower_bound(glo);
-            ro.set_iterate_upper_bound(ghi);
+            ro.set_iterate_lower_bound(lower);
+            ro.set_iterate_upper_bound(upper);
             let mut iter = db.raw_iterator_cf_opt(cf, ro);
             iter.seek_to_first();
             while let Some(k) = iter.key() {
                 let t = super::keys::decode_timer_key(k)?;
                 if !owned.contains(t.key_group) {
-                    batch.delete_cf(cf, timer_time_key(&t));
-                    batch.delete_cf(cf, timer_group_key(&t));
+                    batch.delete_cf(cf, k);
                 }
                 iter.next();
             }
@@ -669,7 +663,7 @@ fn copy_range(
             .cf_handle(&dst_name)
             .ok_or_else(|| Error::new(ErrorKind::Internal, format!("'{dst_name}' is not open")))?;
         let (lo, hi) = if d.kind == StateKind::Timers {
-            timer_group_bounds(range)
+            timer_index_bounds()
         } else {
             key_group_bounds(range)
         };
@@ -683,10 +677,9 @@ fn copy_range(
         let err = |e| rocks_err(format!("copying '{name}' from {}", dir.display()), e);
         while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
             if d.kind == StateKind::Timers {
-                let t = super::keys::decode_timer_key(k)?;
-                debug_assert_eq!(k.first(), Some(&TIMER_BY_GROUP));
-                batch.put_cf(dst, timer_time_key(&t), b"");
-                batch.put_cf(dst, k, b"");
+                if range.contains(super::keys::decode_timer_key(k)?.key_group) {
+                    batch.put_cf(dst, k, b"");
+                }
             } else {
                 batch.put_cf(dst, k, v);
             }
@@ -741,7 +734,6 @@ fn import_full(
             }
             SnapshotRecord::Timer { state, timer } => {
                 batch.put_cf(cfs[state], timer_time_key(&timer), b"");
-                batch.put_cf(cfs[state], timer_group_key(&timer), b"");
             }
         }
         if batch.size_in_bytes() >= COPY_BATCH_BYTES {

@@ -8,12 +8,13 @@
 //! so that the entries of one scope are ordered by user key. Every read of a scope is then a
 //! seek between an exact lower and upper bound.
 //!
-//! Timer queues (one column family per queue) keep two index entries per timer, both with an
-//! empty value:
-//! - `0 | timestamp (order-preserving i64) | key group | escaped key | namespace`: firing order,
-//!   for `pop_due_timers` and `next_timer`;
-//! - `1 | key group | timestamp | escaped key | namespace`: per key group in time order, for
-//!   `scan_timers` (snapshots, rescaling) and clipping.
+//! Timer queues (one column family per queue) keep one entry per timer, with an empty value:
+//! `0 | timestamp (order-preserving i64) | key group | escaped key | namespace`, in firing
+//! order for `pop_due_timers` and `next_timer`. `scan_timers` and restores that clip or copy
+//! a key-group range read it whole and filter by key group: they are rare, while a second
+//! index ordered by key group (`1 | key group | timestamp | ...`, which checkpoints of
+//! earlier versions hold and a restore drops) cost every registration and every pop a
+//! second memtable insert.
 //!
 //! Values of states with a TTL start with the expiry time (8 bytes BE, ms), so the merge
 //! operator and the compaction filter can see it without knowing anything else.
@@ -27,7 +28,8 @@ use crate::keygroup::{KeyGroup, KeyGroupRange};
 
 /// Tag of the firing-order timer index.
 pub(crate) const TIMER_BY_TIME: u8 = 0;
-/// Tag of the per-key-group timer index.
+/// Tag of the per-key-group timer index of earlier versions: the end of the firing-order
+/// index, and what a restore drops.
 pub(crate) const TIMER_BY_GROUP: u8 = 1;
 
 /// Length of the expiry prefix of TTL values.
@@ -170,18 +172,7 @@ pub(crate) fn timer_time_key(timer: &Timer) -> Vec<u8> {
     out
 }
 
-/// The per-key-group index key of a timer.
-pub(crate) fn timer_group_key(timer: &Timer) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + 8 + 2 + timer.key.len() + timer.namespace.len() + 3);
-    out.push(TIMER_BY_GROUP);
-    out.extend_from_slice(&timer.key_group.to_be_bytes());
-    timer.timestamp.encode_key(&mut out);
-    put_escaped(&mut out, &timer.key);
-    out.extend_from_slice(&timer.namespace);
-    out
-}
-
-/// Decodes either index key of a timer.
+/// Decodes a timer's key.
 pub(crate) fn decode_timer_key(raw: &[u8]) -> Result<Timer> {
     let corrupt = || Error::corruption(format!("timer key of {} bytes is malformed", raw.len()));
     let (&tag, mut rest) = raw.split_first().ok_or_else(corrupt)?;
@@ -193,17 +184,11 @@ pub(crate) fn decode_timer_key(raw: &[u8]) -> Result<Timer> {
         *rest = &rest[2..];
         Ok(kg)
     };
-    let (timestamp, key_group) = match tag {
-        TIMER_BY_TIME => {
-            let ts = i64::decode_key(&mut rest)?;
-            (ts, group(&mut rest)?)
-        }
-        TIMER_BY_GROUP => {
-            let kg = group(&mut rest)?;
-            (i64::decode_key(&mut rest)?, kg)
-        }
-        _ => return Err(corrupt()),
-    };
+    if tag != TIMER_BY_TIME {
+        return Err(corrupt());
+    }
+    let timestamp = i64::decode_key(&mut rest)?;
+    let key_group = group(&mut rest)?;
     let key = get_escaped(&mut rest)?;
     Ok(Timer {
         timestamp,
@@ -237,13 +222,9 @@ pub(crate) fn has_scope_prefix(raw: &[u8]) -> bool {
     scope_prefix_len(raw).is_some()
 }
 
-/// Bounds of the per-key-group index over a key-group range.
-pub(crate) fn timer_group_bounds(range: KeyGroupRange) -> (Vec<u8>, Vec<u8>) {
-    let (lo, hi) = key_group_bounds(range);
-    (
-        [&[TIMER_BY_GROUP][..], &lo].concat(),
-        [&[TIMER_BY_GROUP][..], &hi].concat(),
-    )
+/// Bounds of the whole firing-order index.
+pub(crate) fn timer_index_bounds() -> (Vec<u8>, Vec<u8>) {
+    (vec![TIMER_BY_TIME], vec![TIMER_BY_GROUP])
 }
 
 /// Upper bound (exclusive) of the firing-order index for timers due at `watermark`.
@@ -375,7 +356,6 @@ mod tests {
         ];
         for timer in &timers {
             assert_eq!(&decode_timer_key(&timer_time_key(timer)).unwrap(), timer);
-            assert_eq!(&decode_timer_key(&timer_group_key(timer)).unwrap(), timer);
         }
         let mut by_key = timers.clone();
         by_key.sort_by_key(timer_time_key);

@@ -56,8 +56,7 @@ use crate::instance::InstanceConfig;
 use crate::keygroup::KeyGroupRange;
 use keys::{
     decode_entry_key, decode_timer_key, entry_key, key_group_bounds, scope_bounds, scope_prefix,
-    split_expiry, timer_due_upper, timer_group_bounds, timer_group_key, timer_time_key,
-    with_expiry, TIMER_BY_GROUP, TIMER_BY_TIME,
+    split_expiry, timer_due_upper, timer_index_bounds, timer_time_key, with_expiry, TIMER_BY_TIME,
 };
 use pending_timers::PendingTimers;
 use ttl::{ttl_merge, SweepCursor, TtlClock, TtlFilterFactory};
@@ -893,15 +892,12 @@ impl TimerStore for RocksDbBackend {
         if self.settings.wal {
             // With a WAL every write is logged as it is made: nothing is held back.
             let cf = self.cf(queue)?;
-            let mut batch = ::rocksdb::WriteBatch::default();
-            batch.put_cf(cf, &time_key, b"");
-            batch.put_cf(cf, timer_group_key(timer), b"");
-            return self.write_batch(batch);
+            return self
+                .db()
+                .put_cf_opt(cf, &time_key, b"", &self.write_opts)
+                .map_err(|e| rocks_err("register timer", e));
         }
-        let full =
-            self.pending_timers
-                .get_mut()
-                .add(queue.index(), time_key, timer_group_key(timer));
+        let full = self.pending_timers.get_mut().add(queue.index(), time_key);
         if full {
             self.write_pending_timers()?;
         }
@@ -912,10 +908,9 @@ impl TimerStore for RocksDbBackend {
         self.check_timer(queue, timer)?;
         let cf = self.cf(queue)?;
         let time_key = timer_time_key(timer);
-        let mut batch = ::rocksdb::WriteBatch::default();
-        batch.delete_cf(cf, &time_key);
-        batch.delete_cf(cf, timer_group_key(timer));
-        self.write_batch(batch)?;
+        self.db()
+            .delete_cf_opt(cf, &time_key, &self.write_opts)
+            .map_err(|e| rocks_err("delete timer", e))?;
         self.pending_timers
             .get_mut()
             .remove(queue.index(), time_key);
@@ -954,7 +949,6 @@ impl TimerStore for RocksDbBackend {
         let mut batch = ::rocksdb::WriteBatch::default();
         for t in &due {
             batch.delete_cf(cf, timer_time_key(t));
-            batch.delete_cf(cf, timer_group_key(t));
         }
         self.write_batch(batch)?;
         self.timer_floor[queue.index()] = last_key;
@@ -968,7 +962,8 @@ impl TimerStore for RocksDbBackend {
             .clone()
             .unwrap_or_else(|| vec![TIMER_BY_TIME]);
         let mut next = None;
-        self.for_each_raw(self.cf(queue)?, lower, vec![TIMER_BY_GROUP], &mut |k, _| {
+        let (_, upper) = timer_index_bounds();
+        self.for_each_raw(self.cf(queue)?, lower, upper, &mut |k, _| {
             next = Some(decode_timer_key(k)?.timestamp);
             Ok(Visit::Stop)
         })?;
@@ -986,9 +981,15 @@ impl TimerStore for RocksDbBackend {
         let Some(range) = key_groups.intersect(&self.config.key_groups) else {
             return Ok(());
         };
-        let (lower, upper) = timer_group_bounds(range);
+        // One index in firing order: its timers of `range` are in time order per key group.
+        let (lower, upper) = timer_index_bounds();
         self.for_each_raw(self.cf(queue)?, lower, upper, &mut |k, _| {
-            visitor(&decode_timer_key(k)?)
+            let timer = decode_timer_key(k)?;
+            if range.contains(timer.key_group) {
+                visitor(&timer)
+            } else {
+                Ok(Visit::Continue)
+            }
         })
     }
 }

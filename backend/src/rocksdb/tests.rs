@@ -1011,7 +1011,7 @@ fn many_held_timer_registrations_are_written_before_any_read() {
         .db()
         .property_int_value_cf(b.cf(q).unwrap(), "rocksdb.num-entries-active-mem-table")
         .unwrap();
-    assert_eq!(keys, Some(2 * pending_timers::PendingTimers::LIMIT as u64));
+    assert_eq!(keys, Some(pending_timers::PendingTimers::LIMIT as u64));
 }
 
 /// Scans of a scope skip the files without it when the scope prefix filter is on (the
@@ -1068,4 +1068,52 @@ fn scans_of_absent_scopes_skip_files_through_the_scope_filter() {
     assert_eq!(with_filter[3].len(), 0);
     assert!(filtered >= 200, "{filtered} seeks skipped a file");
     assert_eq!(not_filtered, 0);
+}
+
+/// Checkpoints of earlier versions hold a second, per-key-group index of every timer (tag
+/// 1). A restore that clips to part of the key groups drops it and keeps exactly the timers
+/// of its own key groups.
+#[test]
+fn a_restore_drops_the_per_group_timer_index_of_earlier_versions() {
+    let env = Env::new();
+    let mut b = env.open();
+    let q = b
+        .register_state(&StateDescriptor::new("t", StateKind::Timers))
+        .unwrap();
+    let timers: Vec<Timer> = (0..200u32)
+        .map(|i| timer(i64::from(i), &i.to_be_bytes()))
+        .collect();
+    for t in &timers {
+        b.register_timer(q, t).unwrap();
+        let mut legacy = vec![keys::TIMER_BY_GROUP];
+        legacy.extend_from_slice(&t.key_group.to_be_bytes());
+        legacy.extend_from_slice(&keys::timer_time_key(t)[1..]);
+        b.db().put_cf(b.cf(q).unwrap(), legacy, b"").unwrap();
+    }
+    let handle = b.checkpoint(1).unwrap();
+    let owned = KeyGroupRange::new(0, MAX_PAR / 2 - 1).unwrap();
+    let mut half = RocksDbBackend::open(
+        env.config().with_key_groups(owned),
+        RocksDbSettings::new(env.dir.path().join("half"), resources()),
+    )
+    .unwrap();
+    half.restore(&[handle]).unwrap();
+    let (mut raw_keys, mut legacy_keys) = (0, 0);
+    {
+        let mut iter = half.db().raw_iterator_cf(half.cf(q).unwrap());
+        iter.seek_to_first();
+        while let Some(k) = iter.key() {
+            raw_keys += 1;
+            legacy_keys += usize::from(k[0] == keys::TIMER_BY_GROUP);
+            iter.next();
+        }
+    }
+    let popped = half.pop_due_timers(q, i64::MAX, usize::MAX).unwrap();
+    let wanted: Vec<&Timer> = timers
+        .iter()
+        .filter(|t| owned.contains(t.key_group))
+        .collect();
+    assert!(!wanted.is_empty() && wanted.len() < timers.len());
+    assert_eq!(popped.iter().collect::<Vec<_>>(), wanted);
+    assert_eq!((raw_keys, legacy_keys), (wanted.len(), 0));
 }
