@@ -32,6 +32,18 @@ fn scope(state: StateId, key: &[u8]) -> Scope<'_> {
     }
 }
 
+/// Scans `range` of `scope` forward and sums the value bytes it sees.
+fn scanned_bytes(backend: &dyn StateRead, scope: Scope<'_>, range: UserKeyRange<'_>) -> usize {
+    let mut n = 0;
+    backend
+        .scan(scope, range, Direction::Forward, &mut |_, v| {
+            n += v.len();
+            Ok(Visit::Continue)
+        })
+        .expect("scan");
+    n
+}
+
 /// A deterministic key sequence (xorshift), so runs compare.
 struct Keys(u64);
 
@@ -130,19 +142,11 @@ fn bench(c: &mut Criterion) {
             bench.iter(|| {
                 let key = keys.next().to_be_bytes();
                 let (lo, hi) = (5u32.to_be_bytes(), 10u32.to_be_bytes());
-                let mut n = 0;
-                backend
-                    .scan(
-                        scope(map, &key),
-                        UserKeyRange::half_open(&lo, &hi),
-                        Direction::Forward,
-                        &mut |_, v| {
-                            n += v.len();
-                            Ok(Visit::Continue)
-                        },
-                    )
-                    .expect("scan");
-                black_box(n)
+                black_box(scanned_bytes(
+                    backend.as_ref(),
+                    scope(map, &key),
+                    UserKeyRange::half_open(&lo, &hi),
+                ))
             })
         });
         // The join's cleanup timers as an operator makes them: one registration per event
@@ -301,19 +305,11 @@ fn bench_scope_filter(c: &mut Criterion) {
         group.bench_function(label, |bench| {
             bench.iter(|| {
                 let key = keys.below(USERS).to_be_bytes();
-                let mut n = 0;
-                backend
-                    .scan(
-                        scope(list, &key),
-                        UserKeyRange::all(),
-                        Direction::Forward,
-                        &mut |_, v| {
-                            n += v.len();
-                            Ok(Visit::Continue)
-                        },
-                    )
-                    .expect("scan");
-                black_box(n)
+                black_box(scanned_bytes(
+                    &backend,
+                    scope(list, &key),
+                    UserKeyRange::all(),
+                ))
             })
         });
     }
