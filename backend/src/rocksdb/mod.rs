@@ -39,7 +39,7 @@ use ::rocksdb::{
 pub use crate::rocksdb_config::{
     options_file, BackendOptions, CfOptions, CompactionStyle, Compression, DbOptions,
     DeletionTriggeredCompaction, IndexType, InfoLogLevel, PinningTier, Preset, RocksDbConfig,
-    StateOptions, TableOptions, DEFAULT_SCOPE_FILTER_BITS,
+    StateOptions, TableOptions, DEFAULT_SCOPE_FILTER_BITS, SCOPE_EXTRACTOR_NAME,
 };
 pub use checkpoint::{CheckpointStats, ROCKSDB_FORMAT};
 pub use resources::{MemoryBudget, RocksDbResources};
@@ -288,7 +288,7 @@ fn cf_options(
         table.set_bloom_filter(DEFAULT_SCOPE_FILTER_BITS, false);
         table.set_whole_key_filtering(false);
         opts.set_prefix_extractor(::rocksdb::SliceTransform::create(
-            "statekit.scope",
+            SCOPE_EXTRACTOR_NAME,
             keys::scope_prefix_of,
             Some(keys::has_scope_prefix),
         ));

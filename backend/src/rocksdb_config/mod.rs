@@ -197,6 +197,10 @@ pub struct CfOptions {
     pub compact_on_deletion: Option<DeletionTriggeredCompaction>,
 }
 
+/// The name of statekit's scope prefix extractor ([`CfOptions::scope_prefix_filter`]), as
+/// RocksDB records it in table properties and `OPTIONS` files.
+pub const SCOPE_EXTRACTOR_NAME: &str = "statekit.scope";
+
 /// Bits per key of the prefix Bloom filters of [`CfOptions::scope_prefix_filter`] when no
 /// filter is configured: 1% false positives. Prefixes are scopes, so the filter holds one
 /// entry per scope and file (fewer than the entries when scopes hold many).

@@ -8,9 +8,9 @@
 //! RocksDB writes them). Keys are RocksDB's option names; the Bloom filter is written as
 //! `filter_policy=bloomfilter:<bits>:false`; `scope_prefix_filter` as
 //! `prefix_extractor=nullptr` when off and not at all when on (RocksDB cannot load
-//! statekit's extractor by name: the backend's default, on, then applies). The `[backend]` settings and
-//! `compact_on_deletion` are not RocksDB options that such files carry: they are left out
-//! (the TOML form keeps them).
+//! statekit's extractor by name: the backend's default, on, then applies). The `[backend]`
+//! settings and `compact_on_deletion` are not RocksDB options that such files carry: they are
+//! left out (the TOML form keeps them).
 //!
 //! [`RocksDbConfig::from_options_str`] is strict: an unknown section or key, or a value that
 //! does not parse, is an error naming the file, line and key. [`RocksDbConfig::
@@ -24,7 +24,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::{difference, CfOptions, DbOptions, RocksDbConfig, StateOptions, TableOptions};
+use super::{
+    difference, CfOptions, DbOptions, RocksDbConfig, StateOptions, TableOptions,
+    SCOPE_EXTRACTOR_NAME,
+};
 use crate::error::{Error, ErrorKind, Result};
 
 const DB_SECTION: &str = "DBOptions";
@@ -42,7 +45,6 @@ const NOT_IN_OPTIONS_FILES: [&str; 1] = ["compact_on_deletion"];
 /// on, applies).
 const SCOPE_PREFIX_FILTER: &str = "scope_prefix_filter";
 const PREFIX_EXTRACTOR: &str = "prefix_extractor";
-const SCOPE_EXTRACTOR_NAME: &str = "statekit.scope";
 /// The column family of a state in the RocksDB backend is `state:<name>`.
 pub const STATE_CF_PREFIX: &str = "state:";
 
@@ -257,7 +259,8 @@ fn parse(text: &str, source: &str, lenient_cf: Option<&str>) -> Result<RocksDbCo
                     return Err(err(
                         line_no,
                         format!(
-                            "key '{PREFIX_EXTRACTOR}': '{value}' is not nullptr or                              {SCOPE_EXTRACTOR_NAME} (statekit models only its own extractor)"
+                            "key '{PREFIX_EXTRACTOR}': '{value}' is not nullptr or \
+                             {SCOPE_EXTRACTOR_NAME} (statekit models only its own extractor)"
                         ),
                     ))
                 }
@@ -581,6 +584,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(msg.contains("O:1") && msg.contains("Nope"), "{msg}");
+        let text = "[CFOptions \"default\"]\n  prefix_extractor=rocksdb.FixedPrefix.8\n";
+        let msg = RocksDbConfig::from_options_str(text, "O")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("O:2")
+                && msg.contains("is not nullptr or statekit.scope (statekit models"),
+            "{msg}"
+        );
+        let text = "[CFOptions \"default\"]\n  prefix_extractor=nullptr\n";
+        let off = RocksDbConfig::from_options_str(text, "O").unwrap();
+        assert_eq!(off.cf.scope_prefix_filter, Some(false));
         let msg = RocksDbConfig::from_options_str("a=b\n", "O")
             .unwrap_err()
             .to_string();
