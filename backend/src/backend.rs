@@ -530,6 +530,14 @@ pub struct BackendStats {
     pub cache_hits: Option<u64>,
     /// Data-block cache misses.
     pub cache_misses: Option<u64>,
+    /// Index and filter block lookups in the block cache that hit. Their rate says whether
+    /// the state's indexes and filters still fit the cache (a miss reads a whole index or
+    /// filter); it does not compare across backends, whose pinning differs.
+    #[serde(default)]
+    pub meta_cache_hits: Option<u64>,
+    /// Index and filter block lookups in the block cache that missed.
+    #[serde(default)]
+    pub meta_cache_misses: Option<u64>,
     /// Microseconds writes were stalled.
     pub write_stall_micros: Option<u64>,
     /// Backend-specific counters by the backend's own names, for tools that know the

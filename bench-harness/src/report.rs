@@ -352,7 +352,7 @@ pub fn render_markdown(results: &Results) -> String {
     // "stored": what the backend's state occupies where it lives, as the backend measures it
     // (local files for RocksDB, the object store for remote, S3 included); "local disk":
     // everything under the run's directory (checkpoint copies, logs, a file:// store).
-    let _ = writeln!(md, "\n## Throughput\n\n| run | status | events | events/s | state ops/s | peak RSS | stored at end | local disk at end | write amp. | space amp. | data-block cache hit |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(md, "\n## Throughput\n\n| run | status | events | events/s | state ops/s | peak RSS | stored at end | local disk at end | write amp. | space amp. | data-block cache hit | index/filter cache hit |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let opt = |v: Option<f64>, pct: bool| {
         v.map_or("n/a".to_string(), |x| {
             if pct {
@@ -365,7 +365,7 @@ pub fn render_markdown(results: &Results) -> String {
     for r in &results.runs {
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.label,
             status(r),
             r.events,
@@ -379,6 +379,7 @@ pub fn render_markdown(results: &Results) -> String {
             opt(r.write_amplification, false),
             opt(r.space_amplification, false),
             opt(r.cache_hit_rate, true),
+            opt(r.meta_cache_hit_rate, true),
         );
     }
     md.push_str(&time_section(results));
@@ -548,6 +549,10 @@ const DEFINITIONS: &str = "
   state partly still in memtables at the end counts only what was flushed.
 - **Data-block cache hit**: hits / lookups of data blocks in the backend's block cache
   (index and filter blocks left out: backends probe and pin them differently).
+- **Index/filter cache hit**: hits / lookups of index and filter blocks in the block cache:
+  whether the state's indexes and filters still fit the cache's part for them (a miss reads a
+  whole index or filter). Per backend, not across backends (RocksDB pins some, and probes a
+  filter per file where the remote backend probes one per table of every sorted run).
 ";
 
 struct Svg {

@@ -263,6 +263,10 @@ pub struct RunResult {
     pub space_amplification: Option<f64>,
     /// Block or object cache hit rate, if known.
     pub cache_hit_rate: Option<f64>,
+    /// Hit rate of index and filter lookups in the block cache, if known: whether the
+    /// state's indexes and filters still fit.
+    #[serde(default)]
+    pub meta_cache_hit_rate: Option<f64>,
     /// Checkpoints taken.
     pub checkpoints: Vec<CheckpointResult>,
     /// Replay only: reads whose results differed from the recording.
@@ -317,6 +321,7 @@ impl RunResult {
             write_amplification: None,
             space_amplification: None,
             cache_hit_rate: None,
+            meta_cache_hit_rate: None,
             checkpoints: Vec::new(),
             divergent_reads: None,
             direct_io: false,

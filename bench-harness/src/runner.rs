@@ -130,13 +130,19 @@ fn finish_run(
                 (Some(d), Some(l)) if l > 0 => Some(d as f64 / l as f64),
                 _ => None,
             };
-            run.cache_hit_rate = match (stats.cache_hits, stats.cache_misses) {
-                (Some(h), Some(m)) if h + m > 0 => Some(h as f64 / (h + m) as f64),
-                _ => None,
-            };
+            run.cache_hit_rate = hit_rate(stats.cache_hits, stats.cache_misses);
+            run.meta_cache_hit_rate = hit_rate(stats.meta_cache_hits, stats.meta_cache_misses);
             run.backend_stats = stats;
         }
         Err(e) => run.error = Some(format!("backend statistics: {e}")),
+    }
+}
+
+/// Hits over lookups, when there were lookups.
+fn hit_rate(hits: Option<u64>, misses: Option<u64>) -> Option<f64> {
+    match (hits, misses) {
+        (Some(h), Some(m)) if h + m > 0 => Some(h as f64 / (h + m) as f64),
+        _ => None,
     }
 }
 

@@ -135,6 +135,18 @@ fn stats_count_uploads_and_prefix_filters_skip_empty_scopes() -> Result<()> {
         stats.cache_hits.unwrap_or(0) + stats.cache_misses.unwrap_or(0) > 0,
         "{stats:?}"
     );
+    // Every scan probed a filter (and the found scope an index) through the cache; the
+    // flushed state sits in L0 tables or sorted runs, which every read may probe.
+    assert!(
+        stats.meta_cache_hits.unwrap_or(0) + stats.meta_cache_misses.unwrap_or(0) > 0,
+        "{stats:?}"
+    );
+    let tables = |name: &str| stats.details.get(name).copied();
+    assert!(
+        tables("slatedb.l0_ssts").unwrap_or(0) + tables("slatedb.sorted_runs").unwrap_or(0) > 0,
+        "{:?}",
+        stats.details
+    );
     Ok(())
 }
 

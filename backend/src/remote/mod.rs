@@ -1292,6 +1292,36 @@ fn flush_timed_out(what: &str, deadline: Duration) -> Error {
 
 /// The sum of the metrics called `name` (over their labels, or those carrying `label`).
 /// The sum of the metrics named `name` that carry every label of `labels`.
+/// What a read costs as the state grows: the tables every read may probe (L0 tables and
+/// sorted runs, from the database's manifest now; SlateDB's own gauges lag it until the next
+/// compaction) and, by SlateDB's metric names, the index and filter lookups in the block
+/// cache. An index miss reads and verifies a whole table index: when those misses climb, the
+/// metadata part of the cache no longer holds the state's indexes and filters.
+fn read_amplification_details(
+    metrics: &Metrics,
+    manifest: &slatedb::VersionedManifest,
+) -> std::collections::BTreeMap<String, u64> {
+    let mut details = std::collections::BTreeMap::new();
+    details.insert("slatedb.l0_ssts".to_string(), manifest.l0().len() as u64);
+    details.insert(
+        "slatedb.sorted_runs".to_string(),
+        manifest.compacted().len() as u64,
+    );
+    for kind in ["index", "filter"] {
+        for result in ["hit", "miss"] {
+            details.insert(
+                format!("slatedb.db_cache.{kind}.{result}"),
+                metric_sum(
+                    metrics,
+                    "slatedb.db_cache.access_count",
+                    &[("entry_kind", kind), ("result", result)],
+                ),
+            );
+        }
+    }
+    details
+}
+
 fn metric_sum(metrics: &Metrics, name: &str, labels: &[(&str, &str)]) -> u64 {
     metrics
         .by_name(name)
@@ -1904,6 +1934,19 @@ impl StateBackend for RemoteBackend {
                 cache,
                 &[("entry_kind", "data_block"), ("result", "miss")],
             )),
+            meta_cache_hits: Some(
+                ["index", "filter"]
+                    .iter()
+                    .map(|kind| metric_sum(&m, cache, &[("entry_kind", kind), ("result", "hit")]))
+                    .sum(),
+            ),
+            meta_cache_misses: Some(
+                ["index", "filter"]
+                    .iter()
+                    .map(|kind| metric_sum(&m, cache, &[("entry_kind", kind), ("result", "miss")]))
+                    .sum(),
+            ),
+            details: read_amplification_details(&m, &self.db.manifest()),
             ..BackendStats::default()
         })
     }

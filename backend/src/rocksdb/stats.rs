@@ -75,6 +75,14 @@ const ADVISOR_TICKERS: [Ticker; 11] = [
 ];
 
 impl RocksDbStats {
+    /// The sum of `tickers` among [`RocksDbStats::tickers`].
+    fn ticker_sum(&self, tickers: &[Ticker]) -> u64 {
+        tickers
+            .iter()
+            .filter_map(|t| self.tickers.get(t.name()))
+            .sum()
+    }
+
     /// The engine-neutral subset. Memory is the shared cache's usage (which holds the
     /// memtables' reservations: counting memtables on top would count them twice) plus what
     /// table readers hold outside it.
@@ -106,6 +114,12 @@ impl RocksDbStats {
             disk_bytes_written: Some(self.flush_bytes_written + self.compaction_bytes_written),
             cache_hits: Some(self.block_cache_hits),
             cache_misses: Some(self.block_cache_misses),
+            meta_cache_hits: Some(
+                self.ticker_sum(&[Ticker::BlockCacheIndexHit, Ticker::BlockCacheFilterHit]),
+            ),
+            meta_cache_misses: Some(
+                self.ticker_sum(&[Ticker::BlockCacheIndexMiss, Ticker::BlockCacheFilterMiss]),
+            ),
             write_stall_micros: Some(self.stall_micros),
             details: self
                 .tickers

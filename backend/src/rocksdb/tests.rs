@@ -393,6 +393,10 @@ fn stats_report_writes_and_memory() {
     assert!(after.block_cache_hits + after.block_cache_misses > 0);
     let generic = b.stats().unwrap();
     assert_eq!(generic.disk_bytes, Some(after.sst_bytes));
+    assert!(
+        generic.meta_cache_hits.unwrap_or(0) + generic.meta_cache_misses.unwrap_or(0) > 0,
+        "{generic:?}"
+    );
 }
 
 #[test]
