@@ -551,8 +551,8 @@ const DEFINITIONS: &str = "
   (index and filter blocks left out: backends probe and pin them differently).
 - **Index/filter cache hit**: hits / lookups of index and filter blocks in the block cache:
   whether the state's indexes and filters still fit the cache's part for them (a miss reads a
-  whole index or filter). Per backend, not across backends (RocksDB pins some, and probes a
-  filter per file where the remote backend probes one per table of every sorted run).
+  whole index or filter). Per backend, not across backends: RocksDB pins some of them in its
+  table readers, which then need no lookup at all.
 ";
 
 struct Svg {

@@ -1290,8 +1290,6 @@ fn flush_timed_out(what: &str, deadline: Duration) -> Error {
     )
 }
 
-/// The sum of the metrics called `name` (over their labels, or those carrying `label`).
-/// The sum of the metrics named `name` that carry every label of `labels`.
 /// What a read costs as the state grows: the tables every read may probe (L0 tables and
 /// sorted runs, from the database's manifest now; SlateDB's own gauges lag it until the next
 /// compaction) and, by SlateDB's metric names, the index and filter lookups in the block
@@ -1322,6 +1320,7 @@ fn read_amplification_details(
     details
 }
 
+/// The sum of the metrics named `name` that carry every label of `labels`.
 fn metric_sum(metrics: &Metrics, name: &str, labels: &[(&str, &str)]) -> u64 {
     metrics
         .by_name(name)
@@ -1916,6 +1915,13 @@ impl StateBackend for RemoteBackend {
         ]
         .into_iter()
         .collect();
+        let details = read_amplification_details(&m, &self.db.manifest());
+        let lookups = |result: &str| {
+            ["index", "filter"]
+                .iter()
+                .filter_map(|kind| details.get(&format!("slatedb.db_cache.{kind}.{result}")))
+                .sum()
+        };
         Ok(BackendStats {
             memory_bytes: Some(counted),
             memory_by_component,
@@ -1934,19 +1940,9 @@ impl StateBackend for RemoteBackend {
                 cache,
                 &[("entry_kind", "data_block"), ("result", "miss")],
             )),
-            meta_cache_hits: Some(
-                ["index", "filter"]
-                    .iter()
-                    .map(|kind| metric_sum(&m, cache, &[("entry_kind", kind), ("result", "hit")]))
-                    .sum(),
-            ),
-            meta_cache_misses: Some(
-                ["index", "filter"]
-                    .iter()
-                    .map(|kind| metric_sum(&m, cache, &[("entry_kind", kind), ("result", "miss")]))
-                    .sum(),
-            ),
-            details: read_amplification_details(&m, &self.db.manifest()),
+            meta_cache_hits: Some(lookups("hit")),
+            meta_cache_misses: Some(lookups("miss")),
+            details,
             ..BackendStats::default()
         })
     }
