@@ -66,6 +66,7 @@ fn backends() -> Vec<(
     Option<tempfile::TempDir>,
 )> {
     let config = InstanceConfig::single(MAX_PAR).expect("config");
+    #[cfg_attr(not(feature = "rocksdb"), allow(unused_mut))]
     let mut out: Vec<(
         &'static str,
         Box<dyn StateBackend>,

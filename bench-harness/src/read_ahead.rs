@@ -6,6 +6,7 @@
 
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use statekit_backend::{Error, ErrorKind, Result};
 
@@ -21,6 +22,7 @@ pub struct ReadAhead {
     batches: Receiver<Vec<Result<Event>>>,
     batch: std::vec::IntoIter<Result<Event>>,
     reader: Option<JoinHandle<()>>,
+    waited: Duration,
 }
 
 impl ReadAhead {
@@ -58,7 +60,15 @@ impl ReadAhead {
             batches,
             batch: Vec::new().into_iter(),
             reader: Some(reader),
+            waited: Duration::ZERO,
         })
+    }
+
+    /// How long the consumer has waited for the reader so far: the time the input, not the
+    /// state, cost the run. Timed per batch, where the consumer can block, rather than per
+    /// event (two clock reads an event were 1.5% of a memory-backend run).
+    pub fn waited(&self) -> Duration {
+        self.waited
     }
 }
 
@@ -70,7 +80,10 @@ impl Iterator for ReadAhead {
             if let Some(event) = self.batch.next() {
                 return Some(event);
             }
-            match self.batches.recv() {
+            let asked = Instant::now();
+            let next = self.batches.recv();
+            self.waited += asked.elapsed();
+            match next {
                 Ok(batch) => self.batch = batch.into_iter(),
                 // The reader is done: at the end of its input, or because it panicked, which
                 // must not pass for the end of the input.

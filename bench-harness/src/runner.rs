@@ -433,9 +433,7 @@ fn bench_one(
         loop {
             // Generating or parsing the input is the harness's work, not the state's: it runs
             // on its own thread, and any wait for it is timed apart and left out of the rates.
-            let read = Instant::now();
             let Some(event) = source.next() else { break };
-            input_time += read.elapsed();
             let event = event?;
             operator.process(&mut backend, &event)?;
             if collect {
@@ -489,6 +487,7 @@ fn bench_one(
                 }
             }
         }
+        input_time = source.waited();
         // The state at its fullest, before the final watermark drains it: what live data
         // and space amplification mean. Reading it is not part of the run's time.
         let pause = Instant::now();

@@ -79,13 +79,14 @@ impl From<&ScopeKeyRef<'_>> for ScopeKey {
 
 type KeyGroupMap = HashMap<ScopeKey, UserMap>;
 
-/// A timer inside its key group's set: [`Timer`] without the key group, with boxed slices
-/// (40 bytes instead of 64; an empty namespace allocates nothing). Ordered as `Timer` is
-/// within one group.
+/// A timer inside its key group's set: [`Timer`] without the key group, its key inline when
+/// short (as scope keys are) and its namespace boxed (empty: no allocation). 48 bytes and no
+/// allocation for an 8-byte key, where `Timer` takes 64 and two; and comparing two timers of
+/// one time reads no other cache line. Ordered as `Timer` is within one group.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct GroupTimer {
     timestamp: i64,
-    key: Box<[u8]>,
+    key: KeyBytes,
     namespace: Box<[u8]>,
 }
 
@@ -93,7 +94,7 @@ impl GroupTimer {
     fn new(timer: &Timer) -> Self {
         GroupTimer {
             timestamp: timer.timestamp,
-            key: timer.key.as_slice().into(),
+            key: KeyBytes::from_slice(&timer.key),
             namespace: timer.namespace.as_slice().into(),
         }
     }
@@ -105,6 +106,16 @@ impl GroupTimer {
             key: self.key.to_vec(),
             namespace: self.namespace.to_vec(),
         }
+    }
+
+    /// Heap bytes outside the timer itself.
+    fn heap_bytes(&self) -> usize {
+        let key = if self.key.spilled() {
+            self.key.capacity()
+        } else {
+            0
+        };
+        key + self.namespace.len()
     }
 }
 
@@ -178,6 +189,42 @@ impl TimerQueue {
     }
 }
 
+/// The hash map of the scope's state and key group (the caller checked the scope). A
+/// function of the fields, so the caller can keep reading the configuration meanwhile.
+fn key_group_map<'a>(
+    tables: &'a mut [Table],
+    config: &InstanceConfig,
+    scope: &Scope<'_>,
+) -> &'a mut KeyGroupMap {
+    let Table::Kv(groups) = &mut tables[scope.state.index()] else {
+        unreachable!("callers check the scope first")
+    };
+    &mut groups[config.group_index(scope.key_group)]
+}
+
+/// Processing time for TTL checks, read from the clock only when an entry has an expiry,
+/// and then once: most states have no TTL, and a clock read per merge and per scan was
+/// about 1% of an ad-click run on this backend.
+struct LazyNow<'a> {
+    config: &'a InstanceConfig,
+    now: std::cell::OnceCell<u64>,
+}
+
+impl<'a> LazyNow<'a> {
+    fn new(config: &'a InstanceConfig) -> Self {
+        LazyNow {
+            config,
+            now: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// Whether `slot` has not expired.
+    fn live(&self, slot: &Slot) -> bool {
+        slot.expires_at
+            .is_none_or(|_| slot.live(*self.now.get_or_init(|| self.config.now_millis())))
+    }
+}
+
 #[derive(Debug)]
 enum Table {
     Kv(Vec<KeyGroupMap>),
@@ -228,11 +275,7 @@ impl MemoryBackend {
 
     /// The hash map of the scope's state and key group (the caller checked the scope).
     fn key_group_map_mut(&mut self, scope: &Scope<'_>) -> &mut KeyGroupMap {
-        let index = self.config.group_index(scope.key_group);
-        let Table::Kv(groups) = &mut self.tables[scope.state.index()] else {
-            unreachable!("callers check the scope first")
-        };
-        &mut groups[index]
+        key_group_map(&mut self.tables, &self.config, scope)
     }
 
     fn user_map_mut(&mut self, scope: &Scope<'_>) -> &mut UserMap {
@@ -260,12 +303,12 @@ impl MemoryBackend {
                 scope,
                 user_key,
                 value,
-            } => self.apply_put(&scope.as_scope(), user_key, value),
+            } => self.apply_put(&scope.as_scope(), &user_key, value),
             WriteOp::Merge {
                 scope,
                 user_key,
                 operand,
-            } => self.apply_merge(&scope.as_scope(), user_key, &operand),
+            } => self.apply_merge(&scope.as_scope(), &user_key, &operand),
             WriteOp::Delete { scope, user_key } => {
                 self.remove_in_scope(&scope.as_scope(), |map| map.remove(&user_key));
             }
@@ -281,24 +324,25 @@ impl MemoryBackend {
         self.after_write();
     }
 
-    fn apply_put(&mut self, scope: &Scope<'_>, user_key: Vec<u8>, value: Vec<u8>) {
+    fn apply_put(&mut self, scope: &Scope<'_>, user_key: &[u8], value: Vec<u8>) {
         self.user_bytes_written += (user_key.len() + value.len()) as u64;
         let expires_at = self.expiry(scope.state);
         self.user_map_mut(scope)
-            .insert(&user_key, Slot { value, expires_at });
+            .insert(user_key, Slot { value, expires_at });
     }
 
-    fn apply_merge(&mut self, scope: &Scope<'_>, user_key: Vec<u8>, operand: &[u8]) {
+    fn apply_merge(&mut self, scope: &Scope<'_>, user_key: &[u8], operand: &[u8]) {
         self.user_bytes_written += (user_key.len() + operand.len()) as u64;
-        let now = self.config.now_millis();
         let expires_at = self.expiry(scope.state);
-        let slot = self
-            .user_map_mut(scope)
-            .get_or_insert_with(&user_key, || Slot {
+        let now = LazyNow::new(&self.config);
+        let slot = key_group_map(&mut self.tables, &self.config, scope)
+            .entry_ref(&ScopeKeyRef::of(scope))
+            .or_default()
+            .get_or_insert_with(user_key, || Slot {
                 value: Vec::new(),
                 expires_at,
             });
-        if !slot.live(now) {
+        if !now.live(slot) {
             slot.value.clear();
         }
         // Small lists grow exactly: jemalloc's size classes (25% apart) amortise the copies,
@@ -386,11 +430,11 @@ impl MemoryBackend {
 
 impl StateRead for MemoryBackend {
     fn get(&self, scope: Scope<'_>, user_key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let now = self.config.now_millis();
+        let now = LazyNow::new(&self.config);
         Ok(self
             .user_map(&scope)?
             .and_then(|m| m.get(user_key))
-            .filter(|slot| slot.live(now))
+            .filter(|slot| now.live(slot))
             .map(|slot| slot.value.clone()))
     }
 
@@ -407,10 +451,10 @@ impl StateRead for MemoryBackend {
         if range.is_empty() {
             return Ok(());
         }
-        let now = self.config.now_millis();
+        let now = LazyNow::new(&self.config);
         let iter = map.range(range.lower, range.upper);
         let mut visit = |(k, slot): (&[u8], &Slot)| -> Result<Visit> {
-            if slot.live(now) {
+            if now.live(slot) {
                 visitor(k, &slot.value)
             } else {
                 Ok(Visit::Continue)
@@ -478,7 +522,7 @@ impl StateRead for MemoryBackend {
 impl StateWrite for MemoryBackend {
     fn put(&mut self, scope: Scope<'_>, user_key: &[u8], value: &[u8]) -> Result<()> {
         check_scope(&scope, self.config.key_groups, &self.states, false)?;
-        self.apply_put(&scope, user_key.to_vec(), value.to_vec());
+        self.apply_put(&scope, user_key, value.to_vec());
         self.after_write();
         Ok(())
     }
@@ -486,7 +530,7 @@ impl StateWrite for MemoryBackend {
     fn merge(&mut self, scope: Scope<'_>, user_key: &[u8], operand: &[u8]) -> Result<()> {
         check_scope(&scope, self.config.key_groups, &self.states, false)?;
         check_merge(&scope, &self.states)?;
-        self.apply_merge(&scope, user_key.to_vec(), operand);
+        self.apply_merge(&scope, user_key, operand);
         self.after_write();
         Ok(())
     }
@@ -760,10 +804,10 @@ impl StateBackend for MemoryBackend {
                 }
                 Table::Timers(q) => {
                     for t in q.groups.iter().flatten() {
-                        let bytes = (t.key.len() + t.namespace.len()) as u64;
-                        live += 8 + bytes;
+                        live += 8 + (t.key.len() + t.namespace.len()) as u64;
                         // A B-tree node slot (about two thirds of a node's slots are used).
-                        timers += bytes + std::mem::size_of::<GroupTimer>() as u64 * 3 / 2;
+                        timers += t.heap_bytes() as u64
+                            + std::mem::size_of::<GroupTimer>() as u64 * 3 / 2;
                     }
                 }
             }

@@ -49,3 +49,85 @@ fn a_consistent_checksum_over_an_inconsistent_snapshot_is_corruption() {
     assert!(err.to_string().contains("checkpoint 1"), "{err}");
     assert_eq!(r.get(other_scope, b"").unwrap(), Some(b"kept".to_vec()));
 }
+
+/// A clock that counts how often it is read.
+#[derive(Debug, Default)]
+struct CountingClock {
+    reads: std::sync::atomic::AtomicU64,
+}
+
+impl crate::clock::Clock for CountingClock {
+    fn now_millis(&self) -> u64 {
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        1_000
+    }
+}
+
+/// Merges, reads and scans of a state without TTL never read the clock (one read per call
+/// was measurable on the interval join); a state with TTL still reads it and expires.
+#[test]
+fn only_entries_with_an_expiry_read_the_clock() {
+    let clock = Arc::new(CountingClock::default());
+    let config = InstanceConfig::single(16)
+        .unwrap()
+        .with_clock(clock.clone());
+    let mut b = MemoryBackend::open(config).unwrap();
+    let list = b
+        .register_state(&StateDescriptor::new("l", StateKind::Map))
+        .unwrap();
+    let scope = Scope {
+        state: list,
+        key_group: key_group_of(b"k", 16),
+        key: b"k",
+        namespace: b"",
+    };
+    for _ in 0..3 {
+        b.merge(scope, b"u", b"x").unwrap();
+    }
+    assert_eq!(b.get(scope, b"u").unwrap(), Some(b"xxx".to_vec()));
+    let mut seen = 0;
+    b.scan(
+        scope,
+        UserKeyRange::all(),
+        Direction::Forward,
+        &mut |_, _| {
+            seen += 1;
+            Ok(Visit::Continue)
+        },
+    )
+    .unwrap();
+    assert_eq!(seen, 1);
+    let reads = || clock.reads.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(reads(), 0);
+
+    let ttl = b
+        .register_state(
+            &StateDescriptor::new("t", StateKind::Map)
+                .with_ttl(std::time::Duration::from_millis(10)),
+        )
+        .unwrap();
+    let scope = Scope {
+        state: ttl,
+        ..scope
+    };
+    b.merge(scope, b"u", b"x").unwrap();
+    assert!(reads() > 0);
+    assert_eq!(b.get(scope, b"u").unwrap(), Some(b"x".to_vec()));
+}
+
+/// A timer in its group's set takes 48 bytes and, for a key of up to 16 bytes, no
+/// allocation: the queue of a million keys' cleanup timers is the backend's second-largest
+/// structure.
+#[test]
+fn a_short_timer_key_is_kept_inline() {
+    assert_eq!(std::mem::size_of::<GroupTimer>(), 48);
+    let t = GroupTimer::new(&Timer {
+        timestamp: 7,
+        key_group: 0,
+        key: 42u64.to_be_bytes().to_vec(),
+        namespace: Vec::new(),
+    });
+    assert_eq!(t.heap_bytes(), 0);
+    assert_eq!(t.to_timer(0).key, 42u64.to_be_bytes());
+}
