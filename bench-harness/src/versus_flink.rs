@@ -288,6 +288,12 @@ fn run_flink(
         std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir.display(), e))?;
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display(), e))?;
+    // The script and its JVM write their temporary files (a header-less copy of the input
+    // as large as the input, the mini-cluster's directories) under the run's own directory,
+    // removed after the job, killed or not: left in /tmp they filled the disk over a few
+    // runs.
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(tmp.display(), e))?;
     let log_path = dir.join("flink.log");
     let log = std::fs::File::create(&log_path).map_err(|e| Error::io(log_path.display(), e))?;
     let log_err = log
@@ -306,6 +312,11 @@ fn run_flink(
         .arg(args.out_of_orderness_seconds.to_string())
         .arg("--out-dir")
         .arg(&pairs_dir)
+        .env("TMPDIR", &tmp)
+        .env(
+            "JAVA_TOOL_OPTIONS",
+            java_tool_options(&tmp, std::env::var("JAVA_TOOL_OPTIONS").ok()),
+        )
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err)
@@ -338,6 +349,7 @@ fn run_flink(
         std::thread::sleep(Duration::from_millis(200));
     };
     let process_seconds = started.elapsed().as_secs_f64();
+    std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(tmp.display(), e))?;
     let mut text = String::new();
     std::fs::File::open(&log_path)
         .and_then(|mut f| f.read_to_string(&mut text))
@@ -368,6 +380,16 @@ fn run_flink(
         error,
         killed: status.is_none(),
     })
+}
+
+/// `JAVA_TOOL_OPTIONS` for the Flink job's JVM: its temporary directory set to `tmp` (the JVM
+/// ignores `TMPDIR`), after any options the environment gives.
+fn java_tool_options(tmp: &Path, inherited: Option<String>) -> String {
+    let own = format!("-Djava.io.tmpdir={}", tmp.display());
+    match inherited {
+        Some(given) if !given.trim().is_empty() => format!("{given} {own}"),
+        _ => own,
+    }
 }
 
 /// The seconds of the script's last `job wall <seconds>s` line.
@@ -618,6 +640,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // $1 events, $2 backend, then the options; the pairs go under --out-dir (${10}).
         let script = r#"echo "args: $*"
+echo "tmp: $TMPDIR java: $JAVA_TOOL_OPTIONS"
+mktemp -d "$TMPDIR/flink-events-XXXX" > /dev/null
 mkdir -p "${10}/part" && printf 'a,1,2\nb,3,4\n' > "${10}/part/part-0"
 echo "flink $2 p=1: job wall 2.5s"
 "#;
@@ -630,6 +654,27 @@ echo "flink $2 p=1: job wall 2.5s"
         assert!(
             log.contains("hashmap --managed-memory 256m --window-minutes 20 --out-of-orderness-seconds 5 --out-dir"),
             "{log}"
+        );
+        // Its temporary files went to a directory of the run's own, gone after the job.
+        let tmp = dir.path().join("flink").join("tmp");
+        assert!(
+            log.contains(&format!("tmp: {} java: ", tmp.display()))
+                && log.contains(&format!("-Djava.io.tmpdir={}", tmp.display())),
+            "{log}"
+        );
+        assert!(!tmp.exists());
+    }
+
+    #[test]
+    fn the_jvm_keeps_the_options_the_environment_gives() {
+        let tmp = Path::new("/runs/flink/tmp");
+        assert_eq!(
+            java_tool_options(tmp, Some("-Xss4m".into())),
+            "-Xss4m -Djava.io.tmpdir=/runs/flink/tmp"
+        );
+        assert_eq!(
+            java_tool_options(tmp, None),
+            "-Djava.io.tmpdir=/runs/flink/tmp"
         );
     }
 
