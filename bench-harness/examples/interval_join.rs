@@ -31,7 +31,7 @@ fn main() -> statekit_backend::Result<()> {
     let mut backend = MemoryBackend::open(InstanceConfig::single(128)?)?;
     let mut join = AdClickJoin::new(&mut backend, &params, true)?;
     for event in &input {
-        join.process(&mut backend, event)?;
+        join.process(&mut backend, event.clone())?;
     }
     join.finish(&mut backend)?;
 

@@ -524,7 +524,7 @@ pub fn run_worker(dir: &Path, incarnation: u64) -> Result<()> {
         if position <= offset {
             continue;
         }
-        operator.process(backend.as_mut(), &event)?;
+        operator.process(backend.as_mut(), event)?;
         if position % job.checkpoint_every == 0 {
             taken += 1;
             let id = incarnation * ID_STRIDE + taken;

@@ -122,7 +122,7 @@ fn interval_join_matches_a_nested_loop() {
     let mut backend = MemoryBackend::open(InstanceConfig::single(128).unwrap()).unwrap();
     let mut join = AdClickJoin::new(&mut backend, &AdClickParams::default(), true).unwrap();
     for e in &input {
-        join.process(&mut backend, e).unwrap();
+        join.process(&mut backend, e.clone()).unwrap();
     }
     join.finish(&mut backend).unwrap();
 

@@ -351,7 +351,7 @@ impl AdClickJoin {
 }
 
 impl Operator for AdClickJoin {
-    fn handle(&mut self, backend: &mut dyn StateBackend, event: &Event) -> Result<()> {
+    fn handle(&mut self, backend: &mut dyn StateBackend, event: Event) -> Result<()> {
         let fingerprint = &mut self.fingerprint;
         let pairs = &mut self.pairs;
         let read_back = &mut self.read_back;
@@ -371,7 +371,7 @@ impl Operator for AdClickJoin {
                 let buffered = BufferedDisplay {
                     id: d.id,
                     ad: d.ad,
-                    payload: d.payload.clone(),
+                    payload: d.payload,
                 };
                 self.join
                     .process_left(backend, &user, d.ts, buffered, |_, l, _, r| emit(l, r.id))?;
@@ -385,7 +385,7 @@ impl Operator for AdClickJoin {
                 self.join
                     .process_right(backend, &user, c.ts, buffered, |_, l, _, r| emit(l, r.id))?;
             }
-            other => return Err(wrong_event("ad-click-interval-join", other)),
+            other => return Err(wrong_event("ad-click-interval-join", &other)),
         }
         Ok(())
     }
@@ -564,7 +564,7 @@ mod tests {
         let mut backend = MemoryBackend::open(InstanceConfig::single(32).unwrap()).unwrap();
         let mut op = AdClickJoin::new(&mut backend, &params, true).unwrap();
         for e in &input {
-            op.process(&mut backend, e).unwrap();
+            op.process(&mut backend, e.clone()).unwrap();
         }
         op.finish(&mut backend).unwrap();
         let checks = op.check(&input).unwrap();
@@ -588,7 +588,7 @@ mod tests {
         let mut backend = MemoryBackend::open(InstanceConfig::single(32).unwrap()).unwrap();
         let mut op = AdClickJoin::new(&mut backend, &params, true).unwrap();
         for e in &input {
-            op.process(&mut backend, e).unwrap();
+            op.process(&mut backend, e.clone()).unwrap();
         }
         op.finish(&mut backend).unwrap();
         // What state returned no longer matches the input of one joined display: as if the

@@ -312,7 +312,8 @@ impl Operator for DailyUv {
         &["uv/dictionary"]
     }
 
-    fn handle(&mut self, backend: &mut dyn StateBackend, event: &Event) -> Result<()> {
+    fn handle(&mut self, backend: &mut dyn StateBackend, event: Event) -> Result<()> {
+        let event = &event;
         let Event::Visit {
             device,
             dimension,
@@ -433,7 +434,7 @@ mod tests {
         let mut backend = MemoryBackend::open(InstanceConfig::single(32).unwrap()).unwrap();
         let mut op = DailyUv::new(&mut backend, &params, true).unwrap();
         for e in &input {
-            op.process(&mut backend, e).unwrap();
+            op.process(&mut backend, e.clone()).unwrap();
         }
         op.finish(&mut backend).unwrap();
         let checks = op.check(&input).unwrap();

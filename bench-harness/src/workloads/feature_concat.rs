@@ -433,7 +433,8 @@ impl FeatureConcat {
 }
 
 impl Operator for FeatureConcat {
-    fn handle(&mut self, backend: &mut dyn StateBackend, event: &Event) -> Result<()> {
+    fn handle(&mut self, backend: &mut dyn StateBackend, event: Event) -> Result<()> {
+        let event = &event;
         let ts = event.ts();
         if self.watermarks.is_late(ts) {
             self.bump(&format!("late_{}", event.kind()));
@@ -592,7 +593,7 @@ mod tests {
         let mut backend = MemoryBackend::open(InstanceConfig::single(32).unwrap()).unwrap();
         let mut op = FeatureConcat::new(&mut backend, &params, true).unwrap();
         for e in &input {
-            op.process(&mut backend, e).unwrap();
+            op.process(&mut backend, e.clone()).unwrap();
         }
         op.finish(&mut backend).unwrap();
         let checks = op.check(&input).unwrap();

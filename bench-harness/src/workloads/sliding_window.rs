@@ -347,7 +347,8 @@ impl SlidingWindowDemand {
 }
 
 impl Operator for SlidingWindowDemand {
-    fn handle(&mut self, backend: &mut dyn StateBackend, event: &Event) -> Result<()> {
+    fn handle(&mut self, backend: &mut dyn StateBackend, event: Event) -> Result<()> {
+        let event = &event;
         let Event::Demand { hexagon, rider, ts } = event else {
             return Err(wrong_event("sliding-window-demand", event));
         };
@@ -468,7 +469,7 @@ mod tests {
         let mut backend = MemoryBackend::open(InstanceConfig::single(32).unwrap()).unwrap();
         let mut op = SlidingWindowDemand::new(&mut backend, &params, true).unwrap();
         for e in &input {
-            op.process(&mut backend, e).unwrap();
+            op.process(&mut backend, e.clone()).unwrap();
         }
         op.finish(&mut backend).unwrap();
         let checks = op.check(&input).unwrap();

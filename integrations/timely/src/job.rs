@@ -468,7 +468,7 @@ impl KeyedOperator {
             let epoch = *entry.key();
             let mut events = entry.remove();
             events.sort_unstable_by_key(|r| r.seq);
-            self.run(epoch, &events);
+            self.run(epoch, events);
         }
     }
 
@@ -530,13 +530,13 @@ impl KeyedOperator {
     }
 
     /// Handles one epoch's events, after advancing the watermark to the epoch.
-    fn run(&mut self, epoch: i64, events: &[Routed]) {
+    fn run(&mut self, epoch: i64, events: Vec<Routed>) {
         self.advance(epoch);
         for routed in events {
             if self.error.is_some() {
                 return;
             }
-            if let Err(e) = self.operator.handle(&mut *self.backend, &routed.event) {
+            if let Err(e) = self.operator.handle(&mut *self.backend, routed.event) {
                 self.error = Some(e);
             }
             self.events += 1;

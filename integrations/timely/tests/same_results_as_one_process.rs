@@ -24,7 +24,7 @@ fn one_process(profile: &Profile) -> Counters {
         MemoryBackend::open(InstanceConfig::single(profile.max_parallelism).unwrap()).unwrap();
     let mut operator = profile.operator(&mut backend, false).unwrap();
     for event in profile.generator(scale).unwrap() {
-        operator.process(&mut backend, &event).unwrap();
+        operator.process(&mut backend, event).unwrap();
     }
     operator.finish(&mut backend).unwrap();
     operator.counters()
