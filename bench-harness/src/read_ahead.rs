@@ -148,4 +148,25 @@ mod tests {
         let e = read[BATCH].as_ref().unwrap_err();
         assert!(e.to_string().contains("panicked"), "{e}");
     }
+
+    /// The time spent waiting for a slow source is counted (the rates leave it out), and
+    /// only once per batch.
+    #[test]
+    fn waits_for_a_slow_source_are_counted() {
+        let source = (0..2 * BATCH as i64).map(|t| {
+            if t % BATCH as i64 == 0 {
+                std::thread::sleep(Duration::from_millis(40));
+            }
+            Ok(click(t))
+        });
+        let mut input = ReadAhead::spawn(source).unwrap();
+        assert_eq!(input.waited(), Duration::ZERO);
+        assert_eq!(input.by_ref().count(), 2 * BATCH);
+        // The first batch waits out at least one sleep (the reader starts with it).
+        assert!(
+            input.waited() >= Duration::from_millis(35),
+            "{:?}",
+            input.waited()
+        );
+    }
 }

@@ -79,10 +79,11 @@ impl From<&ScopeKeyRef<'_>> for ScopeKey {
 
 type KeyGroupMap = HashMap<ScopeKey, UserMap>;
 
-/// A timer inside its key group's set: [`Timer`] without the key group, its key inline when
-/// short (as scope keys are) and its namespace boxed (empty: no allocation). 48 bytes and no
-/// allocation for an 8-byte key, where `Timer` takes 64 and two; and comparing two timers of
-/// one time reads no other cache line. Ordered as `Timer` is within one group.
+/// A timer inside its key group's set: [`Timer`] without the key group, its key inline up to
+/// 16 bytes (as scope keys are) and its namespace boxed (empty: no allocation). 48 bytes and
+/// no allocation for an 8-byte key, where a boxed key took 40 bytes and an allocation; so
+/// registering and popping a timer call no allocator, and comparing two timers of one time
+/// reads no other cache line. Ordered as `Timer` is within one group.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct GroupTimer {
     timestamp: i64,
