@@ -53,8 +53,9 @@ pub struct RemoteConfig {
     /// a filter per table it may touch, so the state's filters and indexes, which grow with
     /// it, are worth more than data blocks once the state dwarfs the cache: with a fifth,
     /// ad-click's large scale at 256 MiB fell from 15k to 3.8k events/s by 9M events, half
-    /// its operator thread re-reading indexes; with half (and 64 KiB blocks) it ran 12k
-    /// there. Feature-concat (point reads of recent data) ran within noise with half.
+    /// its operator thread re-reading indexes; with half it ran 8.3k there with builds
+    /// sharing the machine (12k with 64 KiB blocks as well, which feature-concat's point
+    /// reads paid for). Feature-concat ran within noise with half.
     pub meta_cache: Option<Size>,
     /// Size of a table's data blocks: 1, 2, 4, 8, 16, 32 or 64 KiB. Default 16 KiB (SlateDB's
     /// is 4). A table's index holds a first key per block and a cache miss reads and
