@@ -34,7 +34,7 @@ pub const MEMORY_RUN_MALLOC_CONF_EXTRA: &str = "thp:always,metadata_thp:always";
 pub fn run_malloc_conf(request: &RunRequest) -> String {
     let spec = match request {
         RunRequest::Bench { spec, .. } => spec.as_ref(),
-        RunRequest::Replay { spec, .. } => Some(spec),
+        RunRequest::Replay { spec, .. } => spec.as_ref(),
     };
     match spec {
         Some(spec) if spec.kind == BackendKind::Memory => {
@@ -112,8 +112,9 @@ pub enum RunRequest {
     Replay {
         /// The trace file.
         trace: PathBuf,
-        /// The backend and configuration.
-        spec: BackendSpec,
+        /// The backend and configuration; `None` replays the trace on a backend that stores
+        /// nothing, which measures the harness's own footprint.
+        spec: Option<BackendSpec>,
         /// The memory budget in force.
         memory_budget: Option<u64>,
         /// The run's private working directory.
@@ -254,11 +255,11 @@ mod tests {
     fn requests_round_trip() {
         let r = RunRequest::Replay {
             trace: "t.sktrace".into(),
-            spec: BackendSpec {
+            spec: Some(BackendSpec {
                 kind: crate::backends::BackendKind::Memory,
                 config: None,
                 rocksdb: None,
-            },
+            }),
             memory_budget: Some(1 << 20),
             work_dir: "w".into(),
             progress: false,

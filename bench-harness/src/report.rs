@@ -208,7 +208,7 @@ fn time_section(results: &Results) -> String {
 /// itself accounts for.
 fn memory_section(results: &Results) -> String {
     let mut md = String::new();
-    let budget = results.workload.as_ref().and_then(|w| w.memory_budget);
+    let budget = results.memory_budget();
     let _ = writeln!(md, "\n## Memory\n");
     match &results.harness {
         Some(h) if h.error.is_none() => {
@@ -216,8 +216,8 @@ fn memory_section(results: &Results) -> String {
                 md,
                 "Each run ran in a process of its own; RSS is that process's, from its start. \
                  The harness's own footprint, measured by the same input through the same \
-                 operator on a backend that stores nothing: peak RSS {} ({} before the \
-                 operator started).",
+                 operator (or the same trace replayed) on a backend that stores nothing: peak \
+                 RSS {} ({} before the operator started).",
                 format_size(h.peak_rss_bytes),
                 format_size(h.baseline_rss_bytes)
             );
@@ -327,6 +327,15 @@ pub fn render_markdown(results: &Results) -> String {
             t.records,
             format_size(t.bytes)
         );
+        if let Some(b) = t.memory_budget {
+            let runs: Vec<(&str, bool)> = results
+                .runs
+                .iter()
+                .map(|r| (r.label.as_str(), r.direct_io))
+                .collect();
+            let how = page_cache_use(&runs);
+            let _ = writeln!(md, "\nMemory budget: {}; {how}.", format_size(b));
+        }
     }
     let m = &results.machine;
     let _ = writeln!(
@@ -696,7 +705,7 @@ fn latency_chart(results: &Results) -> String {
 fn memory_chart(results: &Results) -> String {
     let (w, h) = (760.0, 300.0);
     let mut svg = Svg::new(w as u32, h as u32, "resident memory over time");
-    let budget = results.workload.as_ref().and_then(|w| w.memory_budget);
+    let budget = results.memory_budget();
     let limit = budget.and_then(|b| {
         results
             .harness

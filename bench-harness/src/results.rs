@@ -36,7 +36,7 @@ pub struct Results {
     /// Whether the result counters are equal across runs.
     pub comparison: Comparison,
     /// What the harness itself holds, measured by a run on a backend that stores nothing
-    /// (bench runs in processes of their own).
+    /// (runs in processes of their own).
     #[serde(default)]
     pub harness: Option<HarnessFootprint>,
     /// The memory allocator of the runs' processes and its settings.
@@ -44,9 +44,9 @@ pub struct Results {
     pub allocator: Option<String>,
 }
 
-/// The harness's own memory: the same input through the same operator, in a process of its
-/// own like the runs, on a backend that stores nothing. What a run's peak RSS holds beyond
-/// this is the backend's.
+/// The harness's own memory: the same input through the same operator (or the same trace
+/// replayed), in a process of its own like the runs, on a backend that stores nothing. What
+/// a run's peak RSS holds beyond this is the backend's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HarnessFootprint {
     /// Peak resident memory of that process, bytes.
@@ -111,6 +111,9 @@ pub struct TraceInfo {
     pub records: u64,
     /// Size of the file, bytes.
     pub bytes: u64,
+    /// The memory budget in force.
+    #[serde(default)]
+    pub memory_budget: Option<u64>,
 }
 
 /// What the runs ran on.
@@ -373,6 +376,15 @@ impl Comparison {
 }
 
 impl Results {
+    /// The memory budget the runs had, a workload's or a trace's.
+    pub fn memory_budget(&self) -> Option<u64> {
+        match (&self.workload, &self.trace) {
+            (Some(w), _) => w.memory_budget,
+            (None, Some(t)) => t.memory_budget,
+            (None, None) => None,
+        }
+    }
+
     /// Writes `dir/results.json`.
     ///
     /// # Errors

@@ -349,7 +349,7 @@ pub fn run_request(request: &RunRequest) -> Result<RunResult> {
             Ok(replay_run(
                 trace,
                 header,
-                spec,
+                spec.as_ref(),
                 work_dir,
                 *memory_budget,
                 *progress,
@@ -637,7 +637,7 @@ pub fn replay_all(
             Isolation::InProcess => replay_run(
                 trace,
                 header,
-                spec,
+                Some(spec),
                 &work_dir,
                 memory_budget,
                 progress,
@@ -647,7 +647,7 @@ pub fn replay_all(
                 exe,
                 &RunRequest::Replay {
                     trace: trace.to_path_buf(),
-                    spec: spec.clone(),
+                    spec: Some(spec.clone()),
                     memory_budget,
                     work_dir: work_dir.clone(),
                     progress,
@@ -660,6 +660,29 @@ pub fn replay_all(
         let _ = std::fs::remove_dir_all(&work_dir);
         runs.push(run);
     }
+    // The harness's own footprint: the same trace replayed on a backend that stores nothing,
+    // in a process of its own like the runs (the trace reader, the replay's buffers, metrics).
+    let harness = match isolation {
+        Isolation::ChildProcess { exe } => {
+            let work_dir = fresh_work_dir(out, HARNESS_LABEL)?;
+            let run = run_in_child(
+                exe,
+                &RunRequest::Replay {
+                    trace: trace.to_path_buf(),
+                    spec: None,
+                    memory_budget,
+                    work_dir: work_dir.clone(),
+                    progress,
+                },
+                out,
+                time_limit,
+                empty_run(&null_spec()),
+            )?;
+            let _ = std::fs::remove_dir_all(&work_dir);
+            Some(HarnessFootprint::of(&run))
+        }
+        Isolation::InProcess => None,
+    };
     let _ = std::fs::remove_dir(out.join("work"));
     let records = runs.iter().map(|r| r.events).max().unwrap_or(0);
     Ok(Results {
@@ -672,39 +695,45 @@ pub fn replay_all(
             path: trace.display().to_string(),
             records,
             bytes: std::fs::metadata(trace).map_or(0, |m| m.len()),
+            memory_budget,
         }),
         machine: Machine::detect(out),
         comparison: Comparison::of(&runs),
         runs,
-        harness: None,
+        harness,
         allocator: Some(crate::isolation::allocator_description(isolation)),
     })
 }
 
-/// One replay of `trace` on `spec`.
+/// One replay of `trace` on `spec` (`None`: the footprint run on a backend that stores
+/// nothing).
 fn replay_run(
     trace: &Path,
     header: crate::trace::TraceHeader,
-    spec: &BackendSpec,
+    spec: Option<&BackendSpec>,
     work_dir: &Path,
     memory_budget: Option<u64>,
     progress: bool,
     own_process: bool,
 ) -> RunResult {
-    let mut run = empty_run(spec);
+    let mut run = empty_run(spec.unwrap_or(&null_spec()));
     let outcome = (|| -> Result<()> {
         let instance = instance(header.max_parallelism, &work_dir.join("checkpoints"))?
             .with_key_groups(header.key_groups);
         run.baseline_rss_bytes = current_rss();
-        let inner = open_backend(
-            spec,
-            OpenOptions {
-                instance,
-                work_dir: &work_dir.join("db"),
-                memory_budget,
-                direct_io: memory_budget.is_some(),
-            },
-        )?;
+        let inner: Box<dyn StateBackend> = match spec {
+            Some(spec) => {
+                let open_options = OpenOptions {
+                    instance,
+                    work_dir: &work_dir.join("db"),
+                    memory_budget,
+                    direct_io: memory_budget.is_some(),
+                };
+                run.direct_io = bypasses_page_cache(spec, &open_options)?;
+                open_backend(spec, open_options)?
+            }
+            None => Box::new(NullBackend::new(instance)),
+        };
         let mut backend: Metered<dyn StateBackend> = Metered::new(inner);
         let counter = Arc::new(AtomicU64::new(0));
         let sampler = ResourceSampler::start(
@@ -712,7 +741,7 @@ fn replay_run(
             Duration::from_millis(200),
             Arc::clone(&counter),
         );
-        let bar = progress_bar(progress, 0, &spec.label());
+        let bar = progress_bar(progress, 0, &run.label);
         let mut reader = TraceReader::open(trace)?;
         let start = Instant::now();
         let summary = replay(&mut reader, &mut backend, true, |n| {
