@@ -28,9 +28,11 @@ use crate::error::{Error, Result};
 use crate::instance::InstanceConfig;
 use crate::keygroup::{KeyGroup, KeyGroupRange};
 
+mod key_and_namespace;
 mod user_map;
 
-use user_map::{KeyBytes, Slot, UserMap};
+use key_and_namespace::KeyAndNamespace;
+use user_map::{Slot, UserMap};
 
 /// Values below this many bytes grow by exactly what a merge appends; longer ones double.
 const EXACT_GROWTH_BELOW: usize = 4096;
@@ -38,12 +40,8 @@ const EXACT_GROWTH_BELOW: usize = 4096;
 /// How many writes pass between two incremental TTL sweeps.
 pub const SWEEP_EVERY_WRITES: u64 = 1024;
 
-/// A scope's key and namespace, inline when short (see [`KeyBytes`]).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct ScopeKey {
-    key: KeyBytes,
-    namespace: KeyBytes,
-}
+/// A scope's key and namespace (see [`KeyAndNamespace`]).
+type ScopeKey = KeyAndNamespace;
 
 /// Borrowed form of [`ScopeKey`], so lookups need no allocation. Its derived `Hash` hashes
 /// the two slices exactly as `ScopeKey`'s does.
@@ -64,39 +62,33 @@ impl<'a> ScopeKeyRef<'a> {
 
 impl Equivalent<ScopeKey> for ScopeKeyRef<'_> {
     fn equivalent(&self, other: &ScopeKey) -> bool {
-        *self.key == *other.key && *self.namespace == *other.namespace
+        self.key == other.key() && self.namespace == other.namespace()
     }
 }
 
 impl From<&ScopeKeyRef<'_>> for ScopeKey {
     fn from(r: &ScopeKeyRef<'_>) -> Self {
-        ScopeKey {
-            key: KeyBytes::from_slice(r.key),
-            namespace: KeyBytes::from_slice(r.namespace),
-        }
+        KeyAndNamespace::new(r.key, r.namespace)
     }
 }
 
 type KeyGroupMap = HashMap<ScopeKey, UserMap>;
 
-/// A timer inside its key group's set: [`Timer`] without the key group, its key inline up to
-/// 16 bytes (as scope keys are) and its namespace boxed (empty: no allocation). 48 bytes and
-/// no allocation for an 8-byte key, where a boxed key took 40 bytes and an allocation; so
-/// registering and popping a timer call no allocator, and comparing two timers of one time
-/// reads no other cache line. Ordered as `Timer` is within one group.
+/// A timer inside its key group's set: [`Timer`] without the key group, its key and
+/// namespace in one [`KeyAndNamespace`]. 40 bytes and no allocation while key and namespace
+/// fit in 16 bytes; so registering and popping a timer call no allocator, and comparing two
+/// timers of one time reads no other cache line. Ordered as `Timer` is within one group.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct GroupTimer {
     timestamp: i64,
-    key: KeyBytes,
-    namespace: Box<[u8]>,
+    scope: KeyAndNamespace,
 }
 
 impl GroupTimer {
     fn new(timer: &Timer) -> Self {
         GroupTimer {
             timestamp: timer.timestamp,
-            key: KeyBytes::from_slice(&timer.key),
-            namespace: timer.namespace.as_slice().into(),
+            scope: KeyAndNamespace::new(&timer.key, &timer.namespace),
         }
     }
 
@@ -104,19 +96,14 @@ impl GroupTimer {
         Timer {
             timestamp: self.timestamp,
             key_group,
-            key: self.key.to_vec(),
-            namespace: self.namespace.to_vec(),
+            key: self.scope.key().to_vec(),
+            namespace: self.scope.namespace().to_vec(),
         }
     }
 
     /// Heap bytes outside the timer itself.
     fn heap_bytes(&self) -> usize {
-        let key = if self.key.spilled() {
-            self.key.capacity()
-        } else {
-            0
-        };
-        key + self.namespace.len()
+        self.scope.heap_bytes()
     }
 }
 
@@ -233,7 +220,7 @@ impl<'a> LazyNow<'a> {
 
     /// Whether `slot` has not expired.
     fn live(&self, slot: &Slot) -> bool {
-        slot.expires_at
+        slot.expires_at()
             .is_none_or(|_| slot.live(*self.now.get_or_init(|| self.config.now_millis())))
     }
 }
@@ -339,20 +326,15 @@ impl MemoryBackend {
         self.user_bytes_written += (user_key.len() + value.len()) as u64;
         let expires_at = self.expiry(scope.state);
         self.user_map_mut(scope)
-            .insert(user_key, Slot { value, expires_at });
+            .insert(user_key, Slot::new(value, expires_at));
     }
 
     fn apply_merge(&mut self, scope: &Scope<'_>, user_key: &[u8], operand: &[u8]) {
         self.user_bytes_written += (user_key.len() + operand.len()) as u64;
         let expires_at = self.expiry(scope.state);
         let now = LazyNow::new(&self.config);
-        let slot =
-            user_map_in(&mut self.tables, &self.config, scope).get_or_insert_with(user_key, || {
-                Slot {
-                    value: Vec::new(),
-                    expires_at,
-                }
-            });
+        let slot = user_map_in(&mut self.tables, &self.config, scope)
+            .get_or_insert_with(user_key, || Slot::new(Vec::new(), expires_at));
         if !now.live(slot) {
             slot.value.clear();
         }
@@ -363,7 +345,7 @@ impl MemoryBackend {
             slot.value.reserve_exact(operand.len());
         }
         slot.value.extend_from_slice(operand);
-        slot.expires_at = expires_at;
+        slot.set_expires_at(expires_at);
     }
 
     fn apply_delete_range(&mut self, scope: &Scope<'_>, range: UserKeyRange<'_>) {
@@ -514,11 +496,11 @@ impl StateRead for MemoryBackend {
                     }
                     let entry = EntryRef {
                         key_group: kg,
-                        key: &scope.key,
-                        namespace: &scope.namespace,
+                        key: scope.key(),
+                        namespace: scope.namespace(),
                         user_key,
                         value: &slot.value,
-                        expires_at: slot.expires_at,
+                        expires_at: slot.expires_at(),
                     };
                     if visitor(&entry)? == Visit::Stop {
                         return Ok(());
@@ -746,10 +728,7 @@ impl Checkpointing for MemoryBackend {
                             .map_err(|e| inconsistent(e.message().to_string()))?;
                         fresh.user_map_mut(&scope).insert(
                             entry.user_key,
-                            Slot {
-                                value: entry.value.to_vec(),
-                                expires_at: entry.expires_at,
-                            },
+                            Slot::new(entry.value.to_vec(), entry.expires_at),
                         );
                     }
                     SnapshotRecord::Timer { state, timer } => {
@@ -803,10 +782,10 @@ impl StateBackend for MemoryBackend {
             match table {
                 Table::Kv(groups) => {
                     for (scope, map) in groups.iter().flatten() {
-                        let scope_bytes = (scope.key.len() + scope.namespace.len()) as u64;
+                        let scope_bytes = scope.len() as u64;
                         // The hash slot (scope key and map) and the scope's key bytes.
                         let slot = std::mem::size_of::<(ScopeKey, UserMap)>() as u64;
-                        maps += slot + scope_bytes + map.overhead_bytes() as u64;
+                        maps += slot + scope.heap_bytes() as u64 + map.overhead_bytes() as u64;
                         for (k, slot) in map.iter() {
                             live += scope_bytes + (k.len() + slot.value.len()) as u64;
                             maps += (k.len() + slot.value.capacity()) as u64;
@@ -815,7 +794,7 @@ impl StateBackend for MemoryBackend {
                 }
                 Table::Timers(q) => {
                     for t in q.groups.iter().flatten() {
-                        live += 8 + (t.key.len() + t.namespace.len()) as u64;
+                        live += 8 + t.scope.len() as u64;
                         // A B-tree node slot (about two thirds of a node's slots are used).
                         timers += t.heap_bytes() as u64
                             + std::mem::size_of::<GroupTimer>() as u64 * 3 / 2;

@@ -17,17 +17,38 @@ use smallvec::SmallVec;
 /// each compared key was a quarter of the memory backend's time.
 pub(super) type KeyBytes = SmallVec<[u8; 16]>;
 
-/// One stored value.
+/// One stored value. 32 bytes: an expiry is a plain `u64` with [`Slot::NEVER`] for none,
+/// where an `Option<u64>` took 16 bytes, for every entry of the state.
 #[derive(Debug, Clone)]
 pub(super) struct Slot {
     pub(super) value: Vec<u8>,
-    pub(super) expires_at: Option<u64>,
+    expires: u64,
 }
 
 impl Slot {
+    /// The expiry of an entry that never expires. A real expiry this late (584 million
+    /// years of milliseconds) means the same.
+    const NEVER: u64 = u64::MAX;
+
+    pub(super) fn new(value: Vec<u8>, expires_at: Option<u64>) -> Self {
+        Slot {
+            value,
+            expires: expires_at.unwrap_or(Self::NEVER),
+        }
+    }
+
+    /// When the value expires (ms), `None` for never.
+    pub(super) fn expires_at(&self) -> Option<u64> {
+        (self.expires != Self::NEVER).then_some(self.expires)
+    }
+
+    pub(super) fn set_expires_at(&mut self, expires_at: Option<u64>) {
+        self.expires = expires_at.unwrap_or(Self::NEVER);
+    }
+
     /// Whether the value has not expired at `now` (ms).
     pub(super) fn live(&self, now: u64) -> bool {
-        self.expires_at.is_none_or(|t| now < t)
+        self.expires_at().is_none_or(|t| now < t)
     }
 }
 
@@ -263,11 +284,22 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// An entry of a small scope is 56 bytes: the key inline and a 32-byte slot whose
+    /// "never expires" is a sentinel, not an `Option`'s extra word.
+    #[test]
+    fn an_entry_takes_56_bytes_and_keeps_its_expiry() {
+        assert_eq!(std::mem::size_of::<(KeyBytes, Slot)>(), 56);
+        let mut s = Slot::new(vec![1], None);
+        assert_eq!(s.expires_at(), None);
+        assert!(s.live(u64::MAX - 1));
+        s.set_expires_at(Some(10));
+        assert_eq!(s.expires_at(), Some(10));
+        assert!(s.live(9) && !s.live(10));
+        assert_eq!(Slot::new(vec![], Some(0)).expires_at(), Some(0));
+    }
+
     fn slot(v: u8) -> Slot {
-        Slot {
-            value: vec![v],
-            expires_at: None,
-        }
+        Slot::new(vec![v], None)
     }
 
     fn bound(kind: u8, key: &[u8]) -> Bound<&[u8]> {
