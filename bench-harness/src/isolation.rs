@@ -44,20 +44,29 @@ pub fn run_malloc_conf(request: &RunRequest) -> String {
     }
 }
 
-/// What allocates in a run's process, for the report: jemalloc and its settings where the
-/// build links it (the RocksDB backend brings it in as the process's `malloc`), else the
-/// C library's `malloc`.
+/// What allocates in a run's process, for the report. A child process is the `statekit`
+/// tool, whose allocator is jemalloc in every build, reading `MALLOC_CONF`. Runs in the
+/// calling process use its allocator: jemalloc where this crate links RocksDB (whose
+/// `jemalloc` feature makes it the process's `malloc`), else whatever the caller set up.
 pub fn allocator_description(isolation: &Isolation) -> String {
-    if !cfg!(feature = "rocksdb") {
-        return "the C library's malloc".to_string();
-    }
-    match (isolation, std::env::var("MALLOC_CONF")) {
-        (_, Ok(conf)) => format!("jemalloc, MALLOC_CONF={conf} (from the environment)"),
+    let conf = std::env::var("MALLOC_CONF");
+    match (isolation, conf) {
+        (Isolation::ChildProcess { .. }, Ok(conf)) => {
+            format!("jemalloc, MALLOC_CONF={conf} (from the environment)")
+        }
         (Isolation::ChildProcess { .. }, Err(_)) => format!(
             "jemalloc, MALLOC_CONF={RUN_MALLOC_CONF} (memory-backend runs add \
              {MEMORY_RUN_MALLOC_CONF_EXTRA})"
         ),
-        (Isolation::InProcess, Err(_)) => "jemalloc with its default settings".to_string(),
+        (Isolation::InProcess, Ok(conf)) if cfg!(feature = "rocksdb") => {
+            format!("jemalloc, MALLOC_CONF={conf} (from the environment)")
+        }
+        (Isolation::InProcess, Err(_)) if cfg!(feature = "rocksdb") => {
+            "jemalloc with its default settings".to_string()
+        }
+        (Isolation::InProcess, _) => "the calling process's own allocator (in the statekit \
+                                      tool: jemalloc, with MALLOC_CONF if set)"
+            .to_string(),
     }
 }
 
