@@ -224,21 +224,12 @@ pub fn bench(options: &BenchOptions) -> Result<Results> {
     }
     // The harness's own footprint: the same input through the operator on a backend that
     // stores nothing, in a process of its own like the runs.
-    let harness = match &options.isolation {
-        Isolation::ChildProcess { exe } => {
-            let work_dir = fresh_work_dir(&options.out, HARNESS_LABEL)?;
-            let run = run_in_child(
-                exe,
-                &bench_request(options, None, budget, &work_dir),
-                &options.out,
-                options.time_limit,
-                empty_run(&null_spec()),
-            )?;
-            let _ = std::fs::remove_dir_all(&work_dir);
-            Some(HarnessFootprint::of(&run))
-        }
-        Isolation::InProcess => None,
-    };
+    let harness = footprint(
+        &options.isolation,
+        &options.out,
+        options.time_limit,
+        |work_dir| bench_request(options, None, budget, work_dir),
+    )?;
     // The runs' directories are gone; their parent goes too unless it still holds kept state.
     let _ = std::fs::remove_dir(options.out.join("work"));
     let profile = &options.profile;
@@ -273,6 +264,29 @@ pub fn bench(options: &BenchOptions) -> Result<Results> {
 
 /// The label of the footprint run.
 const HARNESS_LABEL: &str = "harness (no state)";
+
+/// Measures the harness's footprint: runs `request` (a run on no backend, in a working
+/// directory of its own) in a child process; `None` when runs share this process.
+fn footprint(
+    isolation: &Isolation,
+    out: &Path,
+    time_limit: Option<Duration>,
+    request: impl FnOnce(&Path) -> RunRequest,
+) -> Result<Option<HarnessFootprint>> {
+    let Isolation::ChildProcess { exe } = isolation else {
+        return Ok(None);
+    };
+    let work_dir = fresh_work_dir(out, HARNESS_LABEL)?;
+    let run = run_in_child(
+        exe,
+        &request(&work_dir),
+        out,
+        time_limit,
+        empty_run(&null_spec()),
+    )?;
+    let _ = std::fs::remove_dir_all(&work_dir);
+    Ok(Some(HarnessFootprint::of(&run)))
+}
 
 fn null_spec() -> BackendSpec {
     BackendSpec {
@@ -662,27 +676,13 @@ pub fn replay_all(
     }
     // The harness's own footprint: the same trace replayed on a backend that stores nothing,
     // in a process of its own like the runs (the trace reader, the replay's buffers, metrics).
-    let harness = match isolation {
-        Isolation::ChildProcess { exe } => {
-            let work_dir = fresh_work_dir(out, HARNESS_LABEL)?;
-            let run = run_in_child(
-                exe,
-                &RunRequest::Replay {
-                    trace: trace.to_path_buf(),
-                    spec: None,
-                    memory_budget,
-                    work_dir: work_dir.clone(),
-                    progress,
-                },
-                out,
-                time_limit,
-                empty_run(&null_spec()),
-            )?;
-            let _ = std::fs::remove_dir_all(&work_dir);
-            Some(HarnessFootprint::of(&run))
-        }
-        Isolation::InProcess => None,
-    };
+    let harness = footprint(isolation, out, time_limit, |work_dir| RunRequest::Replay {
+        trace: trace.to_path_buf(),
+        spec: None,
+        memory_budget,
+        work_dir: work_dir.to_path_buf(),
+        progress,
+    })?;
     let _ = std::fs::remove_dir(out.join("work"));
     let records = runs.iter().map(|r| r.events).max().unwrap_or(0);
     Ok(Results {
