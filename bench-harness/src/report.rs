@@ -305,19 +305,6 @@ pub fn render_markdown(results: &Results) -> String {
         if !w.description.is_empty() {
             let _ = writeln!(md, "\n{}", w.description.trim());
         }
-        if let Some(b) = w.memory_budget {
-            let runs: Vec<(&str, bool)> = results
-                .runs
-                .iter()
-                .map(|r| (r.label.as_str(), r.direct_io))
-                .collect();
-            let how = page_cache_use(&runs);
-            let _ = writeln!(md, "\nMemory budget: {}; {how}.", format_size(b));
-        } else if let Some(sentence) =
-            no_budget_sentence(results.runs.iter().map(|r| r.backend.as_str()))
-        {
-            let _ = writeln!(md, "\n{sentence}");
-        }
     }
     if let Some(t) = &results.trace {
         let _ = writeln!(
@@ -327,14 +314,19 @@ pub fn render_markdown(results: &Results) -> String {
             t.records,
             format_size(t.bytes)
         );
-        if let Some(b) = t.memory_budget {
-            let runs: Vec<(&str, bool)> = results
-                .runs
-                .iter()
-                .map(|r| (r.label.as_str(), r.direct_io))
-                .collect();
-            let how = page_cache_use(&runs);
-            let _ = writeln!(md, "\nMemory budget: {}; {how}.", format_size(b));
+    }
+    if let Some(b) = results.memory_budget() {
+        let runs: Vec<(&str, bool)> = results
+            .runs
+            .iter()
+            .map(|r| (r.label.as_str(), r.direct_io))
+            .collect();
+        let how = page_cache_use(&runs);
+        let _ = writeln!(md, "\nMemory budget: {}; {how}.", format_size(b));
+    } else if results.workload.is_some() {
+        if let Some(sentence) = no_budget_sentence(results.runs.iter().map(|r| r.backend.as_str()))
+        {
+            let _ = writeln!(md, "\n{sentence}");
         }
     }
     let m = &results.machine;
