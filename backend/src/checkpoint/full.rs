@@ -16,7 +16,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    checkpoint_location, decode_manifest, encode_manifest, CheckpointHandle, CheckpointStorage,
+    checkpoint_location, encode_manifest, read_checked_manifest, CheckpointHandle,
+    CheckpointStorage,
 };
 use crate::backend::{
     EntryRef, StateDescriptor, StateId, StateKind, StateRead, Timer, TimerStore, Visit,
@@ -49,6 +50,16 @@ struct FullManifest {
     entries: u64,
     timers: u64,
     data_bytes: u64,
+}
+
+impl crate::checkpoint::ManifestIdentity for FullManifest {
+    fn format(&self) -> &str {
+        &self.format
+    }
+
+    fn key_groups(&self) -> KeyGroupRange {
+        self.key_groups
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -229,19 +240,7 @@ pub fn read_full_snapshot(
             format!("{path}: format '{}' is not {FULL_FORMAT}", handle.format),
         ));
     }
-    let bytes = storage
-        .get(&path)
-        .map_err(|e| e.context(format!("checkpoint {} manifest", handle.checkpoint_id)))?;
-    let manifest: FullManifest = decode_manifest(&bytes, &path)?;
-    if manifest.format != FULL_FORMAT || manifest.key_groups != handle.key_groups {
-        return Err(Error::new(
-            ErrorKind::Incompatible,
-            format!(
-                "{path}: manifest says format {} key groups {}, handle says {} {}",
-                manifest.format, manifest.key_groups, handle.format, handle.key_groups
-            ),
-        ));
-    }
+    let manifest: FullManifest = read_checked_manifest(storage, handle, FULL_FORMAT)?;
     Ok(FullSnapshot {
         manifest,
         location: handle.location.clone(),

@@ -146,6 +146,48 @@ pub(crate) fn decode_manifest<T: serde::de::DeserializeOwned>(
         .map_err(|e| Error::corruption(format!("{path}: manifest does not parse: {e}")))
 }
 
+/// What every manifest says about itself, checked against the handle that names it.
+pub(crate) trait ManifestIdentity {
+    /// The checkpoint format it was written in.
+    fn format(&self) -> &str;
+    /// The key groups it covers.
+    fn key_groups(&self) -> KeyGroupRange;
+}
+
+/// Reads the manifest behind `handle` from `storage` ([`decode_manifest`]) and checks that it
+/// is in `format` and covers the handle's key groups.
+///
+/// # Errors
+/// The storage's error (`NotFound`: the checkpoint never completed), `Corruption` from
+/// [`decode_manifest`], `Incompatible` for another format or other key groups.
+pub(crate) fn read_checked_manifest<T>(
+    storage: &dyn CheckpointStorage,
+    handle: &CheckpointHandle,
+    format: &str,
+) -> Result<T>
+where
+    T: serde::de::DeserializeOwned + ManifestIdentity,
+{
+    let path = handle.manifest_path();
+    let bytes = storage
+        .get(&path)
+        .map_err(|e| e.context(format!("checkpoint {} manifest", handle.checkpoint_id)))?;
+    let manifest: T = decode_manifest(&bytes, &path)?;
+    if manifest.format() != format || manifest.key_groups() != handle.key_groups {
+        return Err(Error::new(
+            ErrorKind::Incompatible,
+            format!(
+                "{path}: manifest says format {} key groups {}, handle says {} {}",
+                manifest.format(),
+                manifest.key_groups(),
+                handle.format,
+                handle.key_groups
+            ),
+        ));
+    }
+    Ok(manifest)
+}
+
 const MANIFEST_MAGIC: &str = "statekit-manifest-v1";
 
 #[cfg(test)]

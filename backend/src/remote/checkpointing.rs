@@ -12,8 +12,9 @@ use super::keys::{encode_value, entry_key, key_group_span, scope_prefix, timer_k
 use super::{runtime, sizes, slate_error, RemoteBackend, NAME, REMOTE_FORMAT};
 use crate::backend::{states_after_restore, CheckpointSize, Checkpointing, Scope, StateDescriptor};
 use crate::checkpoint::{
-    checkpoint_location, decode_manifest, delete_location, encode_manifest, handles_for_range,
-    read_full_snapshot, CheckpointHandle, CheckpointStorage, SnapshotRecord, FULL_FORMAT,
+    checkpoint_location, delete_location, encode_manifest, handles_for_range,
+    read_checked_manifest, read_full_snapshot, CheckpointHandle, CheckpointStorage, SnapshotRecord,
+    FULL_FORMAT,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::keygroup::{KeyGroup, KeyGroupRange};
@@ -49,6 +50,16 @@ struct RemoteManifest {
     slatedb_checkpoint: uuid::Uuid,
 }
 
+impl crate::checkpoint::ManifestIdentity for RemoteManifest {
+    fn format(&self) -> &str {
+        &self.format
+    }
+
+    fn key_groups(&self) -> KeyGroupRange {
+        self.key_groups
+    }
+}
+
 impl RemoteBackend {
     /// The SlateDB checkpoints that pin this instance's database, oldest first: those of
     /// statekit's checkpoints (named `statekit-<id>`, no expiry once complete) and those
@@ -73,21 +84,7 @@ impl RemoteBackend {
         storage: &dyn CheckpointStorage,
         handle: &CheckpointHandle,
     ) -> Result<RemoteManifest> {
-        let path = handle.manifest_path();
-        let bytes = storage
-            .get(&path)
-            .map_err(|e| e.context(format!("checkpoint {} manifest", handle.checkpoint_id)))?;
-        let manifest: RemoteManifest = decode_manifest(&bytes, &path)?;
-        if manifest.format != REMOTE_FORMAT || manifest.key_groups != handle.key_groups {
-            return Err(Error::new(
-                ErrorKind::Incompatible,
-                format!(
-                    "{path}: manifest says format {} key groups {}, handle says {} {}",
-                    manifest.format, manifest.key_groups, handle.format, handle.key_groups
-                ),
-            ));
-        }
-        Ok(manifest)
+        read_checked_manifest(storage, handle, REMOTE_FORMAT)
     }
 
     /// Deletes a checkpoint that fell out of retention or was aborted: its manifest first (so it is never

@@ -40,9 +40,9 @@ use crate::backend::{
     StateDescriptor, StateId, StateKind,
 };
 use crate::checkpoint::{
-    checkpoint_location, decode_manifest, delete_location, encode_manifest, handles_for_range,
-    read_full_snapshot, under_operator, CheckpointHandle, CheckpointStorage, SnapshotRecord,
-    FULL_FORMAT,
+    checkpoint_location, delete_location, encode_manifest, handles_for_range,
+    read_checked_manifest, read_full_snapshot, under_operator, CheckpointHandle, CheckpointStorage,
+    SnapshotRecord, FULL_FORMAT,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::instance::InstanceConfig;
@@ -93,6 +93,16 @@ struct IncrementalManifest {
     key_groups: KeyGroupRange,
     states: Vec<StateDescriptor>,
     files: Vec<FileEntry>,
+}
+
+impl crate::checkpoint::ManifestIdentity for IncrementalManifest {
+    fn format(&self) -> &str {
+        &self.format
+    }
+
+    fn key_groups(&self) -> KeyGroupRange {
+        self.key_groups
+    }
 }
 
 /// Bookkeeping of shared files across checkpoints.
@@ -518,20 +528,7 @@ fn read_manifest(
     handle: &CheckpointHandle,
     max_parallelism: u16,
 ) -> Result<IncrementalManifest> {
-    let path = handle.manifest_path();
-    let bytes = storage
-        .get(&path)
-        .map_err(|e| e.context(format!("checkpoint {} manifest", handle.checkpoint_id)))?;
-    let m: IncrementalManifest = decode_manifest(&bytes, &path)?;
-    if m.format != ROCKSDB_FORMAT || m.key_groups != handle.key_groups {
-        return Err(Error::new(
-            ErrorKind::Incompatible,
-            format!(
-                "{path}: manifest says format {} key groups {}, handle says {} {}",
-                m.format, m.key_groups, handle.format, handle.key_groups
-            ),
-        ));
-    }
+    let m: IncrementalManifest = read_checked_manifest(storage, handle, ROCKSDB_FORMAT)?;
     if m.max_parallelism != max_parallelism {
         return Err(Error::invalid(format!(
             "checkpoint {} was written with max parallelism {}, this instance has {}",
