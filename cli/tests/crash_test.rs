@@ -4,17 +4,10 @@
 
 #![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
-use std::path::PathBuf;
 use std::process::Command;
 
-/// A path of the tree under test, found at run time (see `statekit_tests::fixtures`).
-fn repo(relative: &str) -> PathBuf {
-    let package = std::env::var_os("CARGO_MANIFEST_DIR")
-        .map(PathBuf::from)
-        .or_else(|| std::env::current_dir().ok())
-        .unwrap_or_default();
-    package.join("..").join(relative)
-}
+mod common;
+use common::repo;
 
 fn crash_test(backend: &str, kills: u32) {
     let work = tempfile::tempdir().unwrap();

@@ -5,17 +5,11 @@
 
 #![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-/// A path of the tree under test, found at run time (see `statekit_tests::fixtures`).
-fn repo(relative: &str) -> PathBuf {
-    let package = std::env::var_os("CARGO_MANIFEST_DIR")
-        .map(PathBuf::from)
-        .or_else(|| std::env::current_dir().ok())
-        .unwrap_or_default();
-    package.join("..").join(relative)
-}
+mod common;
+use common::repo;
 
 fn statekit(args: &[&str], paths: &[&Path]) {
     let output = Command::new(env!("CARGO_BIN_EXE_statekit"))
