@@ -157,26 +157,46 @@ fn no_budget_sentence<'a>(backends: impl Iterator<Item = &'a str>) -> Option<Str
     })
 }
 
-/// Which runs (label, direct I/O) kept the OS page cache out of the memory budget.
-fn page_cache_use(runs: &[(&str, bool)]) -> String {
-    let labels = |direct: bool| {
+/// A run as the page-cache sentence sees it: its label, backend and whether it used direct I/O.
+struct CacheUse<'a> {
+    label: &'a str,
+    backend: &'a str,
+    direct_io: bool,
+}
+
+/// Which runs kept the OS page cache out of the memory budget. Memory-backend runs read no
+/// files, so the page cache holds none of their state: they are named apart rather than
+/// counted among runs "without direct I/O".
+fn page_cache_use(runs: &[CacheUse]) -> String {
+    let labels = |pick: &dyn Fn(&CacheUse) -> bool| {
         runs.iter()
-            .filter(|(_, d)| *d == direct)
-            .map(|(label, _)| *label)
+            .filter(|r| pick(r))
+            .map(|r| r.label)
             .collect::<Vec<_>>()
             .join(", ")
     };
-    match (labels(true), labels(false)) {
-        (direct, _) if direct.is_empty() => {
-            "no run used direct I/O, so the OS page cache may hold state beyond the budget"
-                .to_string()
-        }
-        (direct, cached) if cached.is_empty() => format!("direct I/O (no page cache) for {direct}"),
-        (direct, cached) => format!(
-            "direct I/O (no page cache) for {direct}; not for {cached} (files they read, such as \
-             a remote `file://` store's, go through the OS page cache)"
-        ),
+    let on_heap = labels(&|r| r.backend == "memory");
+    let direct = labels(&|r| r.backend != "memory" && r.direct_io);
+    let cached = labels(&|r| r.backend != "memory" && !r.direct_io);
+    let mut parts = Vec::new();
+    match (direct.is_empty(), cached.is_empty()) {
+        (true, true) => {}
+        (true, false) => parts.push(format!(
+            "no direct I/O for {cached}, so the OS page cache may hold state beyond the budget"
+        )),
+        (false, true) => parts.push(format!("direct I/O (no page cache) for {direct}")),
+        (false, false) => parts.push(format!(
+            "direct I/O (no page cache) for {direct}; not for {cached} (files they read, such \
+             as a remote `file://` store's, go through the OS page cache)"
+        )),
     }
+    if !on_heap.is_empty() {
+        parts.push(format!(
+            "the memory backend's runs ({on_heap}) keep all state on the heap, which their RSS \
+             counts in full"
+        ));
+    }
+    parts.join("; ")
 }
 
 /// Where each run's time went: its parts that are the harness's (input) or are paid apart
@@ -316,10 +336,14 @@ pub fn render_markdown(results: &Results) -> String {
         );
     }
     if let Some(b) = results.memory_budget() {
-        let runs: Vec<(&str, bool)> = results
+        let runs: Vec<CacheUse> = results
             .runs
             .iter()
-            .map(|r| (r.label.as_str(), r.direct_io))
+            .map(|r| CacheUse {
+                label: &r.label,
+                backend: &r.backend,
+                direct_io: r.direct_io,
+            })
             .collect();
         let how = page_cache_use(&runs);
         let _ = writeln!(md, "\nMemory budget: {}; {how}.", format_size(b));
@@ -873,15 +897,57 @@ mod tests {
 
     #[test]
     fn page_cache_sentence_names_runs_with_and_without_direct_io() {
+        let run = |label, backend, direct_io| CacheUse {
+            label,
+            backend,
+            direct_io,
+        };
         assert_eq!(
-            page_cache_use(&[("rocksdb", true)]),
+            page_cache_use(&[run("rocksdb", "rocksdb", true)]),
             "direct I/O (no page cache) for rocksdb"
         );
-        let mixed = page_cache_use(&[("remote", false), ("rocksdb", true), ("rocksdb/b", false)]);
+        let mixed = page_cache_use(&[
+            run("remote", "remote", false),
+            run("rocksdb", "rocksdb", true),
+            run("rocksdb/b", "rocksdb", false),
+        ]);
         assert!(
             mixed.starts_with("direct I/O (no page cache) for rocksdb; not for remote, rocksdb/b"),
             "{mixed}"
         );
-        assert!(page_cache_use(&[("memory", false)]).starts_with("no run used direct I/O"));
+        assert_eq!(
+            page_cache_use(&[run("remote", "remote", false)]),
+            "no direct I/O for remote, so the OS page cache may hold state beyond the budget"
+        );
+    }
+
+    #[test]
+    fn page_cache_sentence_does_not_blame_the_page_cache_for_heap_runs() {
+        let memory = CacheUse {
+            label: "memory",
+            backend: "memory",
+            direct_io: false,
+        };
+        let alone = page_cache_use(&[memory]);
+        assert!(!alone.contains("page cache"), "{alone}");
+        assert!(
+            alone.contains("runs (memory) keep all state on the heap"),
+            "{alone}"
+        );
+        let rocksdb = CacheUse {
+            label: "rocksdb",
+            backend: "rocksdb",
+            direct_io: true,
+        };
+        let memory = CacheUse {
+            label: "memory",
+            backend: "memory",
+            direct_io: false,
+        };
+        assert_eq!(
+            page_cache_use(&[memory, rocksdb]),
+            "direct I/O (no page cache) for rocksdb; the memory backend's runs (memory) keep all \
+             state on the heap, which their RSS counts in full"
+        );
     }
 }
