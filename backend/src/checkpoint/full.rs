@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     checkpoint_location, encode_manifest, read_checked_manifest, CheckpointHandle,
-    CheckpointStorage,
+    CheckpointStorage, ManifestHeader, ManifestIdentity,
 };
 use crate::backend::{
     EntryRef, StateDescriptor, StateId, StateKind, StateRead, Timer, TimerStore, Visit,
@@ -39,12 +39,8 @@ const TAG_TIMER: u8 = 2;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct FullManifest {
-    format: String,
-    backend: String,
-    checkpoint_id: u64,
-    max_parallelism: u16,
-    key_groups: KeyGroupRange,
-    states: Vec<StateDescriptor>,
+    #[serde(flatten)]
+    header: ManifestHeader,
     parts: Vec<String>,
     blocks: Vec<BlockInfo>,
     entries: u64,
@@ -52,13 +48,9 @@ struct FullManifest {
     data_bytes: u64,
 }
 
-impl crate::checkpoint::ManifestIdentity for FullManifest {
-    fn format(&self) -> &str {
-        &self.format
-    }
-
-    fn key_groups(&self) -> KeyGroupRange {
-        self.key_groups
+impl ManifestIdentity for FullManifest {
+    fn header(&self) -> &ManifestHeader {
+        &self.header
     }
 }
 
@@ -108,12 +100,14 @@ pub fn write_full_snapshot<B: StateRead + TimerStore + ?Sized>(
 ) -> Result<CheckpointHandle> {
     let location = checkpoint_location(operator_id, backend_name, checkpoint_id, key_groups);
     let mut manifest = FullManifest {
-        format: FULL_FORMAT.to_string(),
-        backend: backend_name.to_string(),
-        checkpoint_id,
-        max_parallelism,
-        key_groups,
-        states: states.to_vec(),
+        header: ManifestHeader {
+            format: FULL_FORMAT.to_string(),
+            backend: backend_name.to_string(),
+            checkpoint_id,
+            max_parallelism,
+            key_groups,
+            states: states.to_vec(),
+        },
         parts: Vec::new(),
         blocks: Vec::new(),
         entries: 0,
@@ -250,12 +244,12 @@ pub fn read_full_snapshot(
 impl FullSnapshot {
     /// The states the snapshot holds, in record index order.
     pub fn states(&self) -> &[StateDescriptor] {
-        &self.manifest.states
+        &self.manifest.header.states
     }
 
     /// The max parallelism of the job that wrote it.
     pub fn max_parallelism(&self) -> u16 {
-        self.manifest.max_parallelism
+        self.manifest.header.max_parallelism
     }
 
     /// Number of entries and timers in the whole snapshot.
@@ -304,7 +298,7 @@ impl FullSnapshot {
         mut input: &[u8],
         visitor: &mut dyn FnMut(SnapshotRecord<'_>) -> Result<()>,
     ) -> Result<()> {
-        let states = self.manifest.states.len();
+        let states = self.manifest.header.states.len();
         while let Some((&tag, rest)) = input.split_first() {
             input = rest;
             let state = get_varint(&mut input)? as usize;

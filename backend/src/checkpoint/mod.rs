@@ -146,12 +146,29 @@ pub(crate) fn decode_manifest<T: serde::de::DeserializeOwned>(
         .map_err(|e| Error::corruption(format!("{path}: manifest does not parse: {e}")))
 }
 
-/// What every manifest says about itself, checked against the handle that names it.
-pub(crate) trait ManifestIdentity {
+/// What every manifest says about itself: the fields all checkpoint formats share, written
+/// flattened into each format's manifest (so its JSON keys are the format's own top-level
+/// keys) and checked against the handle that names it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ManifestHeader {
     /// The checkpoint format it was written in.
-    fn format(&self) -> &str;
+    pub(crate) format: String,
+    /// The backend that wrote it.
+    pub(crate) backend: String,
+    /// The checkpoint it describes.
+    pub(crate) checkpoint_id: u64,
+    /// The writer's maximum parallelism: key groups only mean the same under the same one.
+    pub(crate) max_parallelism: u16,
     /// The key groups it covers.
-    fn key_groups(&self) -> KeyGroupRange;
+    pub(crate) key_groups: KeyGroupRange,
+    /// The states registered when it was taken.
+    pub(crate) states: Vec<crate::backend::StateDescriptor>,
+}
+
+/// A manifest with a [`ManifestHeader`].
+pub(crate) trait ManifestIdentity {
+    /// Its header.
+    fn header(&self) -> &ManifestHeader;
 }
 
 /// Reads the manifest behind `handle` from `storage` ([`decode_manifest`]) and checks that it
@@ -173,15 +190,13 @@ where
         .get(&path)
         .map_err(|e| e.context(format!("checkpoint {} manifest", handle.checkpoint_id)))?;
     let manifest: T = decode_manifest(&bytes, &path)?;
-    if manifest.format() != format || manifest.key_groups() != handle.key_groups {
+    let header = manifest.header();
+    if header.format != format || header.key_groups != handle.key_groups {
         return Err(Error::new(
             ErrorKind::Incompatible,
             format!(
                 "{path}: manifest says format {} key groups {}, handle says {} {}",
-                manifest.format(),
-                manifest.key_groups(),
-                handle.format,
-                handle.key_groups
+                header.format, header.key_groups, handle.format, handle.key_groups
             ),
         ));
     }
@@ -193,6 +208,56 @@ const MANIFEST_MAGIC: &str = "statekit-manifest-v1";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Manifests written before the header was shared had its fields at the top level of
+    /// their JSON; flattened, they stay there, so those checkpoints still restore.
+    #[test]
+    fn header_fields_stay_top_level_keys_of_a_manifest() {
+        #[derive(Serialize, Deserialize)]
+        struct Manifest {
+            #[serde(flatten)]
+            header: ManifestHeader,
+            files: Vec<String>,
+        }
+        let manifest = Manifest {
+            header: ManifestHeader {
+                format: "f".into(),
+                backend: "b".into(),
+                checkpoint_id: 7,
+                max_parallelism: 128,
+                key_groups: KeyGroupRange::new(0, 127).unwrap(),
+                states: vec![crate::backend::StateDescriptor::new(
+                    "s",
+                    crate::backend::StateKind::Value,
+                )],
+            },
+            files: vec!["x".into()],
+        };
+        let json = serde_json::to_value(&manifest).unwrap();
+        let mut keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "backend",
+                "checkpoint_id",
+                "files",
+                "format",
+                "key_groups",
+                "max_parallelism",
+                "states"
+            ]
+        );
+        let back: Manifest = serde_json::from_value(json).unwrap();
+        assert_eq!(back.header.checkpoint_id, 7);
+        assert_eq!(back.header.key_groups, manifest.header.key_groups);
+        assert_eq!(back.header.states, manifest.header.states);
+    }
 
     #[test]
     fn manifest_checksum_catches_changes() {

@@ -13,8 +13,8 @@ use super::{runtime, sizes, slate_error, RemoteBackend, NAME, REMOTE_FORMAT};
 use crate::backend::{states_after_restore, CheckpointSize, Checkpointing, Scope, StateDescriptor};
 use crate::checkpoint::{
     checkpoint_location, delete_location, encode_manifest, handles_for_range,
-    read_checked_manifest, read_full_snapshot, CheckpointHandle, CheckpointStorage, SnapshotRecord,
-    FULL_FORMAT,
+    read_checked_manifest, read_full_snapshot, CheckpointHandle, CheckpointStorage, ManifestHeader,
+    ManifestIdentity, SnapshotRecord, FULL_FORMAT,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::keygroup::{KeyGroup, KeyGroupRange};
@@ -36,12 +36,8 @@ const UNCONFIRMED_PIN_LIFETIME: std::time::Duration = std::time::Duration::from_
 /// The statekit manifest of a remote checkpoint, written last into checkpoint storage.
 #[derive(Debug, Serialize, Deserialize)]
 struct RemoteManifest {
-    format: String,
-    backend: String,
-    checkpoint_id: u64,
-    max_parallelism: u16,
-    key_groups: KeyGroupRange,
-    states: Vec<StateDescriptor>,
+    #[serde(flatten)]
+    header: ManifestHeader,
     /// The store URL, for messages (no credentials).
     store: String,
     /// The database, relative to the store's root.
@@ -50,13 +46,9 @@ struct RemoteManifest {
     slatedb_checkpoint: uuid::Uuid,
 }
 
-impl crate::checkpoint::ManifestIdentity for RemoteManifest {
-    fn format(&self) -> &str {
-        &self.format
-    }
-
-    fn key_groups(&self) -> KeyGroupRange {
-        self.key_groups
+impl ManifestIdentity for RemoteManifest {
+    fn header(&self) -> &ManifestHeader {
+        &self.header
     }
 }
 
@@ -143,10 +135,10 @@ impl RemoteBackend {
             match handle.format.as_str() {
                 REMOTE_FORMAT => {
                     let manifest = Self::manifest_of(storage.as_ref(), handle)?;
-                    if manifest.max_parallelism != self.config.max_parallelism {
-                        return Err(mp_mismatch(manifest.max_parallelism));
+                    if manifest.header.max_parallelism != self.config.max_parallelism {
+                        return Err(mp_mismatch(manifest.header.max_parallelism));
                     }
-                    merge_states(&manifest.states)?;
+                    merge_states(&manifest.header.states)?;
                     let path = self.store.path_of(&manifest.db_path);
                     let listed = runtime::block_on(self.store.admin(&path).list_checkpoints(None))?
                         .map_err(|e| {
@@ -286,12 +278,14 @@ impl Checkpointing for RemoteBackend {
             self.db.create_checkpoint(CheckpointScope::All, &options),
         )?;
         let manifest = RemoteManifest {
-            format: REMOTE_FORMAT.to_string(),
-            backend: NAME.to_string(),
-            checkpoint_id,
-            max_parallelism: self.config.max_parallelism,
-            key_groups: self.config.key_groups,
-            states: self.states.clone(),
+            header: ManifestHeader {
+                format: REMOTE_FORMAT.to_string(),
+                backend: NAME.to_string(),
+                checkpoint_id,
+                max_parallelism: self.config.max_parallelism,
+                key_groups: self.config.key_groups,
+                states: self.states.clone(),
+            },
             store: self.store.describe.clone(),
             db_path: self.db_rel.clone(),
             slatedb_checkpoint: created.id,

@@ -42,7 +42,7 @@ use crate::backend::{
 use crate::checkpoint::{
     checkpoint_location, delete_location, encode_manifest, handles_for_range,
     read_checked_manifest, read_full_snapshot, under_operator, CheckpointHandle, CheckpointStorage,
-    SnapshotRecord, FULL_FORMAT,
+    ManifestHeader, ManifestIdentity, SnapshotRecord, FULL_FORMAT,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::instance::InstanceConfig;
@@ -86,22 +86,14 @@ struct FileEntry {
 
 #[derive(Debug, Serialize, Deserialize)]
 struct IncrementalManifest {
-    format: String,
-    backend: String,
-    checkpoint_id: u64,
-    max_parallelism: u16,
-    key_groups: KeyGroupRange,
-    states: Vec<StateDescriptor>,
+    #[serde(flatten)]
+    header: ManifestHeader,
     files: Vec<FileEntry>,
 }
 
-impl crate::checkpoint::ManifestIdentity for IncrementalManifest {
-    fn format(&self) -> &str {
-        &self.format
-    }
-
-    fn key_groups(&self) -> KeyGroupRange {
-        self.key_groups
+impl ManifestIdentity for IncrementalManifest {
+    fn header(&self) -> &ManifestHeader {
+        &self.header
     }
 }
 
@@ -342,12 +334,14 @@ impl RocksDbBackend {
         }
         stats.files_total = files.len();
         let manifest = IncrementalManifest {
-            format: ROCKSDB_FORMAT.to_string(),
-            backend: self.name().to_string(),
-            checkpoint_id,
-            max_parallelism: self.config.max_parallelism,
-            key_groups: self.config.key_groups,
-            states: self.states.clone(),
+            header: ManifestHeader {
+                format: ROCKSDB_FORMAT.to_string(),
+                backend: self.name().to_string(),
+                checkpoint_id,
+                max_parallelism: self.config.max_parallelism,
+                key_groups: self.config.key_groups,
+                states: self.states.clone(),
+            },
             files,
         };
         let path = format!("{location}/MANIFEST");
@@ -461,7 +455,7 @@ impl RocksDbBackend {
             .iter()
             .enumerate()
             .filter_map(|(i, m)| m.as_ref().map(|m| (i, m)))
-            .max_by_key(|(_, m)| m.key_groups.intersect(&owned).map_or(0, |r| r.len()));
+            .max_by_key(|(_, m)| m.header.key_groups.intersect(&owned).map_or(0, |r| r.len()));
         let mut states: Vec<StateDescriptor> = Vec::new();
         let mut open = match base {
             Some((_, m)) => {
@@ -470,7 +464,7 @@ impl RocksDbBackend {
                     let _ = fs::remove_dir_all(&db_path);
                     return Err(e);
                 }
-                states = m.states.clone();
+                states = m.header.states.clone();
                 // From here on the opened DB's guard removes the directory on any error.
                 let open = open_db(&self.settings, &self.ttl_clock, &db_path, &states)?;
                 clip(&open.db, &states, owned)?;
@@ -487,11 +481,11 @@ impl RocksDbBackend {
             };
             match &manifests[i] {
                 Some(m) => {
-                    let ids = register_all(&mut open, &mut states, &m.states, self)?;
+                    let ids = register_all(&mut open, &mut states, &m.header.states, self)?;
                     let dir = work.join(format!("source-{i}"));
                     fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display(), e))?;
                     download(storage, m, &dir)?;
-                    copy_range(self, &open.db, &states, &ids, &dir, &m.states, range)?;
+                    copy_range(self, &open.db, &states, &ids, &dir, &m.header.states, range)?;
                     let _ = fs::remove_dir_all(&dir);
                 }
                 None => {
@@ -529,10 +523,10 @@ fn read_manifest(
     max_parallelism: u16,
 ) -> Result<IncrementalManifest> {
     let m: IncrementalManifest = read_checked_manifest(storage, handle, ROCKSDB_FORMAT)?;
-    if m.max_parallelism != max_parallelism {
+    if m.header.max_parallelism != max_parallelism {
         return Err(Error::invalid(format!(
             "checkpoint {} was written with max parallelism {}, this instance has {}",
-            handle.checkpoint_id, m.max_parallelism, max_parallelism
+            handle.checkpoint_id, m.header.max_parallelism, max_parallelism
         )));
     }
     Ok(m)
@@ -544,7 +538,7 @@ fn download(storage: &dyn CheckpointStorage, m: &IncrementalManifest, dir: &Path
         if f.name.contains('/') || f.name.starts_with('.') {
             return Err(Error::corruption(format!(
                 "checkpoint {}: file name '{}' is not a plain file name",
-                m.checkpoint_id, f.name
+                m.header.checkpoint_id, f.name
             )));
         }
         let local = dir.join(&f.name);
@@ -556,7 +550,7 @@ fn download(storage: &dyn CheckpointStorage, m: &IncrementalManifest, dir: &Path
                  {} bytes with {:08x}",
                 storage.describe(),
                 f.path,
-                m.checkpoint_id,
+                m.header.checkpoint_id,
                 f.size,
                 f.crc32c
             )));
