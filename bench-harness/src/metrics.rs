@@ -1,5 +1,5 @@
 //! Metrics as a wrapper: [`Metered`] times every state operation of any backend into an
-//! HDR histogram per operation kind; [`ResourceSampler`] samples resident memory and disk
+//! HDR histogram per state and operation kind (Flink's state latency tracking, per state); [`ResourceSampler`] samples resident memory and disk
 //! usage over time on a background thread.
 
 use std::cell::RefCell;
@@ -145,18 +145,46 @@ struct KindMetrics {
     errors: u64,
 }
 
-/// Per-kind histograms and volumes of a [`Metered`] backend.
+impl KindMetrics {
+    fn summary(&self) -> OpSummary {
+        let h = &self.histogram;
+        OpSummary {
+            count: h.len(),
+            errors: self.errors,
+            mean_ns: h.mean(),
+            p50_ns: h.value_at_quantile(0.5),
+            p99_ns: h.value_at_quantile(0.99),
+            p999_ns: h.value_at_quantile(0.999),
+            max_ns: h.max(),
+        }
+    }
+}
+
+/// The metrics of every kind for one state (or for calls of no single state).
+type KindSlots = [Option<KindMetrics>; OpKind::ALL.len()];
+
+/// The name under which [`OpMetrics::by_state`] reports calls that belong to no single state:
+/// write batches spanning states, checkpoints and restores.
+pub const NO_SINGLE_STATE: &str = "(no single state)";
+
+/// Per-state, per-kind histograms and volumes of a [`Metered`] backend.
 #[derive(Default)]
 pub struct OpMetrics {
-    /// Indexed by `OpKind as usize` (the order of [`OpKind::ALL`]): a call finds its
-    /// histogram without a search.
-    kinds: [Option<KindMetrics>; OpKind::ALL.len()],
+    /// Slot 0: calls of no single state; slot `i + 1`: calls on the state of index `i`.
+    /// Within a slot, indexed by `OpKind as usize` (the order of [`OpKind::ALL`]): a call
+    /// finds its histogram with two indexings, no search. One histogram per call, so timing
+    /// by state costs nothing over timing by kind; kind totals merge the states' at the end.
+    slots: Vec<KindSlots>,
     volume: Volume,
 }
 
 impl OpMetrics {
-    fn record(&mut self, kind: OpKind, nanos: u64, ok: bool) {
-        let slot = &mut self.kinds[kind as usize];
+    fn record(&mut self, kind: OpKind, state: Option<StateId>, nanos: u64, ok: bool) {
+        let index = state.map_or(0, |s| s.index() + 1);
+        if index >= self.slots.len() {
+            self.slots.resize_with(index + 1, Default::default);
+        }
+        let slot = &mut self.slots[index][kind as usize];
         let m = match slot {
             Some(m) => m,
             // 3 significant digits from 1 ns to an hour (a stall longer than that is
@@ -175,43 +203,81 @@ impl OpMetrics {
         }
     }
 
-    /// The kinds called so far, with their metrics, in [`OpKind::ALL`] order.
-    fn called(&self) -> impl Iterator<Item = (OpKind, &KindMetrics)> {
+    /// The kinds called so far, each with its metrics merged over the states, in
+    /// [`OpKind::ALL`] order.
+    fn by_kind(&self) -> Vec<(OpKind, KindMetrics)> {
         OpKind::ALL
             .iter()
-            .zip(&self.kinds)
-            .filter_map(|(k, m)| m.as_ref().map(|m| (*k, m)))
+            .enumerate()
+            .filter_map(|(i, kind)| {
+                let mut merged: Option<KindMetrics> = None;
+                for m in self.slots.iter().filter_map(|slot| slot[i].as_ref()) {
+                    match &mut merged {
+                        // Same bounds everywhere, so adding cannot fail.
+                        Some(into) => {
+                            let _ = into.histogram.add(&m.histogram);
+                            into.errors += m.errors;
+                        }
+                        None => {
+                            merged = Some(KindMetrics {
+                                histogram: m.histogram.clone(),
+                                errors: m.errors,
+                            })
+                        }
+                    }
+                }
+                merged.map(|m| (*kind, m))
+            })
+            .collect()
     }
 
     /// Calls per kind.
     pub fn counts(&self) -> BTreeMap<OpKind, u64> {
-        self.called().map(|(k, m)| (k, m.histogram.len())).collect()
+        let mut counts = BTreeMap::new();
+        for slot in &self.slots {
+            for (kind, m) in OpKind::ALL.iter().zip(slot) {
+                if let Some(m) = m {
+                    *counts.entry(*kind).or_insert(0) += m.histogram.len();
+                }
+            }
+        }
+        counts
     }
 
     /// Total calls.
     pub fn total(&self) -> u64 {
-        self.called().map(|(_, m)| m.histogram.len()).sum()
+        self.counts().values().sum()
     }
 
     /// The summaries per kind, keyed by kind name.
     pub fn summaries(&self) -> BTreeMap<String, OpSummary> {
-        self.called()
-            .map(|(k, m)| {
-                let h = &m.histogram;
-                (
-                    k.name().to_string(),
-                    OpSummary {
-                        count: h.len(),
-                        errors: m.errors,
-                        mean_ns: h.mean(),
-                        p50_ns: h.value_at_quantile(0.5),
-                        p99_ns: h.value_at_quantile(0.99),
-                        p999_ns: h.value_at_quantile(0.999),
-                        max_ns: h.max(),
-                    },
-                )
-            })
+        self.by_kind()
+            .iter()
+            .map(|(k, m)| (k.name().to_string(), m.summary()))
             .collect()
+    }
+
+    /// The summaries per state and kind: state name (`names[i]` for the state of index
+    /// `i`, [`NO_SINGLE_STATE`] for calls of none), then kind name.
+    pub fn by_state(&self, names: &[String]) -> BTreeMap<String, BTreeMap<String, OpSummary>> {
+        let mut out: BTreeMap<String, BTreeMap<String, OpSummary>> = BTreeMap::new();
+        for (index, slot) in self.slots.iter().enumerate() {
+            let name = match index {
+                0 => NO_SINGLE_STATE.to_string(),
+                i => names
+                    .get(i - 1)
+                    .cloned()
+                    .unwrap_or_else(|| format!("state {}", i - 1)),
+            };
+            for (kind, m) in OpKind::ALL.iter().zip(slot) {
+                if let Some(m) = m {
+                    out.entry(name.clone())
+                        .or_default()
+                        .insert(kind.name().to_string(), m.summary());
+                }
+            }
+        }
+        out
     }
 
     /// Data volumes.
@@ -221,15 +287,20 @@ impl OpMetrics {
 
     /// Adds `other`'s calls and volumes to these: metrics of two phases make the whole run's.
     pub fn absorb(&mut self, other: OpMetrics) {
-        for (ours, theirs) in self.kinds.iter_mut().zip(other.kinds) {
-            let Some(theirs) = theirs else { continue };
-            match ours {
-                Some(ours) => {
-                    // Same bounds on both sides, so adding cannot fail.
-                    let _ = ours.histogram.add(&theirs.histogram);
-                    ours.errors += theirs.errors;
+        if other.slots.len() > self.slots.len() {
+            self.slots.resize_with(other.slots.len(), Default::default);
+        }
+        for (our_slot, their_slot) in self.slots.iter_mut().zip(other.slots) {
+            for (ours, theirs) in our_slot.iter_mut().zip(their_slot) {
+                let Some(theirs) = theirs else { continue };
+                match ours {
+                    Some(ours) => {
+                        // Same bounds on both sides, so adding cannot fail.
+                        let _ = ours.histogram.add(&theirs.histogram);
+                        ours.errors += theirs.errors;
+                    }
+                    None => *ours = Some(theirs),
                 }
-                None => *ours = Some(theirs),
             }
         }
         let (v, o) = (&mut self.volume, other.volume);
@@ -281,8 +352,13 @@ impl<B: StateBackend + ?Sized> Metered<B> {
         self.inner
     }
 
-    fn timed<T>(&self, kind: OpKind, f: impl FnOnce() -> Result<T>) -> Result<T> {
-        measure(&self.clock, &self.metrics, kind, f, |_, _| {})
+    fn timed<T>(
+        &self,
+        kind: OpKind,
+        state: Option<StateId>,
+        f: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        measure(&self.clock, &self.metrics, kind, state, f, |_, _| {})
     }
 
     fn add_volume(&self, f: impl FnOnce(&mut Volume)) {
@@ -290,7 +366,7 @@ impl<B: StateBackend + ?Sized> Metered<B> {
     }
 }
 
-/// Runs `f`, records its time under `kind`, and lets `volume` count what a successful call
+/// Runs `f`, records its time under `kind` and `state` (`None`: no single state), and lets `volume` count what a successful call
 /// moved. The metrics are borrowed only after `f` returns, so a visitor inside `f` may call
 /// the backend again. A function of the fields, not a method, so that `f` can borrow the
 /// wrapped backend mutably.
@@ -298,6 +374,7 @@ fn measure<T>(
     clock: &quanta::Clock,
     metrics: &RefCell<OpMetrics>,
     kind: OpKind,
+    state: Option<StateId>,
     f: impl FnOnce() -> Result<T>,
     volume: impl FnOnce(&T, &mut Volume),
 ) -> Result<T> {
@@ -305,11 +382,17 @@ fn measure<T>(
     let out = f();
     let nanos = clock.delta_as_nanos(start, clock.raw());
     let mut metrics = metrics.borrow_mut();
-    metrics.record(kind, nanos, out.is_ok());
+    metrics.record(kind, state, nanos, out.is_ok());
     if let Ok(value) = &out {
         volume(value, &mut metrics.volume);
     }
     out
+}
+
+/// The one state all of a call's parts are on, if there is one.
+fn single_state(mut states: impl Iterator<Item = StateId>) -> Option<StateId> {
+    let first = states.next()?;
+    states.all(|s| s == first).then_some(first)
 }
 
 /// Counts one point read's result: a hit and its bytes, or a miss.
@@ -329,6 +412,7 @@ impl<B: StateBackend + ?Sized> StateRead for Metered<B> {
             &self.clock,
             &self.metrics,
             OpKind::Get,
+            Some(scope.state),
             || self.inner.get(scope, user_key),
             |out, v| count_read(out.as_deref(), v),
         )
@@ -339,6 +423,7 @@ impl<B: StateBackend + ?Sized> StateRead for Metered<B> {
             &self.clock,
             &self.metrics,
             OpKind::MultiGet,
+            single_state(requests.iter().map(|(scope, _)| scope.state)),
             || self.inner.multi_get(requests),
             |out, v| {
                 for r in out {
@@ -349,7 +434,11 @@ impl<B: StateBackend + ?Sized> StateRead for Metered<B> {
     }
 
     fn prefetch(&self, scopes: &[Scope<'_>]) -> Result<()> {
-        self.timed(OpKind::Prefetch, || self.inner.prefetch(scopes))
+        self.timed(
+            OpKind::Prefetch,
+            single_state(scopes.iter().map(|scope| scope.state)),
+            || self.inner.prefetch(scopes),
+        )
     }
 
     fn scan(
@@ -362,7 +451,7 @@ impl<B: StateBackend + ?Sized> StateRead for Metered<B> {
         let (mut entries, mut bytes) = (0u64, 0u64);
         // The visitor's own time (the operator's work) is inside the measured scan time,
         // as it is for a real iterator.
-        let out = self.timed(OpKind::Scan, || {
+        let out = self.timed(OpKind::Scan, Some(scope.state), || {
             self.inner.scan(scope, range, direction, &mut |k, v| {
                 entries += 1;
                 bytes += v.len() as u64;
@@ -383,7 +472,7 @@ impl<B: StateBackend + ?Sized> StateRead for Metered<B> {
         visitor: &mut StateVisitor<'_>,
     ) -> Result<()> {
         let mut entries = 0u64;
-        let out = self.timed(OpKind::ScanState, || {
+        let out = self.timed(OpKind::ScanState, Some(state), || {
             self.inner.scan_state(state, key_groups, &mut |e| {
                 entries += 1;
                 visitor(e)
@@ -436,6 +525,7 @@ impl<B: StateBackend + ?Sized> StateWrite for Metered<B> {
             &self.clock,
             &self.metrics,
             OpKind::Put,
+            Some(scope.state),
             || self.inner.put(scope, user_key, value),
             |_, v| v.bytes_written += write_bytes(scope, user_key, value),
         )
@@ -446,6 +536,7 @@ impl<B: StateBackend + ?Sized> StateWrite for Metered<B> {
             &self.clock,
             &self.metrics,
             OpKind::Merge,
+            Some(scope.state),
             || self.inner.merge(scope, user_key, operand),
             |_, v| v.bytes_written += write_bytes(scope, user_key, operand),
         )
@@ -456,6 +547,7 @@ impl<B: StateBackend + ?Sized> StateWrite for Metered<B> {
             &self.clock,
             &self.metrics,
             OpKind::Delete,
+            Some(scope.state),
             || self.inner.delete(scope, user_key),
             |_, v| v.bytes_written += write_bytes(scope, user_key, &[]),
         )
@@ -466,6 +558,7 @@ impl<B: StateBackend + ?Sized> StateWrite for Metered<B> {
             &self.clock,
             &self.metrics,
             OpKind::DeleteRange,
+            Some(scope.state),
             || self.inner.delete_range(scope, range),
             |_, v| v.bytes_written += write_bytes(scope, &[], &[]),
         )
@@ -473,10 +566,12 @@ impl<B: StateBackend + ?Sized> StateWrite for Metered<B> {
 
     fn write(&mut self, batch: WriteBatch) -> Result<()> {
         let bytes = batch_bytes(&batch);
+        let state = single_state(batch.ops().iter().map(|op| op.scope().state));
         measure(
             &self.clock,
             &self.metrics,
             OpKind::WriteBatch,
+            state,
             || self.inner.write(batch),
             |_, v| v.bytes_written += bytes,
         )
@@ -489,6 +584,7 @@ impl<B: StateBackend + ?Sized> TimerStore for Metered<B> {
             &self.clock,
             &self.metrics,
             OpKind::RegisterTimer,
+            Some(queue),
             || self.inner.register_timer(queue, timer),
             |_, v| v.bytes_written += timer_bytes(timer),
         )
@@ -499,6 +595,7 @@ impl<B: StateBackend + ?Sized> TimerStore for Metered<B> {
             &self.clock,
             &self.metrics,
             OpKind::DeleteTimer,
+            Some(queue),
             || self.inner.delete_timer(queue, timer),
             |_, v| v.bytes_written += timer_bytes(timer),
         )
@@ -514,6 +611,7 @@ impl<B: StateBackend + ?Sized> TimerStore for Metered<B> {
             &self.clock,
             &self.metrics,
             OpKind::PopTimers,
+            Some(queue),
             || self.inner.pop_due_timers(queue, watermark, limit),
             // Popping removes the timers: a write, as delete_timer is.
             |popped, v| v.bytes_written += popped.iter().map(timer_bytes).sum::<u64>(),
@@ -521,7 +619,9 @@ impl<B: StateBackend + ?Sized> TimerStore for Metered<B> {
     }
 
     fn next_timer(&self, queue: StateId) -> Result<Option<i64>> {
-        self.timed(OpKind::NextTimer, || self.inner.next_timer(queue))
+        self.timed(OpKind::NextTimer, Some(queue), || {
+            self.inner.next_timer(queue)
+        })
     }
 
     fn scan_timers(
@@ -530,7 +630,7 @@ impl<B: StateBackend + ?Sized> TimerStore for Metered<B> {
         key_groups: KeyGroupRange,
         visitor: &mut dyn FnMut(&Timer) -> Result<Visit>,
     ) -> Result<()> {
-        self.timed(OpKind::ScanTimers, || {
+        self.timed(OpKind::ScanTimers, Some(queue), || {
             self.inner.scan_timers(queue, key_groups, visitor)
         })
     }
@@ -542,6 +642,7 @@ impl<B: StateBackend + ?Sized> Checkpointing for Metered<B> {
             &self.clock,
             &self.metrics,
             OpKind::Checkpoint,
+            None,
             || self.inner.checkpoint(checkpoint_id),
             |_, _| {},
         )
@@ -560,6 +661,7 @@ impl<B: StateBackend + ?Sized> Checkpointing for Metered<B> {
             &self.clock,
             &self.metrics,
             OpKind::Restore,
+            None,
             || self.inner.restore(handles),
             |_, _| {},
         )
@@ -786,5 +888,80 @@ mod tests {
         alone.register_timer(timers, &timer).unwrap();
         assert_eq!(alone.pop_due_timers(timers, 10, 10).unwrap().len(), 1);
         assert_eq!(volume(&alone), 2 * (3 + 2 + 8));
+    }
+
+    #[test]
+    fn calls_are_timed_per_state_and_kind_totals_merge_the_states() {
+        use statekit_backend::{key_group_of, StateKind, WriteBatch};
+        let inner = MemoryBackend::open(InstanceConfig::single(8).unwrap()).unwrap();
+        let mut b: Metered<dyn StateBackend> = Metered::new(Box::new(inner));
+        let left = b
+            .register_state(&StateDescriptor::new("left", StateKind::Map))
+            .unwrap();
+        let right = b
+            .register_state(&StateDescriptor::new("right", StateKind::Map))
+            .unwrap();
+        let timers = b
+            .register_state(&StateDescriptor::new("cleanup", StateKind::Timers))
+            .unwrap();
+        let key_group = key_group_of(b"key", 8);
+        let scope = |state| Scope {
+            state,
+            key_group,
+            key: b"key",
+            namespace: b"",
+        };
+        for _ in 0..3 {
+            b.put(scope(left), b"k", b"v").unwrap();
+        }
+        b.put(scope(right), b"k", b"v").unwrap();
+        b.scan(
+            scope(right),
+            UserKeyRange::all(),
+            Direction::Forward,
+            &mut |_, _| Ok(Visit::Continue),
+        )
+        .unwrap();
+        let timer = Timer {
+            timestamp: 1,
+            key_group,
+            key: b"key".to_vec(),
+            namespace: Vec::new(),
+        };
+        b.register_timer(timers, &timer).unwrap();
+        // A batch on one state is that state's; one spanning two is no single state's.
+        let mut one = WriteBatch::new();
+        one.delete(scope(left), b"k");
+        b.write(one).unwrap();
+        let mut both = WriteBatch::new();
+        both.delete(scope(left), b"k");
+        both.delete(scope(right), b"k");
+        b.write(both).unwrap();
+
+        let names: Vec<String> = b.states().into_iter().map(|d| d.name).collect();
+        let metrics = b.take_metrics();
+        let by_state = metrics.by_state(&names);
+        let count = |state: &str, kind: &str| by_state[state].get(kind).map_or(0, |s| s.count);
+        assert_eq!(count("left", "put"), 3);
+        assert_eq!(count("right", "put"), 1);
+        assert_eq!(count("right", "scan"), 1);
+        assert_eq!(count("left", "scan"), 0);
+        assert_eq!(count("cleanup", "register_timer"), 1);
+        assert_eq!(count("left", "write_batch"), 1);
+        assert_eq!(count(NO_SINGLE_STATE, "write_batch"), 1);
+        // Kind totals are the states' together, and absorbing keeps both apart and whole.
+        assert_eq!(metrics.summaries()["put"].count, 4);
+        assert_eq!(metrics.summaries()["write_batch"].count, 2);
+        assert_eq!(metrics.total(), 8);
+        let mut twice = OpMetrics::default();
+        twice.absorb(b.take_metrics());
+        let again = {
+            b.put(scope(right), b"k", b"v").unwrap();
+            b.take_metrics()
+        };
+        twice.absorb(again);
+        twice.absorb(metrics);
+        assert_eq!(twice.by_state(&names)["right"]["put"].count, 2);
+        assert_eq!(twice.summaries()["put"].count, 5);
     }
 }

@@ -11,6 +11,8 @@ use crate::metrics::OpSummary;
 use crate::results::{Results, RunResult};
 use crate::util::format_size;
 
+mod state_time;
+
 const COLORS: [&str; 8] = [
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
 ];
@@ -408,6 +410,7 @@ pub fn render_markdown(results: &Results) -> String {
         );
     }
     md.push_str(&time_section(results));
+    md.push_str(&state_time::section(&results.runs));
     md.push_str(&memory_section(results));
     let _ = writeln!(md, "\n## Latency per operation (p50 / p99 / p99.9 / max)\n");
     let split = results.runs.iter().any(|r| !r.ops_drain.is_empty());

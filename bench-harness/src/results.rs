@@ -244,6 +244,11 @@ pub struct RunResult {
     /// and `ops_before_drain` together.
     #[serde(default)]
     pub ops_drain: BTreeMap<String, OpSummary>,
+    /// Per state (by name) and operation kind, the whole run: where the state work's time
+    /// went. Calls of no single state (write batches spanning states, checkpoints) are under
+    /// [`NO_SINGLE_STATE`](crate::metrics::NO_SINGLE_STATE).
+    #[serde(default)]
+    pub ops_by_state: BTreeMap<String, BTreeMap<String, OpSummary>>,
     /// Data volumes.
     pub volume: Volume,
     /// The operator's result counters (equal across backends for the same input).
@@ -313,6 +318,7 @@ impl RunResult {
             ops: Default::default(),
             ops_before_drain: Default::default(),
             ops_drain: Default::default(),
+            ops_by_state: Default::default(),
             volume: Default::default(),
             counters: Default::default(),
             checks: Vec::new(),

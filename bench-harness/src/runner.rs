@@ -112,6 +112,8 @@ fn finish_run(
     run.state_ops = metrics.total();
     set_rates(run);
     run.ops = metrics.summaries();
+    let names: Vec<String> = backend.states().into_iter().map(|d| d.name).collect();
+    run.ops_by_state = metrics.by_state(&names);
     run.volume = metrics.volume().clone();
     run.peak_rss_bytes = samples.iter().map(|s| s.rss_bytes).max().unwrap_or(0);
     run.disk_bytes = dir_size(work_dir);
