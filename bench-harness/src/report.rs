@@ -9,7 +9,7 @@ use statekit_backend::{Error, Result};
 
 use crate::metrics::OpSummary;
 use crate::results::{Results, RunResult};
-use crate::util::format_size;
+use crate::util::{format_mib, format_size};
 
 mod state_time;
 
@@ -240,16 +240,16 @@ fn memory_section(results: &Results) -> String {
                  The harness's own footprint, measured by the same input through the same \
                  operator (or the same trace replayed) on a backend that stores nothing: peak \
                  RSS {} ({} before the operator started).",
-                format_size(h.peak_rss_bytes),
-                format_size(h.baseline_rss_bytes)
+                format_mib(h.peak_rss_bytes),
+                format_mib(h.baseline_rss_bytes)
             );
             if let Some(b) = budget {
                 let _ = writeln!(
                     md,
                     "Budget rule: peak RSS <= 1.1 x {} + {} = **{}**.",
-                    format_size(b),
-                    format_size(h.peak_rss_bytes),
-                    format_size(h.rss_limit(b))
+                    format_mib(b),
+                    format_mib(h.peak_rss_bytes),
+                    format_mib(h.rss_limit(b))
                 );
             }
         }
@@ -286,7 +286,7 @@ fn memory_section(results: &Results) -> String {
                 if r.peak_rss_bytes <= limit {
                     "yes".to_string()
                 } else {
-                    format!("**no**: {} over", format_size(r.peak_rss_bytes - limit))
+                    format!("**no**: {} over", format_mib(r.peak_rss_bytes - limit))
                 }
             }
             _ => "n/a".to_string(),
@@ -300,8 +300,8 @@ fn memory_section(results: &Results) -> String {
             md,
             "| {} | {} | {} | {} | {} | {} | {} |",
             r.label,
-            format_size(r.peak_rss_bytes),
-            format_size(r.baseline_rss_bytes),
+            format_mib(r.peak_rss_bytes),
+            format_mib(r.baseline_rss_bytes),
             accounted,
             live.map_or_else(|| "n/a".to_string(), format_size),
             live.map_or_else(
@@ -398,7 +398,7 @@ pub fn render_markdown(results: &Results) -> String {
             r.events,
             format_rate(r.events_per_sec),
             format_rate(r.ops_per_sec),
-            format_size(r.peak_rss_bytes),
+            format_mib(r.peak_rss_bytes),
             r.backend_stats
                 .disk_bytes
                 .map_or_else(|| "n/a".to_string(), format_size),

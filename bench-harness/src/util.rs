@@ -40,6 +40,13 @@ pub fn format_size(bytes: u64) -> String {
     bytesize::ByteSize::b(bytes).display().iec().to_string()
 }
 
+/// Bytes in MiB with one decimal at every size (`1154.7 MiB`, not `1.1 GiB`): for figures
+/// compared with each other, like peak RSS against the budget rule, where one decimal of GiB
+/// (~100 MiB) would hide which is larger.
+pub fn format_mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
+}
+
 /// Serde helper: a duration written as text.
 ///
 /// # Errors
@@ -209,6 +216,15 @@ pub fn payload<R: Rng + ?Sized>(rng: &mut R, len: usize) -> String {
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    #[test]
+    fn mib_keep_one_decimal_past_a_gib() {
+        // 1.1 x 1 GiB + 28.3 MiB: one decimal of GiB would print 1.1 GiB.
+        let rule = (1.1 * 1024.0 * 1048576.0 + 28.3 * 1048576.0) as u64;
+        assert_eq!(format_mib(rule), "1154.7 MiB");
+        assert_eq!(format_size(rule), "1.1 GiB");
+        assert_eq!(format_mib(0), "0.0 MiB");
+    }
 
     #[test]
     fn durations_and_sizes_parse() {
