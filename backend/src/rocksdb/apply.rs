@@ -131,6 +131,9 @@ fn apply_cf(c: &CfOptions, opts: &mut Options) {
     if let Some(v) = c.max_bytes_for_level_multiplier {
         opts.set_max_bytes_for_level_multiplier(v);
     }
+    if let Some(v) = c.memtable_prefix_bloom_size_ratio {
+        opts.set_memtable_prefix_bloom_ratio(v);
+    }
     if let Some(v) = c.level_compaction_dynamic_level_bytes {
         opts.set_level_compaction_dynamic_level_bytes(v);
     }

@@ -663,6 +663,22 @@ fn default_toml_shows_the_options_rocksdb_runs_with() {
 }
 
 #[test]
+fn memtable_prefix_bloom_is_configurable_and_off_by_default() {
+    let env = Env::new();
+    let default = options_rocksdb_wrote(&env, RocksDbConfig::default());
+    assert_eq!(default.cf.memtable_prefix_bloom_size_ratio, Some(0.0));
+    let env = Env::new();
+    let mut config = RocksDbConfig::default();
+    config.cf.memtable_prefix_bloom_size_ratio = Some(0.125);
+    let set = options_rocksdb_wrote(&env, config);
+    assert_eq!(set.cf.memtable_prefix_bloom_size_ratio, Some(0.125));
+    let mut bad = RocksDbConfig::default();
+    bad.cf.memtable_prefix_bloom_size_ratio = Some(0.3);
+    let err = bad.validate().unwrap_err().to_string();
+    assert!(err.contains("memtable_prefix_bloom_size_ratio"), "{err}");
+}
+
+#[test]
 fn the_options_file_rocksdb_writes_reads_back_as_the_config() {
     let env = Env::new();
     let config = RocksDbConfig::preset(Preset::FlinkSpinningDiskOptimizedHighMem);
