@@ -277,7 +277,7 @@ pub fn validation_markdown(results: &Results, candidates: &[Candidate], budget: 
             f.mean_rate(),
             f.min_rate(),
             f.max_rate(),
-            bytesize::ByteSize(peak).display().iec(),
+            crate::util::format_mib(peak),
             amp(|r| r.write_amplification),
             amp(|r| r.space_amplification),
             if stalls.is_empty() {
