@@ -39,6 +39,8 @@ pub mod error;
 pub mod instance;
 pub mod keygroup;
 pub mod memory;
+#[cfg(any(feature = "rocksdb", feature = "remote"))]
+mod pending_timers;
 #[cfg(feature = "remote")]
 pub mod remote;
 #[cfg(feature = "rocksdb")]

@@ -973,6 +973,67 @@ pub fn timers_fire_in_order<F: BackendFactory>() {
 // ---------------------------------------------------------------------------------------------
 // Batches
 
+/// A backend may hold registrations back and write them together (the RocksDB and remote
+/// backends do): every read of the queue and every checkpoint must see them, a deleted one
+/// must not come back, the head search after deleting the head must find a held one, and a
+/// restore must not carry the replaced state's registrations over.
+pub fn timer_registrations_are_seen_by_every_read_and_by_checkpoints<F: BackendFactory>() {
+    let h = Harness::<F>::new();
+    let mut b = h.open();
+    let q = b
+        .register_state(&StateDescriptor::new("timers", StateKind::Timers))
+        .unwrap();
+    let key = |i: u32| i.to_be_bytes().to_vec();
+    let timer = |ts: i64, key: Vec<u8>| Timer {
+        timestamp: ts,
+        key_group: key_group_of(&key, MAX_PARALLELISM),
+        key,
+        namespace: Vec::new(),
+    };
+    for i in 0..10u32 {
+        b.register_timer(q, &timer(100 + i64::from(i), key(i)))
+            .unwrap();
+    }
+    b.register_timer(q, &timer(100, key(0))).unwrap();
+    b.delete_timer(q, &timer(101, key(1))).unwrap();
+    assert_eq!(b.next_timer(q).unwrap(), Some(100));
+    // Deleting a key group's head looks for its next timer, held ones included.
+    b.register_timer(q, &timer(150, key(0))).unwrap();
+    b.delete_timer(q, &timer(100, key(0))).unwrap();
+    b.register_timer(q, &timer(50, b"early".to_vec())).unwrap();
+    assert_eq!(b.next_timer(q).unwrap(), Some(50));
+    let mut scanned = 0;
+    b.scan_timers(q, b.key_group_range(), &mut |_| {
+        scanned += 1;
+        Ok(Visit::Continue)
+    })
+    .unwrap();
+    assert_eq!(
+        scanned, 10,
+        "8 left of the first 10, the one at 150 and the early one"
+    );
+
+    // A checkpoint right after registering holds the registrations.
+    b.register_timer(q, &timer(200, b"late".to_vec())).unwrap();
+    let handle = b.checkpoint(1).unwrap();
+    b.register_timer(q, &timer(300, b"after the checkpoint".to_vec()))
+        .unwrap();
+    let mut restored = h.open();
+    restored.restore(std::slice::from_ref(&handle)).unwrap();
+    let popped = |b: &mut F::Backend| -> Vec<i64> {
+        b.pop_due_timers(q, i64::MAX, usize::MAX)
+            .unwrap()
+            .iter()
+            .map(|t| t.timestamp)
+            .collect()
+    };
+    let expected = [50, 102, 103, 104, 105, 106, 107, 108, 109, 150, 200];
+    assert_eq!(popped(&mut restored), expected);
+    // Restoring into the original drops what it held since the checkpoint.
+    b.restore(&[handle]).unwrap();
+    assert_eq!(popped(&mut b), expected);
+}
+
 pub fn write_batch_is_atomic<F: BackendFactory>() {
     let h = Harness::<F>::new();
     let owned = KeyGroupRange::new(0, 31).unwrap();

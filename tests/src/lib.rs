@@ -69,6 +69,7 @@ macro_rules! conformance_suite {
             state_registration,
             ttl_expiry,
             timers_fire_in_order,
+            timer_registrations_are_seen_by_every_read_and_by_checkpoints,
             write_batch_is_atomic,
             range_deletes_in_one_batch,
             checkpoint_then_restore_equals_original,

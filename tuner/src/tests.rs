@@ -140,6 +140,35 @@ fn more_point_lookups_bring_filters_and_more_misses_more_bits() {
 }
 
 #[test]
+fn reads_outnumbering_writes_bring_a_memtable_filter_sized_by_entries() {
+    let rates = |merges, scans| OpRates {
+        merges,
+        scans,
+        ..OpRates::default()
+    };
+    // An interval join's display side (written by every display, scanned by few clicks) and
+    // its click side (the reverse).
+    let mut displays = state("left");
+    displays.rates = rates(20_000.0, 600.0);
+    displays.value_bytes = 450.0;
+    let mut clicks = state("right");
+    clicks.rates = rates(600.0, 20_000.0);
+    clicks.value_bytes = 30.0;
+    let t = tune(&shape(vec![displays, clicks.clone()]), &machine(256 * MIB));
+    assert_eq!(cf_of(&t, "left").memtable_prefix_bloom_size_ratio, None);
+    let small = cf_of(&t, "right").memtable_prefix_bloom_size_ratio.unwrap();
+    assert_every_option_explained(&t);
+    // Larger entries: fewer per memtable, a smaller share for their filter.
+    clicks.value_bytes = 2_000.0;
+    let t = tune(&shape(vec![clicks]), &machine(256 * MIB));
+    let large = cf_of(&t, "right").memtable_prefix_bloom_size_ratio.unwrap();
+    assert!(
+        small > large && (0.001..=0.05).contains(&large),
+        "{small} for 30-byte values, {large} for 2,000"
+    );
+}
+
+#[test]
 fn a_smaller_budget_gives_smaller_buffers_and_a_partitioned_index() {
     let s = shape(vec![state("s")]);
     let large = tune(&s, &machine(8192 * MIB));

@@ -266,6 +266,7 @@ impl Checkpointing for RemoteBackend {
             self.config.key_groups,
         );
         let what = self.what();
+        self.write_pending_timers()?;
         // The pin expires unless this checkpoint completes: a crash before its MANIFEST is
         // written (nothing can ever restore it) must not keep its tables forever.
         let options = CheckpointOptions {

@@ -31,8 +31,10 @@
 //!
 //! # Durability
 //! The write-ahead log is off: writes between checkpoints live in the memtable (and in L0
-//! tables once it fills) and need not survive a crash, as the trait allows. A checkpoint
-//! flushes the memtable, pins the manifest as a SlateDB checkpoint, and only then writes the
+//! tables once it fills) and need not survive a crash, as the trait allows. For the same
+//! reason timer registrations are held in memory and written in batches (`pending_timers.rs`),
+//! before any read of a timer queue and before a checkpoint. A checkpoint flushes the
+//! memtable, pins the manifest as a SlateDB checkpoint, and only then writes the
 //! statekit `MANIFEST` into the instance's [`CheckpointStorage`]. That manifest is the only
 //! thing that makes a checkpoint visible; restore on a fresh machine needs the handle, the
 //! checkpoint storage and the object store, nothing local.
@@ -80,6 +82,7 @@ pub use storage::ObjectStoreCheckpointStorage;
 pub use store::RemoteStore;
 pub use sweep::SWEEP_EVERY_WRITES;
 
+use std::cell::RefCell;
 use std::fmt;
 use std::ops::Bound;
 use std::sync::Arc;
@@ -102,6 +105,7 @@ use crate::checkpoint::CheckpointLog;
 use crate::error::{Error, ErrorKind, Result};
 use crate::instance::InstanceConfig;
 use crate::keygroup::KeyGroupRange;
+use crate::pending_timers::PendingTimers;
 
 use keys::{
     decode_record, entries_prefix, entry_key, prefix_range, scope_prefix, split_entry_key,
@@ -147,6 +151,8 @@ pub struct RemoteBackend {
     states: Vec<StateDescriptor>,
     tags: Vec<u64>,
     timers: Vec<Option<TimerHeads>>,
+    /// Timer registrations not yet written: see `pending_timers.rs`.
+    pending_timers: RefCell<PendingTimers>,
     checkpoints: CheckpointLog,
     writes: u64,
     sweep: SweepCursor,
@@ -236,6 +242,7 @@ impl RemoteBackend {
             states: Vec::new(),
             tags: Vec::new(),
             timers: Vec::new(),
+            pending_timers: RefCell::default(),
             checkpoints: CheckpointLog::default(),
             writes: 0,
             sweep: SweepCursor::default(),

@@ -206,7 +206,8 @@ impl RemoteStore {
             .with_merge_operator(Arc::new(AppendOperator))
             .with_filter_policies(vec![Arc::new(
                 BloomFilterPolicy::new(BLOOM_BITS_PER_KEY)
-                    .with_prefix_extractor(Arc::new(ScopePrefixExtractor)),
+                    .with_prefix_extractor(Arc::new(ScopePrefixExtractor))
+                    .with_whole_key_filtering(self.config.whole_key_filter),
             )])
             .with_write_runtime(writer)
             .with_metrics_recorder(metrics)

@@ -126,16 +126,38 @@ impl RemoteBackend {
         self.timers = timers;
         Ok(())
     }
+
+    /// Writes the held timer registrations (`pending_timers.rs`) in one batch; they stay
+    /// held if the write fails. The heads already count them.
+    pub(super) fn write_pending_timers(&self) -> Result<()> {
+        let mut pending = self.pending_timers.borrow_mut();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let mut batch = slatedb::WriteBatch::new();
+        for (_, key) in pending.in_write_order() {
+            batch.put(key, encode_value(None, &[]));
+        }
+        self.commit(batch)?;
+        pending.clear();
+        Ok(())
+    }
 }
 
 impl TimerStore for RemoteBackend {
     fn register_timer(&mut self, queue: StateId, timer: &Timer) -> Result<()> {
         let tag = self.check_timer(queue, timer)?;
         let key = timer_key(tag, timer);
-        let what = self.what();
-        runtime::block_on(self.db.put(&key, encode_value(None, &[])))?
-            .map_err(|e| slate_error(format!("timer write to {what}"), e))?;
-        self.unflushed_heap += memtable_heap(key.len(), 1);
+        let key_len = key.len();
+        // Held, not written: a SlateDB write per registration cost 12.6 us, a third of an
+        // ad-click event's state time, and most registrations repeat one already made.
+        let held = self.pending_timers.get_mut().add(queue.index(), key);
+        if held.new {
+            self.unflushed_heap += memtable_heap(key_len, 1);
+        }
+        if held.full {
+            self.write_pending_timers()?;
+        }
         self.bound_unflushed()?;
         let index = self.config.group_index(timer.key_group);
         if let Some(heads) = self.timers[queue.index()].as_mut() {
@@ -150,6 +172,11 @@ impl TimerStore for RemoteBackend {
         let tag = self.check_timer(queue, timer)?;
         let key = timer_key(tag, timer);
         let what = self.what();
+        self.pending_timers
+            .get_mut()
+            .remove(queue.index(), key.clone());
+        // The head search below reads the queue, which must hold the other registrations.
+        self.write_pending_timers()?;
         runtime::block_on(self.db.delete(&key))?
             .map_err(|e| slate_error(format!("timer delete in {what}"), e))?;
         self.unflushed_heap += memtable_heap(key.len(), 1);
@@ -176,6 +203,7 @@ impl TimerStore for RemoteBackend {
         limit: usize,
     ) -> Result<Vec<Timer>> {
         let tag = self.timer_state(queue)?;
+        self.write_pending_timers()?;
         // Every popped timer is deleted in one batch at the end (one write, not one per key
         // group); the heads are restored if that write fails, so no timer is lost.
         let saved = self.timers[queue.index()].clone();
@@ -257,6 +285,7 @@ impl TimerStore for RemoteBackend {
         visitor: &mut dyn FnMut(&Timer) -> Result<Visit>,
     ) -> Result<()> {
         let tag = self.timer_state(queue)?;
+        self.write_pending_timers()?;
         let Some(range) = key_groups.intersect(&self.config.key_groups) else {
             return Ok(());
         };
@@ -281,5 +310,47 @@ impl TimerStore for RemoteBackend {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{StateBackend, StateDescriptor};
+    use crate::instance::InstanceConfig;
+    use crate::keygroup::key_group_of;
+    use crate::pending_timers::PendingTimers;
+    use crate::remote::RemoteConfig;
+
+    fn timer(i: u32) -> Timer {
+        let key = i.to_be_bytes().to_vec();
+        Timer {
+            timestamp: i64::from(i),
+            key_group: key_group_of(&key, 128),
+            key,
+            namespace: Vec::new(),
+        }
+    }
+
+    /// Registrations are held until the limit, then written in one batch; a pop sees both.
+    #[test]
+    fn registrations_are_held_until_the_limit_then_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = InstanceConfig::single(128).unwrap();
+        let mut b = RemoteBackend::open(config, &RemoteConfig::local(dir.path())).unwrap();
+        let q = b
+            .register_state(&StateDescriptor::new("t", StateKind::Timers))
+            .unwrap();
+        let limit = u32::try_from(PendingTimers::LIMIT).unwrap();
+        for i in 0..limit - 1 {
+            b.register_timer(q, &timer(i)).unwrap();
+        }
+        assert!(!b.pending_timers.borrow().is_empty(), "held, not written");
+        b.register_timer(q, &timer(limit - 1)).unwrap();
+        assert!(b.pending_timers.borrow().is_empty(), "written at the limit");
+        b.register_timer(q, &timer(limit)).unwrap();
+        let popped = b.pop_due_timers(q, i64::MAX, usize::MAX).unwrap();
+        assert_eq!(popped.len(), PendingTimers::LIMIT + 1);
+        assert!(popped.windows(2).all(|w| w[0].timestamp < w[1].timestamp));
     }
 }

@@ -21,7 +21,6 @@
 mod apply;
 mod checkpoint;
 mod keys;
-mod pending_timers;
 mod resources;
 mod stats;
 mod ttl;
@@ -54,11 +53,11 @@ use crate::checkpoint::CheckpointLog;
 use crate::error::{Error, ErrorKind, Result};
 use crate::instance::InstanceConfig;
 use crate::keygroup::KeyGroupRange;
+use crate::pending_timers::PendingTimers;
 use keys::{
     decode_entry_key, decode_timer_key, entry_key, key_group_bounds, scope_bounds, scope_prefix,
     split_expiry, timer_due_upper, timer_index_bounds, timer_time_key, with_expiry, TIMER_BY_TIME,
 };
-use pending_timers::PendingTimers;
 use ttl::{ttl_merge, SweepCursor, TtlClock, TtlFilterFactory};
 
 /// Everything a RocksDB backend instance needs beyond [`InstanceConfig`].
@@ -897,8 +896,12 @@ impl TimerStore for RocksDbBackend {
                 .put_cf_opt(cf, &time_key, b"", &self.write_opts)
                 .map_err(|e| rocks_err("register timer", e));
         }
-        let full = self.pending_timers.get_mut().add(queue.index(), time_key);
-        if full {
+        if self
+            .pending_timers
+            .get_mut()
+            .add(queue.index(), time_key)
+            .full
+        {
             self.write_pending_timers()?;
         }
         Ok(())

@@ -1022,7 +1022,7 @@ fn many_held_timer_registrations_are_written_before_any_read() {
     let q = b
         .register_state(&StateDescriptor::new("t", StateKind::Timers))
         .unwrap();
-    for i in 0..pending_timers::PendingTimers::LIMIT as u32 {
+    for i in 0..crate::pending_timers::PendingTimers::LIMIT as u32 {
         b.register_timer(q, &timer(i64::from(i), &i.to_be_bytes()))
             .unwrap();
     }
@@ -1031,7 +1031,10 @@ fn many_held_timer_registrations_are_written_before_any_read() {
         .db()
         .property_int_value_cf(b.cf(q).unwrap(), "rocksdb.num-entries-active-mem-table")
         .unwrap();
-    assert_eq!(keys, Some(pending_timers::PendingTimers::LIMIT as u64));
+    assert_eq!(
+        keys,
+        Some(crate::pending_timers::PendingTimers::LIMIT as u64)
+    );
 }
 
 /// Scans of a scope skip the files without it when the scope prefix filter is on (the

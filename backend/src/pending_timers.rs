@@ -1,18 +1,28 @@
-//! Timer registrations held back and written together.
+//! Timer registrations held back and written together, by the backends that store timers
+//! in an LSM tree (RocksDB, SlateDB).
 //!
 //! An operator registers a timer for nearly every element (the interval join: one per
-//! element, at the end of its cleanup bucket). Written one by one, that is a RocksDB write
+//! element, at the end of its cleanup bucket). Written one by one, that is a store write
 //! per element on top of the element's own. Held here until a read of the timer queues needs
-//! them (a pop, `next_timer`, a scan), a flush or checkpoint, or [`PendingTimers::LIMIT`]
-//! are held, they are written as one batch: duplicates dropped, and the keys in order, which
-//! the memtable inserts cheaply (its skip list starts every insert from where the previous
-//! one ended).
+//! them (a pop, a scan, a delete that looks for the next head), a flush or checkpoint, or
+//! [`PendingTimers::LIMIT`] are held, they are written as one batch: duplicates dropped, and
+//! the keys in order, which a memtable inserts cheaply (its skip list starts every insert
+//! from where the previous one ended).
 //!
 //! Nothing is lost by holding them: without a WAL the memtables they would be written to
 //! exist only in memory too, and every path that makes state durable or visible (checkpoint,
 //! flush, every timer read) writes them first.
 
 use std::collections::BTreeSet;
+
+/// What holding one registration did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Held {
+    /// It was not held already (a duplicate adds nothing to write).
+    pub(crate) new: bool,
+    /// [`PendingTimers::LIMIT`] is reached: write them now.
+    pub(crate) full: bool,
+}
 
 /// Registrations not yet written, in key order per queue.
 #[derive(Debug, Default)]
@@ -26,10 +36,13 @@ impl PendingTimers {
     /// written.
     pub(crate) const LIMIT: usize = 4096;
 
-    /// Holds a registration; true when [`PendingTimers::LIMIT`] is reached.
-    pub(crate) fn add(&mut self, queue: usize, key: Vec<u8>) -> bool {
-        self.keys.insert((queue, key));
-        self.keys.len() >= Self::LIMIT
+    /// Holds a registration.
+    pub(crate) fn add(&mut self, queue: usize, key: Vec<u8>) -> Held {
+        let new = self.keys.insert((queue, key));
+        Held {
+            new,
+            full: self.keys.len() >= Self::LIMIT,
+        }
     }
 
     /// Forgets a held registration (the timer was deleted).
@@ -62,12 +75,13 @@ mod tests {
     #[test]
     fn duplicates_are_held_once_and_keys_come_out_in_order() {
         let mut p = PendingTimers::default();
-        assert!(!p.add(0, vec![0, 3]));
-        assert!(!p.add(0, vec![0, 1]));
-        assert!(!p.add(0, vec![0, 3]));
-        assert!(!p.add(1, vec![0, 2]));
+        let held = |new| Held { new, full: false };
+        assert_eq!(p.add(0, vec![0, 3]), held(true));
+        assert_eq!(p.add(0, vec![0, 1]), held(true));
+        assert_eq!(p.add(0, vec![0, 3]), held(false));
+        assert_eq!(p.add(1, vec![0, 2]), held(true));
         p.remove(1, vec![0, 2]);
-        assert!(!p.add(1, vec![0, 0]));
+        assert_eq!(p.add(1, vec![0, 0]), held(true));
         assert_eq!(
             p.in_write_order().collect::<Vec<_>>(),
             vec![(0, &[0, 1][..]), (0, &[0, 3][..]), (1, &[0, 0][..])]
@@ -80,9 +94,9 @@ mod tests {
     fn reaching_the_limit_says_so() {
         let mut p = PendingTimers::default();
         for i in 0..PendingTimers::LIMIT - 1 {
-            assert!(!p.add(0, (i as u32).to_be_bytes().to_vec()));
+            assert!(!p.add(0, (i as u32).to_be_bytes().to_vec()).full);
         }
-        assert!(p.add(0, vec![0xFF; 5]));
+        assert!(p.add(0, vec![0xFF; 5]).full);
         p.clear();
         assert!(p.is_empty());
     }
