@@ -964,56 +964,6 @@ fn timer(ts: i64, key: &[u8]) -> Timer {
     }
 }
 
-/// Registrations are held back and written together (`pending_timers.rs`): every path that
-/// reads timers or makes state durable must see them, a deleted one must not come back, and
-/// a restore must not carry the replaced state's registrations over.
-#[test]
-fn held_timer_registrations_are_seen_by_every_read_and_by_checkpoints() {
-    let env = Env::new();
-    let mut b = env.open();
-    let q = b
-        .register_state(&StateDescriptor::new("t", StateKind::Timers))
-        .unwrap();
-    for i in 0..10u32 {
-        b.register_timer(q, &timer(100 + i64::from(i), &i.to_be_bytes()))
-            .unwrap();
-    }
-    b.register_timer(q, &timer(100, &0u32.to_be_bytes()))
-        .unwrap();
-    b.delete_timer(q, &timer(101, &1u32.to_be_bytes())).unwrap();
-    assert_eq!(b.next_timer(q).unwrap(), Some(100));
-    b.register_timer(q, &timer(50, b"early")).unwrap();
-    let mut scanned = 0;
-    b.scan_timers(q, b.key_group_range(), &mut |_| {
-        scanned += 1;
-        Ok(Visit::Continue)
-    })
-    .unwrap();
-    assert_eq!(scanned, 10, "9 left of the first 10, and the early one");
-
-    // A checkpoint right after registering holds the registrations.
-    b.register_timer(q, &timer(200, b"late")).unwrap();
-    let handle = b.checkpoint(1).unwrap();
-    b.register_timer(q, &timer(300, b"after the checkpoint"))
-        .unwrap();
-    let mut restored = env.open();
-    restored.restore(std::slice::from_ref(&handle)).unwrap();
-    let popped = |b: &mut RocksDbBackend| -> Vec<i64> {
-        b.pop_due_timers(q, i64::MAX, usize::MAX)
-            .unwrap()
-            .iter()
-            .map(|t| t.timestamp)
-            .collect()
-    };
-    assert_eq!(
-        popped(&mut restored),
-        [50, 100, 102, 103, 104, 105, 106, 107, 108, 109, 200]
-    );
-    // Restoring into the original drops what it held since the checkpoint.
-    b.restore(&[handle]).unwrap();
-    assert_eq!(popped(&mut b).len(), 11);
-}
-
 /// Past the limit, held registrations are written without waiting for a read.
 #[test]
 fn many_held_timer_registrations_are_written_before_any_read() {
