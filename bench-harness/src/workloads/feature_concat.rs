@@ -177,7 +177,7 @@ impl FeatureConcatGenerator {
             rate: scale.events_per_sec,
             total: scale.main_events(),
             next: 0,
-            staging: Staging::default(),
+            staging: Staging::with_capacity(staged_at_once(params, scale)),
             disorder: Disorder {
                 out_of_orderness_ms: millis(params.out_of_orderness),
                 late_fraction: params.late_fraction,
@@ -216,6 +216,19 @@ impl FeatureConcatGenerator {
     fn exposure_ts(&self, i: u64) -> i64 {
         EPOCH_MS + (i as f64 * 1000.0 / self.rate) as i64
     }
+}
+
+/// How many events the generator stages at once, over-estimated: it looks `feature_skew`
+/// ahead for exposures, twice that for features (they arrive up to `feature_skew` before or
+/// after their exposure) and clicks trail their exposure by `click_delay_mean` on average
+/// (an exponential tail: five means cover all but a few in a thousand).
+fn staged_at_once(params: &FeatureConcatParams, scale: &ScaleSpec) -> usize {
+    let skew = params.feature_skew.as_secs_f64();
+    let click_span = skew + 5.0 * params.click_delay_mean.as_secs_f64();
+    let per_request_seconds = 3.0 * skew + params.click_fraction * click_span;
+    let ahead = scale.events_per_sec * per_request_seconds;
+    let whole_input = scale.main_events() as f64 * (2.0 + params.click_fraction);
+    ahead.min(whole_input).ceil() as usize
 }
 
 impl Iterator for FeatureConcatGenerator {
@@ -618,5 +631,26 @@ mod tests {
             .unwrap();
         }
         assert_eq!(live, 0, "all state expires");
+    }
+
+    #[test]
+    fn the_staging_area_is_sized_once_for_what_the_generator_looks_ahead() {
+        // The reference rate; small payloads, as only the staging area is under test.
+        let params = FeatureConcatParams {
+            feature_size: 8,
+            exposure_size: 8,
+            ..Default::default()
+        };
+        let scale = super::super::test_scale(75, 1, 20_000.0);
+        let mut generator = FeatureConcatGenerator::new(&params, &scale, 5).unwrap();
+        let reserved = generator.staging.reserved();
+        // 30 s ahead: ~600,000 exposures and ~750,000 features staged at once.
+        assert!(
+            (1_200_000..3_000_000).contains(&reserved),
+            "reserved {reserved}"
+        );
+        let events = generator.by_ref().count();
+        assert!(events > 2_900_000, "{events} events");
+        assert_eq!(generator.staging.reserved(), reserved, "it never grew");
     }
 }

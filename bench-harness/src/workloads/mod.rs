@@ -3,6 +3,7 @@
 //! computation of the expected results for the self-check.
 
 pub mod ad_click;
+mod arrival;
 pub mod daily_uv;
 pub mod feature_concat;
 pub mod sliding_window;
@@ -16,6 +17,8 @@ use crate::watermark::WatermarkGenerator;
 
 use crate::event::Event;
 use crate::util::Counters;
+
+pub(crate) use arrival::{ArrivalQueue, Disorder, Staging, Timestamped};
 
 /// The size knobs of one scale of a profile (the workload's semantics live in its params).
 /// Read from a profile's `[scales.NAME]` table, whose omitted fields take the workload's
@@ -268,174 +271,11 @@ pub(crate) fn test_scale(duration_s: u64, keys: u64, rate: f64) -> ScaleSpec {
     }
 }
 
-/// How generated events arrive: within `out_of_orderness` of their event time, except a
-/// fraction that is held back longer and so arrives late.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Disorder {
-    pub out_of_orderness_ms: i64,
-    pub late_fraction: f64,
-}
-
-/// Something with an event time: what the reorder buffers below order.
-pub(crate) trait Timestamped {
-    /// Event time, ms.
-    fn ts(&self) -> i64;
-}
-
-impl Timestamped for Event {
-    fn ts(&self) -> i64 {
-        Event::ts(self)
-    }
-}
-
-struct Pending<T> {
-    arrival: i64,
-    seq: u64,
-    event: T,
-}
-
-impl<T> PartialEq for Pending<T> {
-    fn eq(&self, other: &Self) -> bool {
-        (self.arrival, self.seq) == (other.arrival, other.seq)
-    }
-}
-impl<T> Eq for Pending<T> {}
-impl<T> PartialOrd for Pending<T> {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl<T> Ord for Pending<T> {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.arrival, self.seq).cmp(&(other.arrival, other.seq))
-    }
-}
-
-/// A reorder buffer that turns events generated in event-time order into an arrival order
-/// with bounded disorder: each event gets an arrival time `ts + delay`, and events leave in
-/// arrival order once no event generated later can arrive before them.
-pub(crate) struct ArrivalQueue<T = Event> {
-    heap: std::collections::BinaryHeap<std::cmp::Reverse<Pending<T>>>,
-    seq: u64,
-}
-
-impl<T> Default for ArrivalQueue<T> {
-    fn default() -> Self {
-        ArrivalQueue {
-            heap: std::collections::BinaryHeap::new(),
-            seq: 0,
-        }
-    }
-}
-
-impl<T: Timestamped> ArrivalQueue<T> {
-    pub fn push<R: rand::Rng + ?Sized>(&mut self, rng: &mut R, disorder: Disorder, event: T) {
-        let ooo = disorder.out_of_orderness_ms.max(0);
-        let delay =
-            if disorder.late_fraction > 0.0 && rng.random_bool(disorder.late_fraction.min(1.0)) {
-                // Held back past the allowed disorder: arrives behind the watermark.
-                ooo + rng.random_range(1_000..30_000)
-            } else {
-                rng.random_range(0..=ooo)
-            };
-        self.seq += 1;
-        self.heap.push(std::cmp::Reverse(Pending {
-            arrival: event.ts().saturating_add(delay),
-            seq: self.seq,
-            event,
-        }));
-    }
-
-    /// The next event whose arrival is at or before `horizon` (the event time of the next
-    /// event still to be generated: nothing generated later arrives earlier).
-    pub fn pop_ready(&mut self, horizon: i64) -> Option<T> {
-        if self.heap.peek().is_some_and(|p| p.0.arrival <= horizon) {
-            self.heap.pop().map(|p| p.0.event)
-        } else {
-            None
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
-    }
-}
-
 /// The random source of generators: ChaCha8, portable and stable across platforms and
 /// releases, so a seed names the same stream everywhere.
 pub(crate) fn rng(seed: u64, stream: u64) -> rand_chacha::ChaCha8Rng {
     use rand::SeedableRng;
     rand_chacha::ChaCha8Rng::seed_from_u64(crate::util::mix64(seed ^ crate::util::mix64(stream)))
-}
-
-struct Scheduled<T> {
-    ts: i64,
-    seq: u64,
-    event: T,
-}
-
-impl<T> PartialEq for Scheduled<T> {
-    fn eq(&self, other: &Self) -> bool {
-        (self.ts, self.seq) == (other.ts, other.seq)
-    }
-}
-impl<T> Eq for Scheduled<T> {}
-impl<T> PartialOrd for Scheduled<T> {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl<T> Ord for Scheduled<T> {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.ts, self.seq).cmp(&(other.ts, other.seq))
-    }
-}
-
-/// Events generated ahead of time (a request's feature 30 s before its exposure, a click a
-/// minute after its display), released in event-time order into an [`ArrivalQueue`]. What
-/// it holds should be small: at 20,000 requests/s, 30 s ahead is 600,000 items.
-pub(crate) struct Staging<T = Event> {
-    scheduled: std::collections::BinaryHeap<std::cmp::Reverse<Scheduled<T>>>,
-    arrivals: ArrivalQueue<T>,
-    seq: u64,
-}
-
-impl<T> Default for Staging<T> {
-    fn default() -> Self {
-        Staging {
-            scheduled: std::collections::BinaryHeap::new(),
-            arrivals: ArrivalQueue::default(),
-            seq: 0,
-        }
-    }
-}
-
-impl<T: Timestamped> Staging<T> {
-    /// Adds an event; its time must not be below any horizon already passed to `next_ready`.
-    pub fn schedule(&mut self, event: T) {
-        self.seq += 1;
-        self.scheduled.push(std::cmp::Reverse(Scheduled {
-            ts: event.ts(),
-            seq: self.seq,
-            event,
-        }));
-    }
-
-    /// The next event to arrive, if it arrives by `horizon`: every event scheduled later has
-    /// a timestamp of at least `horizon`.
-    pub fn next_ready<R: rand::Rng + ?Sized>(
-        &mut self,
-        rng: &mut R,
-        disorder: Disorder,
-        horizon: i64,
-    ) -> Option<T> {
-        while self.scheduled.peek().is_some_and(|s| s.0.ts <= horizon) {
-            if let Some(s) = self.scheduled.pop() {
-                self.arrivals.push(rng, disorder, s.0.event);
-            }
-        }
-        self.arrivals.pop_ready(horizon)
-    }
 }
 
 /// The independent watermark of the self-checks: which events of `input` (in arrival order)
