@@ -8,7 +8,9 @@ use crate::event::Event;
 /// fraction that is held back longer and so arrives late.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Disorder {
+    /// The most an on-time event arrives after its event time, ms.
     pub out_of_orderness_ms: i64,
+    /// Fraction of events held back longer, behind the watermark.
     pub late_fraction: f64,
 }
 
@@ -65,6 +67,7 @@ impl<T> Default for ArrivalQueue<T> {
 }
 
 impl<T: Timestamped> ArrivalQueue<T> {
+    /// Queues `event` with an arrival time of its event time plus a delay drawn from `rng`.
     pub fn push<R: rand::Rng + ?Sized>(&mut self, rng: &mut R, disorder: Disorder, event: T) {
         let ooo = disorder.out_of_orderness_ms.max(0);
         let delay =
@@ -92,6 +95,7 @@ impl<T: Timestamped> ArrivalQueue<T> {
         }
     }
 
+    /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
         self.heap.is_empty()
     }
@@ -126,12 +130,15 @@ impl<T> Ord for Scheduled<T> {
 }
 
 /// Events generated ahead of time (a request's feature 30 s before its exposure, a click a
-/// minute after its display), released in event-time order into an [`ArrivalQueue`]. What
-/// it holds should be small: at 20,000 requests/s, 30 s ahead is 600,000 items.
+/// minute after its display), released in event-time order into an [`ArrivalQueue`]. It
+/// holds the whole look-ahead: at 20,000 requests/s, 30 s of exposures and the features
+/// spread over 30 s either side of them are ~1.2 million items.
 pub(crate) struct Staging<T = Event> {
     scheduled: std::collections::BinaryHeap<std::cmp::Reverse<Scheduled<T>>>,
     arrivals: ArrivalQueue<T>,
     seq: u64,
+    /// The last horizon passed to `next_ready`: horizons never go back.
+    horizon: i64,
 }
 
 impl<T> Default for Staging<T> {
@@ -140,14 +147,16 @@ impl<T> Default for Staging<T> {
             scheduled: std::collections::BinaryHeap::new(),
             arrivals: ArrivalQueue::default(),
             seq: 0,
+            horizon: i64::MIN,
         }
     }
 }
 
 impl<T: Timestamped> Staging<T> {
-    /// A staging area with room for `events` events at once. Sized to what it will hold, it
-    /// never grows by copying: growing a heap of a million events held the old and the new
-    /// copy at the same time, a spike on the harness's own footprint.
+    /// A staging area with room for `events` scheduled events at once. Sized to what it will
+    /// hold, its heap of scheduled events never grows by copying: growing a heap of a million
+    /// events held the old and the new copy at the same time, a spike on the harness's own
+    /// footprint. (The arrival queue behind it holds the disorder's span only.)
     pub fn with_capacity(events: usize) -> Self {
         Staging {
             scheduled: std::collections::BinaryHeap::with_capacity(events),
@@ -173,18 +182,25 @@ impl<T: Timestamped> Staging<T> {
 
     /// The next event to arrive, if it arrives by `horizon`: every event scheduled later has
     /// a timestamp of at least `horizon`.
+    ///
+    /// An event's random arrival delay is drawn from `rng` when it moves to the arrival
+    /// queue, which may be on a later call than the one that could first have moved it. The
+    /// stream a seed names stays the same as long as horizons never go back and the caller
+    /// draws nothing else from `rng` between calls that return an event.
     pub fn next_ready<R: rand::Rng + ?Sized>(
         &mut self,
         rng: &mut R,
         disorder: Disorder,
         horizon: i64,
     ) -> Option<T> {
+        debug_assert!(horizon >= self.horizon, "horizons never go back");
+        self.horizon = horizon;
         // An event arrives no earlier than its event time, so the arrival queue's head may
         // leave once every staged event up to its arrival has moved over. Moving no further
         // keeps the queue to the disorder's span; at the end of the input (an infinite
-        // horizon) moving everything at once held the whole look-ahead twice over. The
-        // events move in the same order either way and draw the same random delays, so the
-        // stream is unchanged.
+        // horizon) moving everything at once held the whole look-ahead twice over. Under the
+        // contract above the events move in the same order either way and draw the same
+        // random delays, so the stream is unchanged.
         while let Some(next) = self.scheduled.peek() {
             let ts = next.0.ts;
             if ts > horizon || self.arrivals.head_arrival().is_some_and(|a| a < ts) {
@@ -286,7 +302,7 @@ mod tests {
 
     #[test]
     fn at_the_end_of_the_input_the_arrival_queue_holds_the_disorder_span_only() {
-        // 30 s of look-ahead hold ~4,500 items; 500 ms of disorder about 100.
+        // 30 s of look-ahead hold ~6,000 items; 500 ms of disorder about 100.
         let (_, eager) = drive(false, 0.0);
         let (_, lazy) = drive(true, 0.0);
         assert!(eager > 4_000, "eager {eager}");

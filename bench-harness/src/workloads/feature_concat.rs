@@ -218,18 +218,25 @@ impl FeatureConcatGenerator {
     }
 }
 
-/// How many events the generator stages at once, over-estimated: it looks `feature_skew`
-/// ahead for exposures, twice that for features (they arrive up to `feature_skew` before or
-/// after their exposure) and clicks trail their exposure by `click_delay_mean` on average
-/// (an exponential tail: five means cover all but a few in a thousand).
+/// How many events the generator stages at once, with a quarter to spare: exposures
+/// `feature_skew` ahead, about as many features (spread evenly over `feature_skew` either side
+/// of their exposure, so half of them ahead of a window twice as long) and the clicks of
+/// `feature_skew` plus a mean click delay of exposures. Never more than the whole input, nor
+/// than [`STAGING_RESERVE_LIMIT`]: beyond it the heap grows as it needs.
 fn staged_at_once(params: &FeatureConcatParams, scale: &ScaleSpec) -> usize {
     let skew = params.feature_skew.as_secs_f64();
-    let click_span = skew + 5.0 * params.click_delay_mean.as_secs_f64();
-    let per_request_seconds = 3.0 * skew + params.click_fraction * click_span;
-    let ahead = scale.events_per_sec * per_request_seconds;
+    let clicks = params.click_fraction * (skew + params.click_delay_mean.as_secs_f64());
+    let ahead = 1.25 * scale.events_per_sec * (2.0 * skew + clicks);
     let whole_input = scale.main_events() as f64 * (2.0 + params.click_fraction);
-    ahead.min(whole_input).ceil() as usize
+    ahead
+        .min(whole_input)
+        .min(STAGING_RESERVE_LIMIT as f64)
+        .ceil() as usize
 }
+
+/// The most staged events reserved for up front (16M, under 1 GiB of address space): a
+/// profile with an extreme rate grows its heap rather than asking for terabytes at once.
+const STAGING_RESERVE_LIMIT: usize = 1 << 24;
 
 impl Iterator for FeatureConcatGenerator {
     type Item = Event;
@@ -635,22 +642,40 @@ mod tests {
 
     #[test]
     fn the_staging_area_is_sized_once_for_what_the_generator_looks_ahead() {
-        // The reference rate; small payloads, as only the staging area is under test.
+        // A tenth of the reference rate; small payloads, as only the staging area is under
+        // test.
         let params = FeatureConcatParams {
             feature_size: 8,
             exposure_size: 8,
             ..Default::default()
         };
-        let scale = super::super::test_scale(75, 1, 20_000.0);
+        let scale = super::super::test_scale(75, 1, 2_000.0);
         let mut generator = FeatureConcatGenerator::new(&params, &scale, 5).unwrap();
         let reserved = generator.staging.reserved();
-        // 30 s ahead: ~600,000 exposures and ~750,000 features staged at once.
+        // 30 s ahead: ~60,000 exposures and ~60,000 features staged at once.
         assert!(
-            (1_200_000..3_000_000).contains(&reserved),
+            (120_000..200_000).contains(&reserved),
             "reserved {reserved}"
         );
         let events = generator.by_ref().count();
-        assert!(events > 2_900_000, "{events} events");
+        assert!(events > 290_000, "{events} events");
         assert_eq!(generator.staging.reserved(), reserved, "it never grew");
+    }
+
+    #[test]
+    fn an_extreme_rate_reserves_a_bounded_staging_area() {
+        let params = FeatureConcatParams {
+            click_fraction: 1.0,
+            click_delay_mean: Duration::from_secs(86_400),
+            ..Default::default()
+        };
+        let scale = super::super::test_scale(86_400, 1, 1e12);
+        assert_eq!(staged_at_once(&params, &scale), STAGING_RESERVE_LIMIT);
+        let tiny = super::super::test_scale(1, 1, 3.0);
+        assert_eq!(
+            staged_at_once(&params, &tiny),
+            9,
+            "never more than the whole input"
+        );
     }
 }
