@@ -99,9 +99,11 @@ pub struct RemoteConfig {
     /// time, four-way split, 256 MiB tables), which can hold over a gigabyte. Default 1 GiB;
     /// at least 8 MiB.
     pub compaction_memory: Size,
-    /// Seconds a checkpoint, or closing the database, may wait for SlateDB to flush before it
-    /// gives up with an error: a store that refuses writes (full, or unreachable beyond
-    /// SlateDB's retries) must not hang the job. Default 120; at least 1.
+    /// Seconds a flush (a checkpoint's, the bound on unflushed writes, closing the database)
+    /// may wait without the store completing a table write before it gives up with an
+    /// error: a store that refuses writes (full, or unreachable beyond SlateDB's retries)
+    /// must not hang the job, while a flush waiting behind compaction that keeps writing
+    /// goes on. Default 120; at least 1.
     pub flush_timeout_secs: u64,
 }
 

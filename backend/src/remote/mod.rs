@@ -63,6 +63,7 @@ mod cache;
 mod checkpointing;
 mod config;
 mod faults;
+mod flush_wait;
 mod keys;
 mod local_files;
 mod runtime;
@@ -86,7 +87,6 @@ use std::cell::RefCell;
 use std::fmt;
 use std::ops::Bound;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -352,18 +352,22 @@ impl RemoteBackend {
         })?
     }
 
-    /// Runs SlateDB's `work` (a flush, a checkpoint) to completion within
-    /// `flush_timeout_secs`; `what` names it in errors.
+    /// Runs SlateDB's `work` (a flush, a checkpoint) to completion, failing once the store
+    /// has completed no table write for `flush_timeout_secs` (see `flush_wait.rs`); `what`
+    /// names it in errors.
     fn within_flush_timeout<T>(
         &self,
         what: &str,
         work: impl std::future::Future<Output = std::result::Result<T, slatedb::Error>>,
     ) -> Result<T> {
-        let deadline = self.store.flush_timeout();
+        let quiet = self.store.flush_timeout();
+        let counts = self.store.table_writes.clone();
         // The timer must be created inside the runtime.
-        runtime::block_on(async { tokio::time::timeout(deadline, work).await })?
-            .map_err(|_| flush_timed_out(what, deadline))?
-            .map_err(|e| slate_error(what, e))
+        runtime::block_on(flush_wait::wait_while_progressing(work, quiet, move || {
+            counts.total()
+        }))?
+        .map_err(|_| flush_wait::flush_made_no_progress(what, quiet))?
+        .map_err(|e| slate_error(what, e))
     }
 
     fn register_in(&mut self, descriptor: &StateDescriptor) -> Result<StateId> {
@@ -391,25 +395,17 @@ impl RemoteBackend {
 
     fn close_db(&self) {
         let db = Arc::clone(&self.db);
-        // Best effort, and bounded: a failure or a store that accepts no writes leaves
-        // unflushed (never checkpointed) writes behind, which the trait allows to be lost.
-        let deadline = self.store.flush_timeout();
-        let _ = runtime::block_on(async move { tokio::time::timeout(deadline, db.close()).await });
+        // Best effort, and bounded as every flush is (flush_wait.rs): a failure or a store
+        // that accepts no writes leaves unflushed (never checkpointed) writes behind, which
+        // the trait allows to be lost.
+        let quiet = self.store.flush_timeout();
+        let counts = self.store.table_writes.clone();
+        let _ = runtime::block_on(flush_wait::wait_while_progressing(
+            async move { db.close().await },
+            quiet,
+            move || counts.total(),
+        ));
     }
-}
-
-/// A flush that did not finish within the configured time: the store refuses writes (full,
-/// or unreachable beyond SlateDB's retries) or is far too slow.
-fn flush_timed_out(what: &str, deadline: Duration) -> Error {
-    Error::new(
-        ErrorKind::Unavailable,
-        format!(
-            "{what}: SlateDB's flush did not finish within {} s (flush_timeout_secs): the \
-             object store refuses writes (full? unreachable?) or is far too slow; nothing \
-             after the last completed checkpoint is durable",
-            deadline.as_secs()
-        ),
-    )
 }
 
 impl Drop for RemoteBackend {

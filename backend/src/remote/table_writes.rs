@@ -38,6 +38,11 @@ impl Tally {
         }
     }
 
+    fn total(&self) -> u64 {
+        let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        map.values().sum()
+    }
+
     fn of(&self, db: &str) -> u64 {
         let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         map.get(db.trim_end_matches('/')).copied().unwrap_or(0)
@@ -114,6 +119,12 @@ impl TableWriteCounts {
     /// Bytes written as tables by the database at `db` (its path in the store).
     pub(crate) fn of(&self, db: &Path) -> u64 {
         self.tally.of(db.as_ref())
+    }
+
+    /// Bytes written as tables by every database of the store: what shows the store still
+    /// accepts writes while a flush waits.
+    pub(crate) fn total(&self) -> u64 {
+        self.tally.total()
     }
 
     /// Bytes of writes to the store (every database's, any object) not yet completed.
