@@ -175,6 +175,8 @@ impl RocksDbBackend {
 
     pub(super) fn flush_all(&self) -> Result<()> {
         self.write_pending_timers()?;
+        // Kept iterators would pin the memtables about to be flushed.
+        self.open.db.release_iterators();
         let mut fo = FlushOptions::default();
         fo.set_wait(true);
         let cfs = self
@@ -467,7 +469,7 @@ impl RocksDbBackend {
                 states = m.header.states.clone();
                 // From here on the opened DB's guard removes the directory on any error.
                 let open = open_db(&self.settings, &self.ttl_clock, &db_path, &states)?;
-                clip(&open.db, &states, owned)?;
+                clip(open.db.db(), &states, owned)?;
                 open
             }
             None => open_db(&self.settings, &self.ttl_clock, &db_path, &[])?,
@@ -485,7 +487,15 @@ impl RocksDbBackend {
                     let dir = work.join(format!("source-{i}"));
                     fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display(), e))?;
                     download(storage, m, &dir)?;
-                    copy_range(self, &open.db, &states, &ids, &dir, &m.header.states, range)?;
+                    copy_range(
+                        self,
+                        open.db.db(),
+                        &states,
+                        &ids,
+                        &dir,
+                        &m.header.states,
+                        range,
+                    )?;
                     let _ = fs::remove_dir_all(&dir);
                 }
                 None => {
@@ -500,7 +510,7 @@ impl RocksDbBackend {
                         )));
                     }
                     let ids = register_all(&mut open, &mut states, snapshot.states(), self)?;
-                    import_full(&open.db, &states, &ids, storage, &snapshot, range)?;
+                    import_full(open.db.db(), &states, &ids, storage, &snapshot, range)?;
                 }
             }
         }

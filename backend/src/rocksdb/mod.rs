@@ -20,6 +20,7 @@
 
 mod apply;
 mod checkpoint;
+mod kept_iterators;
 mod keys;
 mod resources;
 mod stats;
@@ -54,6 +55,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::instance::InstanceConfig;
 use crate::keygroup::KeyGroupRange;
 use crate::pending_timers::PendingTimers;
+use kept_iterators::DbWithIterators;
 use keys::{
     decode_entry_key, decode_timer_key, entry_key, key_group_bounds, scope_bounds, scope_prefix,
     split_expiry, timer_due_upper, timer_index_bounds, timer_time_key, with_expiry, TIMER_BY_TIME,
@@ -136,7 +138,7 @@ impl Drop for DirGuard {
 
 /// An open DB and the directory it owns.
 struct OpenDb {
-    db: DB,
+    db: DbWithIterators,
     options: Options,
     /// Options of column families created after opening: `create_cf` does not keep what
     /// they reference (the compaction filter), so they must live as long as the DB.
@@ -358,7 +360,7 @@ impl RocksDbBackend {
 
     /// The directory of the current DB.
     pub fn db_path(&self) -> &Path {
-        self.open.db.path()
+        self.open.db.db().path()
     }
 
     /// The settings this instance was opened with.
@@ -367,7 +369,7 @@ impl RocksDbBackend {
     }
 
     fn db(&self) -> &DB {
-        &self.open.db
+        self.open.db.db()
     }
 
     /// Flushes memtables and compacts every state fully: maintenance after bulk loads or
@@ -654,7 +656,7 @@ fn open_db(
     let db = DB::open_cf_descriptors(&options, path, descriptors)
         .map_err(|e| rocks_err(format!("opening RocksDB at {}", path.display()), e))?;
     let open = OpenDb {
-        db,
+        db: DbWithIterators::wrap(db),
         options,
         cf_options: Vec::new(),
         _dir: guard,
@@ -725,33 +727,48 @@ impl StateRead for RocksDbBackend {
         let Some((lower, upper)) = scope_bounds(&prefix, &range) else {
             return Ok(());
         };
+        let now = self.now();
+        if direction == Direction::Forward {
+            // A kept iterator (kept_iterators.rs), sought to the lower bound; it ends at the
+            // scope's last key, and a tighter upper bound is checked here.
+            let state = scope.state.index();
+            let cf_name = &self.cf_names[state];
+            return self
+                .open
+                .db
+                .with_forward_iterator(state, cf_name, &lower, |iter| {
+                    while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
+                        if upper.as_deref().is_some_and(|u| k >= u) {
+                            break;
+                        }
+                        if let Some(payload) = self.live(scope.state, v, now)? {
+                            if visitor(&k[prefix.len()..], payload)? == Visit::Stop {
+                                break;
+                            }
+                        }
+                        iter.next();
+                    }
+                    iter.status()
+                        .map_err(|e| kept_iterators::scan_error(cf_name, e))
+                });
+        }
+        // Reverse, RocksDB seeks back from the upper bound, the next scope, so no prefix
+        // filter may skip files.
         let mut ro = ReadOptions::default();
         ro.set_iterate_lower_bound(lower);
         if let Some(upper) = upper {
             ro.set_iterate_upper_bound(upper);
         }
-        // Forward, the seek key is in the scope, so a prefix filter may skip files; reverse,
-        // RocksDB seeks back from the upper bound, the next scope, so it must not.
-        match direction {
-            Direction::Forward => ro.set_prefix_same_as_start(true),
-            Direction::Reverse => ro.set_total_order_seek(true),
-        }
-        let now = self.now();
+        ro.set_total_order_seek(true);
         let mut iter = self.db().raw_iterator_cf_opt(self.cf(scope.state)?, ro);
-        match direction {
-            Direction::Forward => iter.seek_to_first(),
-            Direction::Reverse => iter.seek_to_last(),
-        }
+        iter.seek_to_last();
         while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
             if let Some(payload) = self.live(scope.state, v, now)? {
                 if visitor(&k[prefix.len()..], payload)? == Visit::Stop {
                     break;
                 }
             }
-            match direction {
-                Direction::Forward => iter.next(),
-                Direction::Reverse => iter.prev(),
-            }
+            iter.prev();
         }
         iter.status().map_err(|e| rocks_err("scan", e))
     }

@@ -1090,3 +1090,144 @@ fn a_restore_drops_the_per_group_timer_index_of_earlier_versions() {
     assert_eq!(popped.iter().collect::<Vec<_>>(), wanted);
     assert_eq!((raw_keys, legacy_keys), (wanted.len(), 0));
 }
+
+/// Forward scans reuse one iterator per state (kept_iterators.rs): each scan must still see
+/// every write, delete, range delete, flush and compaction since the last one.
+#[test]
+fn kept_iterators_see_every_change_between_scans() {
+    let env = Env::new();
+    let mut config = RocksDbConfig::default();
+    config.backend.point_delete_limit = Some(3);
+    let mut b = env.open_with(
+        RocksDbSettings::new(env.dir.path().join("local"), resources()).with_config(config),
+    );
+    let s = b
+        .register_state(&StateDescriptor::new("rows", StateKind::Map))
+        .unwrap();
+    let keys = |v: &[u8]| v.iter().map(|k| vec![*k]).collect::<Vec<_>>();
+    for i in 0..5u8 {
+        b.put(scope(s, b"a"), &[i], b"v").unwrap();
+    }
+    assert_eq!(user_keys(&b, scope(s, b"a")), keys(&[0, 1, 2, 3, 4]));
+    assert_eq!(b.open.db.kept_iterators(), 1);
+
+    b.put(scope(s, b"a"), &[9], b"v").unwrap();
+    b.delete(scope(s, b"a"), &[1]).unwrap();
+    assert_eq!(user_keys(&b, scope(s, b"a")), keys(&[0, 2, 3, 4, 9]));
+
+    // A range tombstone in the memtable (above the point-delete limit), then in a file.
+    for i in 10..100u8 {
+        b.put(scope(s, b"a"), &[i], b"v").unwrap();
+    }
+    b.delete_range(
+        scope(s, b"a"),
+        UserKeyRange::from_half_open(Some(&[3]), None),
+    )
+    .unwrap();
+    assert_eq!(user_keys(&b, scope(s, b"a")), keys(&[0, 2]));
+    b.db().flush_cf(b.cf(s).unwrap()).unwrap();
+    assert_eq!(file_range_tombstones(&b, s), "# range deletions=1");
+    b.put(scope(s, b"a"), &[7], b"v").unwrap();
+    assert_eq!(user_keys(&b, scope(s, b"a")), keys(&[0, 2, 7]));
+    b.compact().unwrap();
+    b.delete(scope(s, b"a"), &[0]).unwrap();
+    assert_eq!(user_keys(&b, scope(s, b"a")), keys(&[2, 7]));
+
+    // Bounds inside the scope, and a scope next to it that must not leak in.
+    b.put(scope(s, b"b"), &[1], b"v").unwrap();
+    let mut seen = Vec::new();
+    b.scan(
+        scope(s, b"a"),
+        UserKeyRange::from_half_open(Some(&[2]), Some(&[7])),
+        Direction::Forward,
+        &mut |k, _| {
+            seen.push(k.to_vec());
+            Ok(Visit::Continue)
+        },
+    )
+    .unwrap();
+    assert_eq!(seen, keys(&[2]));
+    assert_eq!(user_keys(&b, scope(s, b"absent")), keys(&[]));
+    assert_eq!(user_keys(&b, scope(s, b"b")), keys(&[1]));
+}
+
+/// A visitor may scan the same state again (through a shared reference): the inner scan
+/// gets an iterator of its own while the outer one holds the kept one.
+#[test]
+fn a_scan_inside_a_visitor_gets_an_iterator_of_its_own() {
+    let env = Env::new();
+    let mut b = env.open();
+    let s = b
+        .register_state(&StateDescriptor::new("rows", StateKind::Map))
+        .unwrap();
+    for i in 0..3u8 {
+        b.put(scope(s, b"outer"), &[i], b"v").unwrap();
+        b.put(scope(s, b"inner"), &[10 + i], b"v").unwrap();
+    }
+    let backend = &b;
+    let mut pairs = Vec::new();
+    backend
+        .scan(
+            scope(s, b"outer"),
+            UserKeyRange::all(),
+            Direction::Forward,
+            &mut |k, _| {
+                pairs.push((k.to_vec(), user_keys(backend, scope(s, b"inner"))));
+                Ok(Visit::Continue)
+            },
+        )
+        .unwrap();
+    assert_eq!(pairs.len(), 3);
+    for (i, (outer, inner)) in pairs.iter().enumerate() {
+        assert_eq!(outer, &vec![i as u8]);
+        assert_eq!(inner, &vec![vec![10u8], vec![11], vec![12]]);
+    }
+}
+
+/// A kept iterator pins the memtable it last read; once enough keys have been written
+/// since, the next scan (of any state) drops every kept iterator and the flushed memtable
+/// is freed.
+#[test]
+fn kept_iterators_release_flushed_memtables_after_enough_writes() {
+    let env = Env::new();
+    let mut b = env.open();
+    let pinned_state = b
+        .register_state(&StateDescriptor::new("pinned", StateKind::Map))
+        .unwrap();
+    let busy = b
+        .register_state(&StateDescriptor::new("busy", StateKind::Map))
+        .unwrap();
+    let all_memtables = |b: &RocksDbBackend| {
+        b.db()
+            .property_int_value_cf(b.cf(pinned_state).unwrap(), "rocksdb.size-all-mem-tables")
+            .unwrap()
+            .unwrap()
+    };
+    for i in 0..2_000u32 {
+        b.put(scope(pinned_state, b"k"), &i.to_be_bytes(), &noise(i))
+            .unwrap();
+    }
+    assert_eq!(user_keys(&b, scope(pinned_state, b"k")).len(), 2_000);
+    b.db().flush_cf(b.cf(pinned_state).unwrap()).unwrap();
+    let pinned = all_memtables(&b);
+    assert!(
+        pinned > 200_000,
+        "the flushed memtable stays pinned: {pinned}"
+    );
+
+    let writes = u32::try_from(kept_iterators::RELEASE_AFTER_WRITES).unwrap() + 1;
+    for i in 0..writes {
+        b.put(scope(busy, b"k"), &i.to_be_bytes(), b"").unwrap();
+    }
+    assert_eq!(user_keys(&b, scope(busy, b"nothing")).len(), 0);
+    let released = all_memtables(&b);
+    assert!(
+        released < pinned / 4,
+        "released {released} bytes of memtables, pinned {pinned}"
+    );
+    assert_eq!(
+        b.open.db.kept_iterators(),
+        1,
+        "only the last scan's iterator"
+    );
+}

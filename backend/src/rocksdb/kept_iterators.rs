@@ -1,0 +1,170 @@
+//! The DB and one forward iterator per column family kept between scans.
+//!
+//! Creating a RocksDB iterator builds a merging iterator over the memtables and every level
+//! and destroying it tears that down again; for the short scans of keyed state (a scope that
+//! is usually small or absent) that was a sixth of the operator thread in a profile of the
+//! interval join. A kept iterator is refreshed instead, which costs a sequence-number update
+//! while the column family's version is unchanged, and re-sought.
+//!
+//! A kept iterator pins the version it last read: memtables flushed and files compacted
+//! since stay alive until it is refreshed or dropped. Every iterator is dropped once
+//! [`RELEASE_AFTER_WRITES`] keys have been written since the last release (checked at each
+//! scan), and at every checkpoint and full flush, so what they pin is bounded by recent
+//! writes. Memtables stay charged to the write-buffer manager (and so to the block cache)
+//! while pinned, so the memory budget holds either way.
+
+use std::cell::{Cell, RefCell};
+
+use ::rocksdb::{DBRawIteratorWithThreadMode, ReadOptions, DB};
+
+use super::rocks_err;
+use crate::{Error, ErrorKind, Result};
+
+/// Keys written (sequence numbers) after which every kept iterator is dropped.
+pub(crate) const RELEASE_AFTER_WRITES: u64 = 1 << 16;
+
+/// A forward iterator of one column family, usable across scans.
+pub(crate) type ForwardIterator<'db> = DBRawIteratorWithThreadMode<'db, DB>;
+
+/// The iterators kept over a DB, one slot per column family (by state index).
+pub(crate) struct IteratorSlots<'db> {
+    slots: RefCell<Vec<Option<ForwardIterator<'db>>>>,
+    /// The DB's latest sequence number when the slots were last emptied.
+    released_at: Cell<u64>,
+}
+
+self_cell::self_cell!(
+    /// The DB and the iterators borrowing it, in one value.
+    struct DbCell {
+        owner: DB,
+        #[not_covariant]
+        dependent: IteratorSlots,
+    }
+);
+
+impl DbCell {
+    fn wrap(db: DB) -> Self {
+        let released_at = db.latest_sequence_number();
+        DbCell::new(db, |_| IteratorSlots {
+            slots: RefCell::new(Vec::new()),
+            released_at: Cell::new(released_at),
+        })
+    }
+}
+
+/// An open DB and the iterators kept over it.
+pub(crate) struct DbWithIterators {
+    /// `None` only inside [`DbWithIterators::create_cf`], which needs the DB alone.
+    cell: Option<DbCell>,
+}
+
+impl DbWithIterators {
+    /// Wraps an open DB; no iterator is kept yet.
+    pub(crate) fn wrap(db: DB) -> Self {
+        DbWithIterators {
+            cell: Some(DbCell::wrap(db)),
+        }
+    }
+
+    fn cell(&self) -> &DbCell {
+        // Taken only for the span of `create_cf`, which puts it back before returning.
+        self.cell.as_ref().expect("the DB is back after create_cf")
+    }
+
+    /// The DB.
+    pub(crate) fn db(&self) -> &DB {
+        self.cell().borrow_owner()
+    }
+
+    /// Creates a column family. Creating one needs the DB alone, so the kept iterators,
+    /// which borrow it, are dropped first.
+    pub(crate) fn create_cf(
+        &mut self,
+        name: &str,
+        opts: &::rocksdb::Options,
+    ) -> std::result::Result<(), ::rocksdb::Error> {
+        let Some(cell) = self.cell.take() else {
+            unreachable!("the DB is back after create_cf");
+        };
+        let mut db = cell.into_owner();
+        let created = db.create_cf(name, opts);
+        self.cell = Some(DbCell::wrap(db));
+        created
+    }
+
+    /// Drops every kept iterator, and with them the versions they pin.
+    pub(crate) fn release_iterators(&self) {
+        self.cell().with_dependent(|db, kept| {
+            kept.slots.borrow_mut().clear();
+            kept.released_at.set(db.latest_sequence_number());
+        });
+    }
+
+    /// Runs `scan` with a forward iterator of column family `cf_name` (slot `slot`) that
+    /// sees every write so far and is positioned at the first key at or after `seek`.
+    /// The iterator filters by prefix (`prefix_same_as_start`): it ends at the last key of
+    /// `seek`'s prefix, and callers check any tighter upper bound themselves.
+    ///
+    /// The iterator is taken out of its slot while `scan` runs, so a scan that starts
+    /// another scan of the same column family (from a visitor) gets an iterator of its own.
+    pub(crate) fn with_forward_iterator<R>(
+        &self,
+        slot: usize,
+        cf_name: &str,
+        seek: &[u8],
+        scan: impl FnOnce(&mut ForwardIterator<'_>) -> Result<R>,
+    ) -> Result<R> {
+        self.cell().with_dependent(|db, kept| {
+            let latest = db.latest_sequence_number();
+            if latest.saturating_sub(kept.released_at.get()) > RELEASE_AFTER_WRITES {
+                kept.slots.borrow_mut().clear();
+                kept.released_at.set(latest);
+            }
+            let mut taken = kept.slots.borrow_mut().get_mut(slot).and_then(Option::take);
+            // A failed refresh leaves the iterator unusable: make a new one.
+            if let Some(iter) = taken.as_mut() {
+                if iter.refresh().is_err() {
+                    taken = None;
+                }
+            }
+            let mut iter = match taken {
+                Some(iter) => iter,
+                None => {
+                    let cf = db.cf_handle(cf_name).ok_or_else(|| {
+                        Error::new(
+                            ErrorKind::Internal,
+                            format!("column family '{cf_name}' is not open"),
+                        )
+                    })?;
+                    let mut ro = ReadOptions::default();
+                    // The seek key is in one scope: the prefix filters may skip files.
+                    ro.set_prefix_same_as_start(true);
+                    db.raw_iterator_cf_opt(cf, ro)
+                }
+            };
+            iter.seek(seek);
+            let result = scan(&mut iter);
+            // An iterator in error is not kept: the next scan starts afresh.
+            if result.is_ok() && iter.status().is_ok() {
+                let mut slots = kept.slots.borrow_mut();
+                if slots.len() <= slot {
+                    slots.resize_with(slot + 1, || None);
+                }
+                slots[slot] = Some(iter);
+            }
+            result
+        })
+    }
+
+    /// How many iterators are kept (for tests).
+    #[cfg(test)]
+    pub(crate) fn kept_iterators(&self) -> usize {
+        self.cell()
+            .with_dependent(|_, kept| kept.slots.borrow().iter().flatten().count())
+    }
+}
+
+/// The error of a kept iterator's scan, naming the column family.
+pub(crate) fn scan_error(cf_name: &str, e: ::rocksdb::Error) -> Error {
+    rocks_err(format!("scan of column family '{cf_name}'"), e)
+}
