@@ -26,15 +26,17 @@ impl Timestamped for Event {
     }
 }
 
+/// An event in a heap ordered by a time (its arrival, or its event time while staged), ties
+/// broken by the order it was pushed in.
 struct Pending<T> {
-    arrival: i64,
+    at: i64,
     seq: u64,
     event: T,
 }
 
 impl<T> PartialEq for Pending<T> {
     fn eq(&self, other: &Self) -> bool {
-        (self.arrival, self.seq) == (other.arrival, other.seq)
+        (self.at, self.seq) == (other.at, other.seq)
     }
 }
 impl<T> Eq for Pending<T> {}
@@ -45,7 +47,7 @@ impl<T> PartialOrd for Pending<T> {
 }
 impl<T> Ord for Pending<T> {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.arrival, self.seq).cmp(&(other.arrival, other.seq))
+        (self.at, self.seq).cmp(&(other.at, other.seq))
     }
 }
 
@@ -79,7 +81,7 @@ impl<T: Timestamped> ArrivalQueue<T> {
             };
         self.seq += 1;
         self.heap.push(std::cmp::Reverse(Pending {
-            arrival: event.ts().saturating_add(delay),
+            at: event.ts().saturating_add(delay),
             seq: self.seq,
             event,
         }));
@@ -88,7 +90,7 @@ impl<T: Timestamped> ArrivalQueue<T> {
     /// The next event whose arrival is at or before `horizon` (the event time of the next
     /// event still to be generated: nothing generated later arrives earlier).
     pub fn pop_ready(&mut self, horizon: i64) -> Option<T> {
-        if self.heap.peek().is_some_and(|p| p.0.arrival <= horizon) {
+        if self.heap.peek().is_some_and(|p| p.0.at <= horizon) {
             self.heap.pop().map(|p| p.0.event)
         } else {
             None
@@ -102,30 +104,7 @@ impl<T: Timestamped> ArrivalQueue<T> {
 
     /// The earliest arrival time queued.
     fn head_arrival(&self) -> Option<i64> {
-        self.heap.peek().map(|p| p.0.arrival)
-    }
-}
-
-struct Scheduled<T> {
-    ts: i64,
-    seq: u64,
-    event: T,
-}
-
-impl<T> PartialEq for Scheduled<T> {
-    fn eq(&self, other: &Self) -> bool {
-        (self.ts, self.seq) == (other.ts, other.seq)
-    }
-}
-impl<T> Eq for Scheduled<T> {}
-impl<T> PartialOrd for Scheduled<T> {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl<T> Ord for Scheduled<T> {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.ts, self.seq).cmp(&(other.ts, other.seq))
+        self.heap.peek().map(|p| p.0.at)
     }
 }
 
@@ -134,7 +113,7 @@ impl<T> Ord for Scheduled<T> {
 /// holds the whole look-ahead: at 20,000 requests/s, 30 s of exposures and the features
 /// spread over 30 s either side of them are ~1.2 million items.
 pub(crate) struct Staging<T = Event> {
-    scheduled: std::collections::BinaryHeap<std::cmp::Reverse<Scheduled<T>>>,
+    scheduled: std::collections::BinaryHeap<std::cmp::Reverse<Pending<T>>>,
     arrivals: ArrivalQueue<T>,
     seq: u64,
     /// The last horizon passed to `next_ready`: horizons never go back.
@@ -173,8 +152,8 @@ impl<T: Timestamped> Staging<T> {
     /// Adds an event; its time must not be below any horizon already passed to `next_ready`.
     pub fn schedule(&mut self, event: T) {
         self.seq += 1;
-        self.scheduled.push(std::cmp::Reverse(Scheduled {
-            ts: event.ts(),
+        self.scheduled.push(std::cmp::Reverse(Pending {
+            at: event.ts(),
             seq: self.seq,
             event,
         }));
@@ -202,7 +181,7 @@ impl<T: Timestamped> Staging<T> {
         // contract above the events move in the same order either way and draw the same
         // random delays, so the stream is unchanged.
         while let Some(next) = self.scheduled.peek() {
-            let ts = next.0.ts;
+            let ts = next.0.at;
             if ts > horizon || self.arrivals.head_arrival().is_some_and(|a| a < ts) {
                 break;
             }
@@ -239,7 +218,7 @@ mod tests {
         disorder: Disorder,
         horizon: i64,
     ) -> Option<Item> {
-        while staging.scheduled.peek().is_some_and(|s| s.0.ts <= horizon) {
+        while staging.scheduled.peek().is_some_and(|s| s.0.at <= horizon) {
             if let Some(s) = staging.scheduled.pop() {
                 staging.arrivals.push(rng, disorder, s.0.event);
             }
