@@ -413,6 +413,8 @@ impl RocksDbBackend {
                 None
             });
         }
+        // The old DB's kept iterators would pin its files while the new one is built.
+        self.open.db.release_iterators();
         let generation = self.generation + 1;
         let work = self.instance_dir.0.join(format!("restore-{generation}"));
         let result = self.build_restored(storage.as_ref(), &handles, &manifests, generation, &work);
@@ -421,6 +423,10 @@ impl RocksDbBackend {
         // Success: swap in the new DB (the old one is closed and its directory removed).
         self.open = open;
         self.cf_names = states.iter().map(|d| cf_name(&d.name)).collect();
+        self.keeps_iterator = states
+            .iter()
+            .map(|d| super::has_scope_extractor(&self.settings, d))
+            .collect();
         self.timer_floor = vec![None; states.len()];
         self.pending_timers.get_mut().clear();
         self.states = states;

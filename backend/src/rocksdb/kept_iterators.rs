@@ -6,12 +6,17 @@
 //! interval join. A kept iterator is refreshed instead, which costs a sequence-number update
 //! while the column family's version is unchanged, and re-sought.
 //!
+//! Only states with the scope prefix extractor keep iterators: their iterator stops at the
+//! end of the sought scope by itself (`prefix_same_as_start`). Without the extractor that
+//! option does nothing, and an iterator without an upper bound would walk past the scope
+//! over the next scopes' tombstones, so those states keep the bounded iterator per scan.
+//!
 //! A kept iterator pins the version it last read: memtables flushed and files compacted
-//! since stay alive until it is refreshed or dropped. Every iterator is dropped once
-//! [`RELEASE_AFTER_WRITES`] keys have been written since the last release (checked at each
-//! scan), and at every checkpoint and full flush, so what they pin is bounded by recent
-//! writes. Memtables stay charged to the write-buffer manager (and so to the block cache)
-//! while pinned, so the memory budget holds either way.
+//! since stay alive (in memory, charged to the write-buffer manager, and on disk) until it is
+//! refreshed or dropped. Every iterator is dropped once [`RELEASE_AFTER_WRITES`] keys have
+//! been written since the last release (checked at every read and write of the backend), at
+//! every full flush (checkpoints, compaction) and before a restore. Iterators release their
+//! versions' obsolete files on a background thread, not the operator's.
 
 use std::cell::{Cell, RefCell};
 
@@ -67,8 +72,11 @@ impl DbWithIterators {
     }
 
     fn cell(&self) -> &DbCell {
-        // Taken only for the span of `create_cf`, which puts it back before returning.
-        self.cell.as_ref().expect("the DB is back after create_cf")
+        // Taken only for the span of `create_cf`, which puts it back before returning unless
+        // RocksDB panicked inside it.
+        self.cell
+            .as_ref()
+            .expect("the DB was lost by a panic while creating a column family")
     }
 
     /// The DB.
@@ -84,12 +92,24 @@ impl DbWithIterators {
         opts: &::rocksdb::Options,
     ) -> std::result::Result<(), ::rocksdb::Error> {
         let Some(cell) = self.cell.take() else {
-            unreachable!("the DB is back after create_cf");
+            unreachable!("the DB was lost by a panic while creating a column family");
         };
         let mut db = cell.into_owner();
         let created = db.create_cf(name, opts);
         self.cell = Some(DbCell::wrap(db));
         created
+    }
+
+    /// Drops every kept iterator if [`RELEASE_AFTER_WRITES`] keys were written since the
+    /// last release: a cheap check (one atomic read in RocksDB) for every read and write.
+    pub(crate) fn release_iterators_if_stale(&self) {
+        self.cell().with_dependent(|db, kept| {
+            let latest = db.latest_sequence_number();
+            if latest.saturating_sub(kept.released_at.get()) > RELEASE_AFTER_WRITES {
+                kept.slots.borrow_mut().clear();
+                kept.released_at.set(latest);
+            }
+        });
     }
 
     /// Drops every kept iterator, and with them the versions they pin.
@@ -114,12 +134,8 @@ impl DbWithIterators {
         seek: &[u8],
         scan: impl FnOnce(&mut ForwardIterator<'_>) -> Result<R>,
     ) -> Result<R> {
+        self.release_iterators_if_stale();
         self.cell().with_dependent(|db, kept| {
-            let latest = db.latest_sequence_number();
-            if latest.saturating_sub(kept.released_at.get()) > RELEASE_AFTER_WRITES {
-                kept.slots.borrow_mut().clear();
-                kept.released_at.set(latest);
-            }
             let mut taken = kept.slots.borrow_mut().get_mut(slot).and_then(Option::take);
             // A failed refresh leaves the iterator unusable: make a new one.
             if let Some(iter) = taken.as_mut() {
@@ -137,14 +153,18 @@ impl DbWithIterators {
                         )
                     })?;
                     let mut ro = ReadOptions::default();
-                    // The seek key is in one scope: the prefix filters may skip files.
+                    // The seek key is in one scope: the prefix filters may skip files, and
+                    // the iterator ends at the scope's last key.
                     ro.set_prefix_same_as_start(true);
+                    // Dropping a version deletes its obsolete files: not on this thread.
+                    ro.set_background_purge_on_iterator_cleanup(true);
                     db.raw_iterator_cf_opt(cf, ro)
                 }
             };
             iter.seek(seek);
             let result = scan(&mut iter);
-            // An iterator in error is not kept: the next scan starts afresh.
+            // An iterator after an error (its own, or the visitor's) is not kept: the next
+            // scan starts afresh.
             if result.is_ok() && iter.status().is_ok() {
                 let mut slots = kept.slots.borrow_mut();
                 if slots.len() <= slot {

@@ -163,6 +163,8 @@ pub struct RocksDbBackend {
     open: OpenDb,
     states: Vec<StateDescriptor>,
     cf_names: Vec<String>,
+    /// Per state, whether its scans keep an iterator (it has the scope prefix extractor).
+    keeps_iterator: Vec<bool>,
     write_opts: WriteOptions,
     checkpoints: CheckpointLog,
     incremental: checkpoint::Incremental,
@@ -234,6 +236,13 @@ fn concat_merge(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) 
     Some(out)
 }
 
+/// Whether a state's column family has the scope prefix extractor (and filters of scopes):
+/// key/value states unless the configuration turns `scope_prefix_filter` off.
+fn has_scope_extractor(settings: &RocksDbSettings, desc: &StateDescriptor) -> bool {
+    desc.kind != StateKind::Timers
+        && settings.config.for_state(&desc.name).0.scope_prefix_filter != Some(false)
+}
+
 /// Column-family options for a state.
 ///
 /// # Errors
@@ -285,7 +294,7 @@ fn cf_options(
     // Filters of scopes (`CfOptions::scope_prefix_filter`): every read of a key/value state
     // is a scan or get inside one scope, and most files lack most scopes. Set before the
     // configuration is applied, so its filter and whole-key settings win.
-    if desc.kind != StateKind::Timers && cf.scope_prefix_filter != Some(false) {
+    if has_scope_extractor(settings, desc) {
         table.set_bloom_filter(DEFAULT_SCOPE_FILTER_BITS, false);
         table.set_whole_key_filtering(false);
         opts.set_prefix_extractor(::rocksdb::SliceTransform::create(
@@ -345,6 +354,7 @@ impl RocksDbBackend {
             open,
             states: Vec::new(),
             cf_names: Vec::new(),
+            keeps_iterator: Vec::new(),
             write_opts,
             checkpoints: CheckpointLog::default(),
             timer_floor: Vec::new(),
@@ -567,7 +577,9 @@ impl RocksDbBackend {
     fn write_batch(&self, batch: ::rocksdb::WriteBatch) -> Result<()> {
         self.db()
             .write_opt(batch, &self.write_opts)
-            .map_err(|e| rocks_err(format!("write to {}", self.db_path().display()), e))
+            .map_err(|e| rocks_err(format!("write to {}", self.db_path().display()), e))?;
+        self.open.db.release_iterators_if_stale();
+        Ok(())
     }
 
     /// Reads a scope the way Flink's RocksDB backend reads map state: an iterator seeks to
@@ -682,6 +694,7 @@ fn db_options(settings: &RocksDbSettings) -> Options {
 impl StateRead for RocksDbBackend {
     fn get(&self, scope: Scope<'_>, user_key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.check_kv(&scope)?;
+        self.open.db.release_iterators_if_stale();
         let key = entry_key(&scope, user_key);
         let stored = self
             .db()
@@ -694,6 +707,7 @@ impl StateRead for RocksDbBackend {
     }
 
     fn multi_get(&self, requests: &[(Scope<'_>, &[u8])]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.open.db.release_iterators_if_stale();
         let mut keys = Vec::with_capacity(requests.len());
         for (scope, user_key) in requests {
             self.check_kv(scope)?;
@@ -728,9 +742,10 @@ impl StateRead for RocksDbBackend {
             return Ok(());
         };
         let now = self.now();
-        if direction == Direction::Forward {
+        if direction == Direction::Forward && self.keeps_iterator[scope.state.index()] {
             // A kept iterator (kept_iterators.rs), sought to the lower bound; it ends at the
-            // scope's last key, and a tighter upper bound is checked here.
+            // scope's last key (the prefix extractor's), and a tighter upper bound is
+            // checked here.
             let state = scope.state.index();
             let cf_name = &self.cf_names[state];
             return self
@@ -752,23 +767,32 @@ impl StateRead for RocksDbBackend {
                         .map_err(|e| kept_iterators::scan_error(cf_name, e))
                 });
         }
-        // Reverse, RocksDB seeks back from the upper bound, the next scope, so no prefix
-        // filter may skip files.
         let mut ro = ReadOptions::default();
         ro.set_iterate_lower_bound(lower);
         if let Some(upper) = upper {
             ro.set_iterate_upper_bound(upper);
         }
-        ro.set_total_order_seek(true);
+        // Forward, the seek key is in the scope, so a prefix filter may skip files; reverse,
+        // RocksDB seeks back from the upper bound, the next scope, so it must not.
+        match direction {
+            Direction::Forward => ro.set_prefix_same_as_start(true),
+            Direction::Reverse => ro.set_total_order_seek(true),
+        }
         let mut iter = self.db().raw_iterator_cf_opt(self.cf(scope.state)?, ro);
-        iter.seek_to_last();
+        match direction {
+            Direction::Forward => iter.seek_to_first(),
+            Direction::Reverse => iter.seek_to_last(),
+        }
         while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
             if let Some(payload) = self.live(scope.state, v, now)? {
                 if visitor(&k[prefix.len()..], payload)? == Visit::Stop {
                     break;
                 }
             }
-            iter.prev();
+            match direction {
+                Direction::Forward => iter.next(),
+                Direction::Reverse => iter.prev(),
+            }
         }
         iter.status().map_err(|e| rocks_err("scan", e))
     }
@@ -829,6 +853,7 @@ impl StateWrite for RocksDbBackend {
                 &self.write_opts,
             )
             .map_err(|e| rocks_err("put", e))?;
+        self.open.db.release_iterators_if_stale();
         self.after_write();
         Ok(())
     }
@@ -846,6 +871,7 @@ impl StateWrite for RocksDbBackend {
                 &self.write_opts,
             )
             .map_err(|e| rocks_err("merge", e))?;
+        self.open.db.release_iterators_if_stale();
         self.after_write();
         Ok(())
     }
@@ -858,7 +884,9 @@ impl StateWrite for RocksDbBackend {
                 entry_key(&scope, user_key),
                 &self.write_opts,
             )
-            .map_err(|e| rocks_err("delete", e))
+            .map_err(|e| rocks_err("delete", e))?;
+        self.open.db.release_iterators_if_stale();
+        Ok(())
     }
 
     fn delete_range(&mut self, scope: Scope<'_>, range: UserKeyRange<'_>) -> Result<()> {
@@ -1037,6 +1065,8 @@ impl StateBackend for RocksDbBackend {
             let name = cf_name(&descriptor.name);
             let opts = cf_options(&self.settings, descriptor, &self.ttl_clock)?;
             self.open.create_cf(&name, opts)?;
+            self.keeps_iterator
+                .push(has_scope_extractor(&self.settings, descriptor));
             self.states.push(descriptor.clone());
             self.cf_names.push(name);
             self.timer_floor.push(None);
