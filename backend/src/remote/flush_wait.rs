@@ -21,8 +21,7 @@ pub(super) async fn wait_while_progressing<F: Future>(
     quiet: Duration,
     progress: impl Fn() -> u64,
 ) -> Result<F::Output, NoProgress> {
-    let work = std::pin::pin!(work);
-    let mut work = work;
+    let mut work = std::pin::pin!(work);
     let mut seen = progress();
     loop {
         match tokio::time::timeout(quiet, work.as_mut()).await {

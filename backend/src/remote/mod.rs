@@ -360,14 +360,23 @@ impl RemoteBackend {
         what: &str,
         work: impl std::future::Future<Output = std::result::Result<T, slatedb::Error>>,
     ) -> Result<T> {
+        self.wait_while_store_progresses(work)?
+            .map_err(|_| flush_wait::flush_made_no_progress(what, self.store.flush_timeout()))?
+            .map_err(|e| slate_error(what, e))
+    }
+
+    /// Blocks on `work` until it finishes or the store completes no table write for
+    /// `flush_timeout_secs` (flush_wait.rs).
+    fn wait_while_store_progresses<F: std::future::Future>(
+        &self,
+        work: F,
+    ) -> Result<std::result::Result<F::Output, flush_wait::NoProgress>> {
         let quiet = self.store.flush_timeout();
         let counts = self.store.table_writes.clone();
         // The timer must be created inside the runtime.
         runtime::block_on(flush_wait::wait_while_progressing(work, quiet, move || {
             counts.total()
-        }))?
-        .map_err(|_| flush_wait::flush_made_no_progress(what, quiet))?
-        .map_err(|e| slate_error(what, e))
+        }))
     }
 
     fn register_in(&mut self, descriptor: &StateDescriptor) -> Result<StateId> {
@@ -398,13 +407,7 @@ impl RemoteBackend {
         // Best effort, and bounded as every flush is (flush_wait.rs): a failure or a store
         // that accepts no writes leaves unflushed (never checkpointed) writes behind, which
         // the trait allows to be lost.
-        let quiet = self.store.flush_timeout();
-        let counts = self.store.table_writes.clone();
-        let _ = runtime::block_on(flush_wait::wait_while_progressing(
-            async move { db.close().await },
-            quiet,
-            move || counts.total(),
-        ));
+        let _ = self.wait_while_store_progresses(async move { db.close().await });
     }
 }
 

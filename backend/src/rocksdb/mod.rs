@@ -236,6 +236,16 @@ fn concat_merge(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) 
     Some(out)
 }
 
+/// What [`RocksDbBackend::visit_scope`] walks: one state's scope, its entries' keys after a
+/// prefix of `prefix_len` bytes, up to `upper` (exclusive) if set.
+struct ScopeScan<'a> {
+    state: StateId,
+    prefix_len: usize,
+    upper: Option<&'a [u8]>,
+    direction: Direction,
+    now: u64,
+}
+
 /// Whether a state's column family has the scope prefix extractor (and filters of scopes):
 /// key/value states unless the configuration turns `scope_prefix_filter` off.
 fn has_scope_extractor(settings: &RocksDbSettings, desc: &StateDescriptor) -> bool {
@@ -376,6 +386,38 @@ impl RocksDbBackend {
     /// The settings this instance was opened with.
     pub fn settings(&self) -> &RocksDbSettings {
         &self.settings
+    }
+
+    /// Hands the live entries of one scope to `visitor`, from the iterator's position on
+    /// in the scan's direction, until the scope's end, `scan.upper` or the visitor stops.
+    fn visit_scope(
+        &self,
+        iter: &mut kept_iterators::ForwardIterator<'_>,
+        scan: &ScopeScan<'_>,
+        visitor: &mut EntryVisitor<'_>,
+    ) -> Result<()> {
+        while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
+            if scan.upper.is_some_and(|u| k >= u) {
+                break;
+            }
+            if let Some(payload) = self.live(scan.state, v, scan.now)? {
+                if visitor(&k[scan.prefix_len..], payload)? == Visit::Stop {
+                    break;
+                }
+            }
+            match scan.direction {
+                Direction::Forward => iter.next(),
+                Direction::Reverse => iter.prev(),
+            }
+        }
+        Ok(())
+    }
+
+    /// After a put or merge: kept iterators too old are released (kept_iterators.rs) and
+    /// the write counts towards the TTL sweep (ttl.rs).
+    fn after_user_write(&mut self) {
+        self.open.db.release_iterators_if_stale();
+        self.after_write();
     }
 
     fn db(&self) -> &DB {
@@ -752,24 +794,21 @@ impl StateRead for RocksDbBackend {
                 .open
                 .db
                 .with_forward_iterator(state, cf_name, &lower, |iter| {
-                    while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
-                        if upper.as_deref().is_some_and(|u| k >= u) {
-                            break;
-                        }
-                        if let Some(payload) = self.live(scope.state, v, now)? {
-                            if visitor(&k[prefix.len()..], payload)? == Visit::Stop {
-                                break;
-                            }
-                        }
-                        iter.next();
-                    }
+                    let visited = ScopeScan {
+                        state: scope.state,
+                        prefix_len: prefix.len(),
+                        upper: upper.as_deref(),
+                        direction,
+                        now,
+                    };
+                    self.visit_scope(iter, &visited, visitor)?;
                     iter.status()
                         .map_err(|e| kept_iterators::scan_error(cf_name, e))
                 });
         }
         let mut ro = ReadOptions::default();
         ro.set_iterate_lower_bound(lower);
-        if let Some(upper) = upper {
+        if let Some(upper) = upper.clone() {
             ro.set_iterate_upper_bound(upper);
         }
         // Forward, the seek key is in the scope, so a prefix filter may skip files; reverse,
@@ -783,17 +822,14 @@ impl StateRead for RocksDbBackend {
             Direction::Forward => iter.seek_to_first(),
             Direction::Reverse => iter.seek_to_last(),
         }
-        while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
-            if let Some(payload) = self.live(scope.state, v, now)? {
-                if visitor(&k[prefix.len()..], payload)? == Visit::Stop {
-                    break;
-                }
-            }
-            match direction {
-                Direction::Forward => iter.next(),
-                Direction::Reverse => iter.prev(),
-            }
-        }
+        let visited = ScopeScan {
+            state: scope.state,
+            prefix_len: prefix.len(),
+            upper: upper.as_deref(),
+            direction,
+            now,
+        };
+        self.visit_scope(&mut iter, &visited, visitor)?;
         iter.status().map_err(|e| rocks_err("scan", e))
     }
 
@@ -853,8 +889,7 @@ impl StateWrite for RocksDbBackend {
                 &self.write_opts,
             )
             .map_err(|e| rocks_err("put", e))?;
-        self.open.db.release_iterators_if_stale();
-        self.after_write();
+        self.after_user_write();
         Ok(())
     }
 
@@ -871,8 +906,7 @@ impl StateWrite for RocksDbBackend {
                 &self.write_opts,
             )
             .map_err(|e| rocks_err("merge", e))?;
-        self.open.db.release_iterators_if_stale();
-        self.after_write();
+        self.after_user_write();
         Ok(())
     }
 
