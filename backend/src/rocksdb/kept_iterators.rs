@@ -123,7 +123,8 @@ impl DbWithIterators {
     /// Runs `scan` with a forward iterator of column family `cf_name` (slot `slot`) that
     /// sees every write so far and is positioned at the first key at or after `seek`.
     /// The iterator filters by prefix (`prefix_same_as_start`): it ends at the last key of
-    /// `seek`'s prefix, and callers check any tighter upper bound themselves.
+    /// `seek`'s prefix, and callers check any tighter upper bound themselves. With
+    /// `async_io` a new iterator reads the blocks of a seek's levels in parallel.
     ///
     /// The iterator is taken out of its slot while `scan` runs, so a scan that starts
     /// another scan of the same column family (from a visitor) gets an iterator of its own.
@@ -132,6 +133,7 @@ impl DbWithIterators {
         slot: usize,
         cf_name: &str,
         seek: &[u8],
+        async_io: bool,
         scan: impl FnOnce(&mut ForwardIterator<'_>) -> Result<R>,
     ) -> Result<R> {
         self.release_iterators_if_stale();
@@ -158,6 +160,7 @@ impl DbWithIterators {
                     ro.set_prefix_same_as_start(true);
                     // Dropping a version deletes its obsolete files: not on this thread.
                     ro.set_background_purge_on_iterator_cleanup(true);
+                    ro.set_async_io(async_io);
                     db.raw_iterator_cf_opt(cf, ro)
                 }
             };

@@ -548,6 +548,12 @@ impl RocksDbBackend {
         })
     }
 
+    /// Whether scans read the blocks their seek needs from each level in parallel
+    /// (`BackendOptions::async_io`).
+    fn async_io(&self) -> bool {
+        self.settings.config.backend.async_io.unwrap_or(true)
+    }
+
     fn point_delete_limit(&self) -> usize {
         self.settings
             .config
@@ -790,10 +796,12 @@ impl StateRead for RocksDbBackend {
             // checked here.
             let state = scope.state.index();
             let cf_name = &self.cf_names[state];
-            return self
-                .open
-                .db
-                .with_forward_iterator(state, cf_name, &lower, |iter| {
+            return self.open.db.with_forward_iterator(
+                state,
+                cf_name,
+                &lower,
+                self.async_io(),
+                |iter| {
                     let visited = ScopeScan {
                         state: scope.state,
                         prefix_len: prefix.len(),
@@ -804,9 +812,11 @@ impl StateRead for RocksDbBackend {
                     self.visit_scope(iter, &visited, visitor)?;
                     iter.status()
                         .map_err(|e| kept_iterators::scan_error(cf_name, e))
-                });
+                },
+            );
         }
         let mut ro = ReadOptions::default();
+        ro.set_async_io(self.async_io());
         ro.set_iterate_lower_bound(lower);
         if let Some(upper) = upper.clone() {
             ro.set_iterate_upper_bound(upper);

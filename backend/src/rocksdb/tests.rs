@@ -1043,6 +1043,81 @@ fn scans_of_absent_scopes_skip_files_through_the_scope_filter() {
     assert_eq!(not_filtered, 0);
 }
 
+/// Scans of scopes spread over memtables, L0 files and deeper levels, forward and reverse,
+/// with point and range tombstones between them, return the same entries whether their
+/// seeks read the levels in parallel (`async_io`, the default) or one after the other
+/// (the presets).
+#[test]
+fn scans_read_the_same_with_and_without_parallel_level_reads() {
+    let run = |async_io: bool, scope_prefix_filter: Option<bool>| {
+        let env = Env::new();
+        let mut config = RocksDbConfig::default();
+        config.backend.async_io = Some(async_io);
+        config.cf.scope_prefix_filter = scope_prefix_filter;
+        let mut b = env.open_with(
+            RocksDbSettings::new(env.dir.path().join("local"), resources()).with_config(config),
+        );
+        let s = b
+            .register_state(&StateDescriptor::new("m", StateKind::Map))
+            .unwrap();
+        for round in 0..6u32 {
+            for k in 0..50u32 {
+                let user_key = (round * 10 + k % 7).to_be_bytes();
+                b.put(
+                    scope(s, &k.to_be_bytes()),
+                    &user_key,
+                    &noise(round * 100 + k),
+                )
+                .unwrap();
+                if k % 5 == round % 5 {
+                    b.delete(scope(s, &k.to_be_bytes()), &(k % 7).to_be_bytes())
+                        .unwrap();
+                }
+            }
+            if round == 2 {
+                b.delete_range(
+                    scope(s, &3u32.to_be_bytes()),
+                    UserKeyRange::from_half_open(Some(&5u32.to_be_bytes()), None),
+                )
+                .unwrap();
+                b.compact().unwrap();
+            } else if round < 5 {
+                b.flush_all().unwrap();
+            }
+        }
+        let mut found = Vec::new();
+        for k in 0..52u32 {
+            for direction in [Direction::Forward, Direction::Reverse] {
+                let mut seen = Vec::new();
+                b.scan(
+                    scope(s, &k.to_be_bytes()),
+                    UserKeyRange::from_half_open(Some(&2u32.to_be_bytes()), None),
+                    direction,
+                    &mut |k, v| {
+                        seen.push((k.to_vec(), v.to_vec()));
+                        Ok(Visit::Continue)
+                    },
+                )
+                .unwrap();
+                found.push(seen);
+            }
+        }
+        found
+    };
+    for filter in [None, Some(false)] {
+        let parallel = run(true, filter);
+        assert_eq!(
+            parallel,
+            run(false, filter),
+            "scope_prefix_filter {filter:?}"
+        );
+        assert!(parallel.iter().filter(|s| s.len() > 3).count() > 40);
+    }
+    assert!(Preset::all()
+        .into_iter()
+        .all(|p| RocksDbConfig::preset(p).backend.async_io == Some(false)));
+}
+
 /// Checkpoints of earlier versions hold a second, per-key-group index of every timer (tag
 /// 1). A restore that clips to part of the key groups drops it and keeps exactly the timers
 /// of its own key groups.

@@ -76,6 +76,11 @@ pub struct BackendOptions {
     /// auto-tuned mode: it adapts below this bound to the demand); `None`: unlimited. Not
     /// an `OPTIONS` file option.
     pub rate_limit_bytes_per_sec: Option<u64>,
+    /// A scan's seek reads the blocks it misses in the cache from every level at once
+    /// (RocksDB's `async_io`, on io_uring) instead of one level after the other: a scan of
+    /// a scope spread over several levels waits for one disk read instead of several.
+    /// Default true. Not an `OPTIONS` file option (a read option).
+    pub async_io: Option<bool>,
 }
 
 /// DB-wide options (the `[DBOptions]` section).
@@ -431,8 +436,9 @@ impl CfOptions {
 impl RocksDbConfig {
     /// The configuration of a named preset. Every preset keeps whole (unpartitioned) index
     /// and filter blocks and unbounded range tombstones in memtables, as RocksDB and Flink do
-    /// by default, rather than statekit's partitioned ones and bound: they are the baselines
-    /// people run today.
+    /// by default, rather than statekit's partitioned ones and bound, and scans that read one
+    /// level after the other (Flink's iterators do not set `async_io`): they are the
+    /// baselines people run today.
     pub fn preset(preset: Preset) -> Self {
         let mut config = Self::preset_options(preset);
         config
@@ -442,6 +448,7 @@ impl RocksDbConfig {
         config.table.partition_filters.get_or_insert(false);
         config.cf.memtable_max_range_deletions.get_or_insert(0);
         config.cf.scope_prefix_filter.get_or_insert(false);
+        config.backend.async_io.get_or_insert(false);
         config
     }
 
