@@ -789,7 +789,13 @@ impl StateRead for RocksDbBackend {
         let Some((lower, upper)) = scope_bounds(&prefix, &range) else {
             return Ok(());
         };
-        let now = self.now();
+        let visited = ScopeScan {
+            state: scope.state,
+            prefix_len: prefix.len(),
+            upper: upper.as_deref(),
+            direction,
+            now: self.now(),
+        };
         if direction == Direction::Forward && self.keeps_iterator[scope.state.index()] {
             // A kept iterator (kept_iterators.rs), sought to the lower bound; it ends at the
             // scope's last key (the prefix extractor's), and a tighter upper bound is
@@ -802,13 +808,6 @@ impl StateRead for RocksDbBackend {
                 &lower,
                 self.async_io(),
                 |iter| {
-                    let visited = ScopeScan {
-                        state: scope.state,
-                        prefix_len: prefix.len(),
-                        upper: upper.as_deref(),
-                        direction,
-                        now,
-                    };
                     self.visit_scope(iter, &visited, visitor)?;
                     iter.status()
                         .map_err(|e| kept_iterators::scan_error(cf_name, e))
@@ -832,13 +831,6 @@ impl StateRead for RocksDbBackend {
             Direction::Forward => iter.seek_to_first(),
             Direction::Reverse => iter.seek_to_last(),
         }
-        let visited = ScopeScan {
-            state: scope.state,
-            prefix_len: prefix.len(),
-            upper: upper.as_deref(),
-            direction,
-            now,
-        };
         self.visit_scope(&mut iter, &visited, visitor)?;
         iter.status().map_err(|e| rocks_err("scan", e))
     }
