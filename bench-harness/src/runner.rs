@@ -22,7 +22,7 @@ use crate::results::{
     WorkloadInfo,
 };
 use crate::state_digest::{state_fingerprint, state_fingerprint_of, StateFingerprint};
-use crate::trace::{replay, RecordingBackend, TraceReader, TraceWriter};
+use crate::trace::{replay, RecordingBackend, StreamClock, TraceReader, TraceWriter};
 use crate::workloads::CheckOutcome;
 
 /// What `statekit bench` runs.
@@ -586,11 +586,15 @@ pub fn record(
             direct_io: scale.memory_budget.is_some(),
         },
     )?;
-    let writer = Arc::new(Mutex::new(Some(TraceWriter::create(
+    // Records carry the stream's event time, so the trace's rates are the profile's, not
+    // the speed of this run.
+    let clock = StreamClock::new();
+    let writer = Arc::new(Mutex::new(Some(TraceWriter::create_on_stream_clock(
         trace,
         sizes_only,
         inner.max_parallelism(),
         inner.key_group_range(),
+        clock.clone(),
     )?)));
     let recording: Box<dyn StateBackend> =
         Box::new(RecordingBackend::new(inner, Arc::clone(&writer))?);
@@ -599,7 +603,11 @@ pub fn record(
     let mut run = empty_run(spec);
     let bar = progress_bar(progress, scale.main_events(), "record");
     let start = Instant::now();
+    let mut first_ts = None;
     for event in profile.generator(&scale)? {
+        let first = *first_ts.get_or_insert(event.ts());
+        let since_first_ms = u64::try_from(event.ts().saturating_sub(first)).unwrap_or(0);
+        clock.advance_to(since_first_ms.saturating_mul(1000));
         operator.process(&mut backend, event)?;
         run.events += 1;
         if run.events % 4096 == 0 {

@@ -13,7 +13,7 @@ use std::path::Path;
 use statekit_backend::{Result, StateKind, WriteOp};
 use statekit_tuner::{OpRates, StateShape, WorkloadShape};
 
-use crate::trace::{TraceOp, TraceReader};
+use crate::trace::{TraceHeader, TraceOp, TraceReader};
 
 /// Live-size samples taken every this many records, for the growth figure.
 const SAMPLE_EVERY: u64 = 1 << 14;
@@ -59,16 +59,16 @@ impl ShapeBuilder {
         Self::default()
     }
 
-    /// Reads every record of the trace at `path`.
+    /// Reads every record of the trace at `path`; returns its header.
     ///
     /// # Errors
     /// As [`TraceReader`]: the file, a corrupt record or a bad checksum, named.
-    pub fn read_trace(&mut self, path: &Path) -> Result<()> {
+    pub fn read_trace(&mut self, path: &Path) -> Result<TraceHeader> {
         let mut reader = TraceReader::open(path)?;
         while let Some(record) = reader.next_record()? {
             self.add(record.micros, &record.op);
         }
-        Ok(())
+        Ok(reader.header())
     }
 
     fn state(&mut self, index: usize) -> &mut StateAcc {

@@ -12,7 +12,8 @@ use crate::runner;
 use crate::shape::ShapeBuilder;
 
 /// The shape of the trace at `path`, rates per second of `seconds` of stream (default: the
-/// trace's recorded time).
+/// trace's recorded time: the stream's event time for a trace `statekit record` wrote, the
+/// wall clock for one a live engine recorded).
 ///
 /// # Errors
 /// As [`ShapeBuilder::read_trace`]; `InvalidArgument` for `seconds` that is not positive.
@@ -23,10 +24,14 @@ pub fn shape_from_trace(path: &Path, seconds: Option<f64>) -> Result<WorkloadSha
         )));
     }
     let mut builder = ShapeBuilder::new();
-    builder.read_trace(path)?;
+    let recorded = if builder.read_trace(path)?.stream_time {
+        "its recorded stream's event time"
+    } else {
+        "the wall-clock time of its recording"
+    };
     let source = match seconds {
         Some(s) => format!("trace {}, its span given as {s} s", path.display()),
-        None => format!("trace {}, over its recorded time", path.display()),
+        None => format!("trace {}, over {recorded}", path.display()),
     };
     Ok(builder.finish(&source, seconds))
 }

@@ -107,7 +107,8 @@ enum Command {
         #[arg(long)]
         in_process: bool,
     },
-    /// Run a profile once and record every state operation to a trace.
+    /// Run a profile once and record every state operation to a trace, each record stamped
+    /// with the stream's event time.
     Record {
         /// The profile.
         profile: PathBuf,

@@ -13,7 +13,9 @@
 //! previous record's, the tag has bit 0x80 set and the scope is omitted (operators touch one
 //! key several times per element, so this halves typical traces). With flag bit 0 set
 //! ("sizes only"), values are stored as their length alone and replay writes deterministic
-//! filler bytes of that length. Reads carry what they returned (found or not, entries
+//! filler bytes of that length. With flag bit 1 set ("stream time"), `dt` counts the recorded
+//! stream's event time (a harness run, whose generator outruns real time); without it, the
+//! recording's wall clock (a live engine's, or an importer's). Reads carry what they returned (found or not, entries
 //! visited, timers popped), so a replay can report where another backend diverges.
 //!
 //! | tag | record |
@@ -56,12 +58,13 @@ pub use gadget::{import_gadget, GadgetImport, GadgetSummary};
 pub use reader::TraceReader;
 pub use recording::RecordingBackend;
 pub use replay::{replay, ReplaySummary};
-pub use writer::TraceWriter;
+pub use writer::{StreamClock, TraceWriter};
 
 pub(crate) const MAGIC: &[u8; 7] = b"SKTRACE";
 /// The trace format version this build writes and reads.
 pub const TRACE_VERSION: u8 = 1;
 pub(crate) const FLAG_SIZES_ONLY: u8 = 1;
+pub(crate) const FLAG_STREAM_TIME: u8 = 2;
 pub(crate) const SAME_SCOPE: u8 = 0x80;
 pub(crate) const TAG_FOOTER: u8 = 0x7F;
 
@@ -209,6 +212,9 @@ pub struct TraceHeader {
     pub version: u8,
     /// Values stored as sizes only.
     pub sizes_only: bool,
+    /// Record times are the recorded stream's event time, not the recording's wall clock.
+    #[serde(default)]
+    pub stream_time: bool,
     /// Max parallelism of the recorded instance.
     pub max_parallelism: u16,
     /// Key groups of the recorded instance.

@@ -11,8 +11,8 @@ use statekit_backend::{
 };
 
 use super::{
-    kind_from, unzigzag, TraceHeader, TraceOp, TraceRecord, FLAG_SIZES_ONLY, MAGIC, SAME_SCOPE,
-    TAG_FOOTER, TRACE_VERSION,
+    kind_from, unzigzag, TraceHeader, TraceOp, TraceRecord, FLAG_SIZES_ONLY, FLAG_STREAM_TIME,
+    MAGIC, SAME_SCOPE, TAG_FOOTER, TRACE_VERSION,
 };
 
 /// The largest value a sizes-only trace makes up on replay (values are not in the file, so
@@ -120,6 +120,7 @@ impl TraceReader {
         let header = TraceHeader {
             version: head[7],
             sizes_only: head[8] & FLAG_SIZES_ONLY != 0,
+            stream_time: head[8] & FLAG_STREAM_TIME != 0,
             max_parallelism: u16at(9),
             key_groups,
         };

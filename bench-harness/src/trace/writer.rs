@@ -5,6 +5,8 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use statekit_backend::codec::{get_varint, put_varint};
@@ -13,8 +15,42 @@ use statekit_backend::{
 };
 
 use super::{
-    kind_code, zigzag, TraceOp, FLAG_SIZES_ONLY, MAGIC, SAME_SCOPE, TAG_FOOTER, TRACE_VERSION,
+    kind_code, zigzag, TraceOp, FLAG_SIZES_ONLY, FLAG_STREAM_TIME, MAGIC, SAME_SCOPE, TAG_FOOTER,
+    TRACE_VERSION,
 };
+
+/// The event time of the stream being recorded, as microseconds since the stream's first
+/// event: whoever feeds the stream advances it, and a writer created with
+/// [`TraceWriter::create_on_stream_clock`] stamps each record with it. A trace's rates are
+/// then per second of the stream, however fast the recording ran (a generator at full speed
+/// records minutes of event time in seconds).
+#[derive(Debug, Clone, Default)]
+pub struct StreamClock(Arc<AtomicU64>);
+
+impl StreamClock {
+    /// A clock at the stream's start.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Moves the clock to `micros` since the stream's start; it never goes back, since
+    /// events arrive out of order.
+    pub fn advance_to(&self, micros: u64) {
+        self.0.fetch_max(micros, Ordering::Relaxed);
+    }
+
+    fn now(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Where a writer's record times come from.
+enum Clock {
+    /// The recording's wall clock, from this instant (a live engine's trace).
+    Wall(Instant),
+    /// The recorded stream's event time.
+    Stream(StreamClock),
+}
 
 /// Writes a trace file.
 pub struct TraceWriter {
@@ -26,12 +62,12 @@ pub struct TraceWriter {
     last_micros: u64,
     records: u64,
     sizes_only: bool,
-    start: Instant,
+    clock: Clock,
     counts: BTreeMap<String, u64>,
 }
 
 impl TraceWriter {
-    /// Creates `path` and writes the header.
+    /// Creates `path` and writes the header; records are stamped with the wall clock.
     ///
     /// # Errors
     /// I/O errors naming the path.
@@ -41,6 +77,37 @@ impl TraceWriter {
         max_parallelism: u16,
         key_groups: KeyGroupRange,
     ) -> Result<Self> {
+        let clock = Clock::Wall(Instant::now());
+        Self::open(path, sizes_only, max_parallelism, key_groups, clock)
+    }
+
+    /// As [`TraceWriter::create`], but records are stamped with `clock`, the recorded
+    /// stream's event time, and the header says so.
+    ///
+    /// # Errors
+    /// I/O errors naming the path.
+    pub fn create_on_stream_clock(
+        path: &Path,
+        sizes_only: bool,
+        max_parallelism: u16,
+        key_groups: KeyGroupRange,
+        clock: StreamClock,
+    ) -> Result<Self> {
+        let clock = Clock::Stream(clock);
+        Self::open(path, sizes_only, max_parallelism, key_groups, clock)
+    }
+
+    fn open(
+        path: &Path,
+        sizes_only: bool,
+        max_parallelism: u16,
+        key_groups: KeyGroupRange,
+        clock: Clock,
+    ) -> Result<Self> {
+        let mut flags = if sizes_only { FLAG_SIZES_ONLY } else { 0 };
+        if matches!(clock, Clock::Stream(_)) {
+            flags |= FLAG_STREAM_TIME;
+        }
         let file = File::create(path).map_err(|e| Error::io(path.display(), e))?;
         let mut w = TraceWriter {
             path: path.to_path_buf(),
@@ -51,12 +118,12 @@ impl TraceWriter {
             last_micros: 0,
             records: 0,
             sizes_only,
-            start: Instant::now(),
+            clock,
             counts: BTreeMap::new(),
         };
         let mut header = MAGIC.to_vec();
         header.push(TRACE_VERSION);
-        header.push(if sizes_only { FLAG_SIZES_ONLY } else { 0 });
+        header.push(flags);
         header.extend_from_slice(&max_parallelism.to_le_bytes());
         header.extend_from_slice(&key_groups.start.to_le_bytes());
         header.extend_from_slice(&key_groups.end.to_le_bytes());
@@ -121,7 +188,10 @@ impl TraceWriter {
     fn begin(&mut self, tag: u8) {
         self.buf.clear();
         self.buf.push(tag);
-        let now = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let now = match &self.clock {
+            Clock::Wall(start) => u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),
+            Clock::Stream(clock) => clock.now(),
+        };
         put_varint(&mut self.buf, now.saturating_sub(self.last_micros));
         self.last_micros = now.max(self.last_micros);
     }
@@ -381,5 +451,44 @@ impl TraceWriter {
             .sync_all()
             .map_err(|e| Error::io(self.path.display(), e))?;
         Ok(self.records)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
+
+    use super::*;
+    use crate::trace::TraceReader;
+
+    #[test]
+    fn records_carry_the_stream_clock_and_the_header_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.sktrace");
+        let clock = StreamClock::new();
+        let groups = KeyGroupRange::all(16).unwrap();
+        let mut w =
+            TraceWriter::create_on_stream_clock(&path, true, 16, groups, clock.clone()).unwrap();
+        let checkpoint = |id| TraceOp::Checkpoint { id };
+        w.record(&checkpoint(1)).unwrap();
+        clock.advance_to(90_000_000);
+        // Out of order: the clock keeps the latest time it saw.
+        clock.advance_to(85_000_000);
+        w.record(&checkpoint(2)).unwrap();
+        w.finish().unwrap();
+
+        let mut r = TraceReader::open(&path).unwrap();
+        assert!(r.header().stream_time && r.header().sizes_only);
+        let micros: Vec<u64> = std::iter::from_fn(|| r.next_record().unwrap())
+            .map(|rec| rec.micros)
+            .collect();
+        assert_eq!(micros, vec![0, 90_000_000]);
+
+        let wall = dir.path().join("w.sktrace");
+        TraceWriter::create(&wall, false, 16, groups)
+            .unwrap()
+            .finish()
+            .unwrap();
+        assert!(!TraceReader::open(&wall).unwrap().header().stream_time);
     }
 }
