@@ -17,7 +17,8 @@ use crate::backend::{
     Visit, WriteBatch,
 };
 use crate::codec::{
-    decode_key, decode_value, encode_key, encode_value, get_length_prefixed, put_length_prefixed,
+    decode_key, decode_value, encode_key, encode_value, get_length_prefixed,
+    put_length_prefixed_value,
     KeyCodec,
 };
 use crate::error::{Error, Result};
@@ -136,7 +137,7 @@ fn scope_is_empty<B: StateBackend + ?Sized>(backend: &B, scope: Scope<'_>) -> Re
 fn encode_list<'a, V: Serialize + 'a>(values: impl IntoIterator<Item = &'a V>) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     for v in values {
-        put_length_prefixed(&mut out, &encode_value(v)?);
+        put_length_prefixed_value(&mut out, v)?;
     }
     Ok(out)
 }
