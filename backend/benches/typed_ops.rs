@@ -43,8 +43,8 @@ fn bench(c: &mut Criterion) {
         b.iter(|| encode_value(black_box(&element)).expect("encode"))
     });
 
-    let mut backend = MemoryBackend::open(InstanceConfig::single(128).expect("config"))
-        .expect("memory backend");
+    let mut backend =
+        MemoryBackend::open(InstanceConfig::single(128).expect("config")).expect("memory backend");
     let list: ListMapState<i64, (i64, Display)> =
         ListMapState::register(&mut backend, "left").expect("register");
     let keys: Vec<KeyContext> = (0..16u64)

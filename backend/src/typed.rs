@@ -18,8 +18,7 @@ use crate::backend::{
 };
 use crate::codec::{
     decode_key, decode_value, encode_key, encode_value, get_length_prefixed,
-    put_length_prefixed_value,
-    KeyCodec,
+    put_length_prefixed_value, KeyCodec,
 };
 use crate::error::{Error, Result};
 use crate::keygroup::{key_group_of, KeyGroup};

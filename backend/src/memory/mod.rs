@@ -28,9 +28,11 @@ use crate::error::{Error, Result};
 use crate::instance::InstanceConfig;
 use crate::keygroup::{KeyGroup, KeyGroupRange};
 
+mod group_timers;
 mod key_and_namespace;
 mod user_map;
 
+use group_timers::GroupTimers;
 use key_and_namespace::KeyAndNamespace;
 use user_map::{Slot, UserMap};
 
@@ -74,45 +76,22 @@ impl From<&ScopeKeyRef<'_>> for ScopeKey {
 
 type KeyGroupMap = HashMap<ScopeKey, UserMap>;
 
-/// A timer inside its key group's set: [`Timer`] without the key group, its key and
-/// namespace in one [`KeyAndNamespace`]. 40 bytes and no allocation while key and namespace
-/// fit in 16 bytes; so registering and popping a timer call no allocator, and comparing two
-/// timers of one time reads no other cache line. Ordered as `Timer` is within one group.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct GroupTimer {
-    timestamp: i64,
-    scope: KeyAndNamespace,
-}
-
-impl GroupTimer {
-    fn new(timer: &Timer) -> Self {
-        GroupTimer {
-            timestamp: timer.timestamp,
-            scope: KeyAndNamespace::new(&timer.key, &timer.namespace),
-        }
-    }
-
-    fn to_timer(&self, key_group: KeyGroup) -> Timer {
-        Timer {
-            timestamp: self.timestamp,
-            key_group,
-            key: self.scope.key().to_vec(),
-            namespace: self.scope.namespace().to_vec(),
-        }
-    }
-
-    /// Heap bytes outside the timer itself.
-    fn heap_bytes(&self) -> usize {
-        self.scope.heap_bytes()
+/// The [`Timer`] at `timestamp` of `scope` in `key_group`.
+fn timer_of(timestamp: i64, key_group: KeyGroup, scope: &KeyAndNamespace) -> Timer {
+    Timer {
+        timestamp,
+        key_group,
+        key: scope.key().to_vec(),
+        namespace: scope.namespace().to_vec(),
     }
 }
 
 /// A timer queue partitioned by key group (Flink's `KeyGroupPartitionedPriorityQueue`): one
-/// ordered set per key group, so snapshots and rescaling touch only the wanted groups, and
+/// ordered [`GroupTimers`] per key group, so snapshots and rescaling touch only the wanted groups, and
 /// an ordered set of each group's earliest timer to pop across groups in global order.
 #[derive(Debug, Default)]
 struct TimerQueue {
-    groups: Vec<BTreeSet<GroupTimer>>,
+    groups: Vec<GroupTimers>,
     /// The time of each group's first timer (`None` while it has none): what `heads` holds
     /// for it, kept here so a registration compares with it instead of walking the set's
     /// leftmost path, a few cache misses per call with a million timers.
@@ -124,17 +103,16 @@ struct TimerQueue {
 impl TimerQueue {
     fn new(groups: usize) -> Self {
         TimerQueue {
-            groups: (0..groups).map(|_| BTreeSet::new()).collect(),
+            groups: (0..groups).map(|_| GroupTimers::default()).collect(),
             firsts: vec![None; groups],
             heads: BTreeSet::new(),
         }
     }
 
-    /// Adds `timer` to one group's set (nothing if it is there already); it becomes the
-    /// group's head only if it is earlier than the head.
-    fn insert(&mut self, index: usize, key_group: KeyGroup, timer: GroupTimer) {
-        let ts = timer.timestamp;
-        if self.groups[index].insert(timer) {
+    /// Adds the timer at `ts` of `scope` to one group (nothing if it is there already); it
+    /// becomes the group's head only if it is earlier than the head.
+    fn insert(&mut self, index: usize, key_group: KeyGroup, ts: i64, scope: KeyAndNamespace) {
+        if self.groups[index].insert(ts, scope) {
             let first = self.firsts[index];
             if first.is_none_or(|f| ts < f) {
                 self.set_first(index, key_group, first, Some(ts));
@@ -148,11 +126,11 @@ impl TimerQueue {
         &mut self,
         index: usize,
         key_group: KeyGroup,
-        change: impl FnOnce(&mut BTreeSet<GroupTimer>) -> R,
+        change: impl FnOnce(&mut GroupTimers) -> R,
     ) -> R {
         let group = &mut self.groups[index];
         let result = change(group);
-        let after = group.first().map(|t| t.timestamp);
+        let after = group.first_time();
         let before = self.firsts[index];
         if before != after {
             self.set_first(index, key_group, before, after);
@@ -567,8 +545,12 @@ impl TimerStore for MemoryBackend {
     fn register_timer(&mut self, queue: StateId, timer: &Timer) -> Result<()> {
         self.check_timer(queue, timer)?;
         let index = self.config.group_index(timer.key_group);
-        self.timer_queue_mut(queue)
-            .insert(index, timer.key_group, GroupTimer::new(timer));
+        self.timer_queue_mut(queue).insert(
+            index,
+            timer.key_group,
+            timer.timestamp,
+            KeyAndNamespace::new(&timer.key, &timer.namespace),
+        );
         Ok(())
     }
 
@@ -577,7 +559,10 @@ impl TimerStore for MemoryBackend {
         let index = self.config.group_index(timer.key_group);
         self.timer_queue_mut(queue)
             .update_group(index, timer.key_group, |g| {
-                g.remove(&GroupTimer::new(timer))
+                g.remove(
+                    timer.timestamp,
+                    &KeyAndNamespace::new(&timer.key, &timer.namespace),
+                )
             });
         Ok(())
     }
@@ -600,8 +585,10 @@ impl TimerStore for MemoryBackend {
                 break;
             }
             let index = usize::from(key_group - start);
-            if let Some(t) = q.update_group(index, key_group, BTreeSet::pop_first) {
-                due.push(t.to_timer(key_group));
+            if let Some((timestamp, scope)) =
+                q.update_group(index, key_group, GroupTimers::pop_first)
+            {
+                due.push(timer_of(timestamp, key_group, &scope));
             }
         }
         Ok(due)
@@ -622,8 +609,8 @@ impl TimerStore for MemoryBackend {
             return Ok(());
         };
         for kg in range.iter() {
-            for t in &q.groups[self.config.group_index(kg)] {
-                if visitor(&t.to_timer(kg))? == Visit::Stop {
+            for (timestamp, scope) in q.groups[self.config.group_index(kg)].iter() {
+                if visitor(&timer_of(timestamp, kg, scope))? == Visit::Stop {
                     return Ok(());
                 }
             }
@@ -793,11 +780,12 @@ impl StateBackend for MemoryBackend {
                     }
                 }
                 Table::Timers(q) => {
-                    for t in q.groups.iter().flatten() {
-                        live += 8 + t.scope.len() as u64;
-                        // A B-tree node slot (about two thirds of a node's slots are used).
-                        timers += t.heap_bytes() as u64
-                            + std::mem::size_of::<GroupTimer>() as u64 * 3 / 2;
+                    for group in &q.groups {
+                        live += group
+                            .iter()
+                            .map(|(_, scope)| 8 + scope.len() as u64)
+                            .sum::<u64>();
+                        timers += group.heap_bytes() as u64;
                     }
                 }
             }

@@ -115,19 +115,3 @@ fn only_entries_with_an_expiry_read_the_clock() {
     assert!(reads() > 0);
     assert_eq!(b.get(scope, b"u").unwrap(), Some(b"x".to_vec()));
 }
-
-/// A timer in its group's set takes 40 bytes and, for a key of up to 16 bytes, no
-/// allocation: the queue of a million keys' cleanup timers is the backend's second-largest
-/// structure.
-#[test]
-fn a_short_timer_key_is_kept_inline() {
-    assert_eq!(std::mem::size_of::<GroupTimer>(), 40);
-    let t = GroupTimer::new(&Timer {
-        timestamp: 7,
-        key_group: 0,
-        key: 42u64.to_be_bytes().to_vec(),
-        namespace: Vec::new(),
-    });
-    assert_eq!(t.heap_bytes(), 0);
-    assert_eq!(t.to_timer(0).key, 42u64.to_be_bytes());
-}

@@ -417,7 +417,7 @@ fn build<T: DeserializeOwned + Default>(
 
 #[cfg(test)]
 mod tests {
-    use super::super::{IndexType, PinningTier, Preset};
+    use super::super::{PinningTier, Preset};
     use super::*;
 
     #[test]
@@ -462,7 +462,7 @@ mod tests {
         for (i, preset) in Preset::all().into_iter().enumerate() {
             let mut config = RocksDbConfig::preset(preset);
             config.db.use_direct_reads = Some(false);
-            config.table.index_type = Some(IndexType::BinarySearch);
+            config.table.index_type = Some(super::super::IndexType::BinarySearch);
             config.table.unpartitioned_pinning = Some(PinningTier::All);
             let path = dir.path().join(format!("OPTIONS-{:06}", i + 1));
             config.write_options_file(&path).unwrap();
