@@ -227,7 +227,7 @@ tuple_key!(A, B, C, D);
 /// `InvalidArgument` if the value cannot be serialized.
 pub fn encode_value<V: Serialize + ?Sized>(value: &V) -> Result<Vec<u8>> {
     let len = encoded_len(value)?;
-    write_value(value, Vec::with_capacity(len))
+    postcard::to_extend(value, Vec::with_capacity(len)).map_err(serialize_error)
 }
 
 /// Appends `value`'s encoding (as [`encode_value`] makes it) to `out` behind its varint
@@ -241,19 +241,15 @@ pub fn put_length_prefixed_value<V: Serialize + ?Sized>(
 ) -> Result<()> {
     let len = encoded_len(value)?;
     let start = out.len();
-    out.reserve(len + 10);
-    put_varint(out, len as u64);
-    match write_value(value, std::mem::take(out)) {
-        Ok(written) => {
-            *out = written;
-            Ok(())
-        }
-        Err(e) => {
-            // Not reached once sizing succeeded: the same serializer walks the same value.
-            out.truncate(start);
-            Err(e)
-        }
+    put_length(out, len);
+    let at = out.len();
+    out.resize(at + len, 0);
+    if let Err(e) = postcard::to_slice(value, &mut out[at..]) {
+        // Not reached while the same serializer walks the same value twice alike.
+        out.truncate(start);
+        return Err(serialize_error(e));
     }
+    Ok(())
 }
 
 /// The length of `value`'s encoding. Sizing first lets the encoding go straight into a
@@ -262,11 +258,6 @@ pub fn put_length_prefixed_value<V: Serialize + ?Sized>(
 fn encoded_len<V: Serialize + ?Sized>(value: &V) -> Result<usize> {
     postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())
         .map_err(serialize_error)
-}
-
-/// Appends `value`'s encoding to `out` and returns it.
-fn write_value<V: Serialize + ?Sized>(value: &V, out: Vec<u8>) -> Result<Vec<u8>> {
-    postcard::to_extend(value, out).map_err(serialize_error)
 }
 
 fn serialize_error(e: postcard::Error) -> Error {
@@ -324,10 +315,15 @@ pub fn get_length_prefixed<'a>(input: &mut &'a [u8]) -> Result<&'a [u8]> {
 
 /// Appends a varint length and the bytes.
 pub fn put_length_prefixed(out: &mut Vec<u8>, bytes: &[u8]) {
-    // One reservation: a varint of a length takes at most 10 bytes.
-    out.reserve(bytes.len() + 10);
-    put_varint(out, bytes.len() as u64);
+    put_length(out, bytes.len());
     out.extend_from_slice(bytes);
+}
+
+/// Appends the varint `len`, reserving room for it and the `len` bytes that follow.
+fn put_length(out: &mut Vec<u8>, len: usize) {
+    // One reservation: a varint of a length takes at most 10 bytes.
+    out.reserve(len + 10);
+    put_varint(out, len as u64);
 }
 
 #[cfg(test)]
@@ -453,6 +449,28 @@ mod tests {
         fn serialize<S: serde::Serializer>(&self, _: S) -> std::result::Result<S::Ok, S::Error> {
             Err(serde::ser::Error::custom("refused"))
         }
+    }
+
+    /// A value that serializes once (when it is sized) and fails the second time.
+    struct FailsWhenWritten(std::cell::Cell<bool>);
+
+    impl Serialize for FailsWhenWritten {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+            if self.0.replace(true) {
+                Err(serde::ser::Error::custom("refused"))
+            } else {
+                s.serialize_bytes(b"sized")
+            }
+        }
+    }
+
+    #[test]
+    fn a_value_failing_after_it_was_sized_leaves_the_buffer_as_it_was() {
+        let mut out = vec![1, 2, 3];
+        let err =
+            put_length_prefixed_value(&mut out, &FailsWhenWritten(Default::default())).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::InvalidArgument);
+        assert_eq!(out, [1, 2, 3]);
     }
 
     #[test]

@@ -87,8 +87,9 @@ fn timer_of(timestamp: i64, key_group: KeyGroup, scope: &KeyAndNamespace) -> Tim
 }
 
 /// A timer queue partitioned by key group (Flink's `KeyGroupPartitionedPriorityQueue`): one
-/// ordered [`GroupTimers`] per key group, so snapshots and rescaling touch only the wanted groups, and
-/// an ordered set of each group's earliest timer to pop across groups in global order.
+/// ordered [`GroupTimers`] per key group, so snapshots and rescaling touch only the wanted
+/// groups, and an ordered set of each group's earliest timer to pop across groups in global
+/// order.
 #[derive(Debug, Default)]
 struct TimerQueue {
     groups: Vec<GroupTimers>,
