@@ -265,6 +265,10 @@ fn cf_options(
     let mut cf = settings.config.for_state(&desc.name).0;
     cf.memtable_max_range_deletions
         .get_or_insert(DEFAULT_MEMTABLE_MAX_RANGE_DELETIONS);
+    if !has_scope_extractor(settings, desc) {
+        // A hash memtable hashes scope prefixes; timer queues have none.
+        cf.hash_skiplist_buckets = None;
+    }
     // Options the C API has no setter for go through RocksDB's options-string parser, on
     // fresh options (the copy it returns keeps nothing Rust must keep alive; everything
     // below is set on the copy). Setting them on the open column family instead would only

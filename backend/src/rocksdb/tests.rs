@@ -567,6 +567,41 @@ fn the_backend_applies_each_states_options() {
     assert_eq!(cold.cf.write_buffer_size, Some(4 << 20));
 }
 
+#[test]
+fn a_hash_memtable_is_applied_to_key_value_states_and_not_to_timer_queues() {
+    let env = Env::new();
+    let mut config = RocksDbConfig::default();
+    config.cf.hash_skiplist_buckets = Some(4096);
+    config.db.allow_concurrent_memtable_write = Some(false);
+    let settings = RocksDbSettings::new(env.dir.path().join("o"), resources()).with_config(config);
+    let mut b = RocksDbBackend::open(env.config(), settings).unwrap();
+    b.register_state(&StateDescriptor::new("s", StateKind::Map))
+        .unwrap();
+    b.register_state(&StateDescriptor::new("t", StateKind::Timers))
+        .unwrap();
+    b.compact().unwrap();
+    let (path, text) = latest_options_file(b.db_path());
+    let source = path.display().to_string();
+    let map = RocksDbConfig::from_rocksdb_options_str(&text, &source, "state:s").unwrap();
+    assert_eq!(map.cf.hash_skiplist_buckets, Some(4096), "{text}");
+    let timers = RocksDbConfig::from_rocksdb_options_str(&text, &source, "state:t").unwrap();
+    assert_eq!(timers.cf.hash_skiplist_buckets, None, "{text}");
+    assert_eq!(map.db.allow_concurrent_memtable_write, Some(false));
+}
+
+#[test]
+fn a_hash_memtable_without_one_writer_at_a_time_is_refused_before_rocksdb_opens() {
+    let env = Env::new();
+    let mut config = RocksDbConfig::default();
+    config.cf.hash_skiplist_buckets = Some(4096);
+    let settings = RocksDbSettings::new(env.dir.path().join("o"), resources()).with_config(config);
+    let msg = match RocksDbBackend::open(env.config(), settings) {
+        Ok(_) => panic!("a hash memtable with concurrent memtable writes was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(msg.contains("db.allow_concurrent_memtable_write"), "{msg}");
+}
+
 /// What RocksDB wrote into its newest OPTIONS file for state `s` of a backend opened with
 /// `config`, read back as a configuration.
 fn options_rocksdb_wrote(env: &Env, config: RocksDbConfig) -> RocksDbConfig {
@@ -582,7 +617,9 @@ fn options_rocksdb_wrote(env: &Env, config: RocksDbConfig) -> RocksDbConfig {
 /// `default.toml` with every `# key = value` line uncommented, except the options whose
 /// default is "unset" (shown there with a sample value).
 fn example_uncommented() -> RocksDbConfig {
-    const NO_DEFAULT: [&str; 5] = [
+    const NO_DEFAULT: [&str; 6] = [
+        // RocksDB's files name its default skip list, which reads back as unset.
+        "hash_skiplist_buckets",
         "bottommost_compression",
         "compression_per_level",
         // RocksDB's files name the filter without its bits.

@@ -25,8 +25,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::{
-    difference, CfOptions, DbOptions, RocksDbConfig, StateOptions, TableOptions,
-    SCOPE_EXTRACTOR_NAME,
+    difference, hash_skiplist_factory, CfOptions, DbOptions, RocksDbConfig, StateOptions,
+    TableOptions, MEMTABLE_FACTORY, SCOPE_EXTRACTOR_NAME,
 };
 use crate::error::{Error, ErrorKind, Result};
 
@@ -45,6 +45,11 @@ const NOT_IN_OPTIONS_FILES: [&str; 1] = ["compact_on_deletion"];
 /// on, applies).
 const SCOPE_PREFIX_FILTER: &str = "scope_prefix_filter";
 const PREFIX_EXTRACTOR: &str = "prefix_extractor";
+/// `hash_skiplist_buckets` is RocksDB's `memtable_factory`: `SkipListFactory` for 0, a
+/// `HashSkipListRepFactory` with that many buckets otherwise.
+const HASH_SKIPLIST_BUCKETS: &str = "hash_skiplist_buckets";
+const SKIPLIST_FACTORY: &str = "SkipListFactory";
+const HASH_SKIPLIST_ID: &str = "HashSkipListRepFactory";
 /// The column family of a state in the RocksDB backend is `state:<name>`.
 pub const STATE_CF_PREFIX: &str = "state:";
 
@@ -131,6 +136,14 @@ fn write_section<T: Serialize>(out: &mut String, header: &str, section: &T) -> R
                     continue;
                 }
                 (SCOPE_PREFIX_FILTER, _) => continue,
+                (HASH_SKIPLIST_BUCKETS, Value::Number(n)) => {
+                    let factory = match n.as_u64() {
+                        Some(0) | None => SKIPLIST_FACTORY.to_string(),
+                        Some(buckets) => hash_skiplist_factory(buckets),
+                    };
+                    out.push_str(&format!("  {MEMTABLE_FACTORY}={factory}\n"));
+                    continue;
+                }
                 (BLOOM_BITS, v) => {
                     out.push_str(&format!("  {FILTER_POLICY}=bloomfilter:{v}:false\n"));
                     continue;
@@ -266,6 +279,23 @@ fn parse(text: &str, source: &str, lenient_cf: Option<&str>) -> Result<RocksDbCo
                 }
             };
             (SCOPE_PREFIX_FILTER.to_string(), Value::Bool(on))
+        } else if !is_table && key == MEMTABLE_FACTORY {
+            match parse_memtable_factory(value) {
+                // RocksDB writes its default into every file: leave it unset.
+                Some(0) if lenient_cf.is_some() => continue,
+                Some(buckets) => (HASH_SKIPLIST_BUCKETS.to_string(), Value::from(buckets)),
+                None if lenient_cf.is_some() => continue,
+                None => {
+                    return Err(err(
+                        line_no,
+                        format!(
+                            "key '{MEMTABLE_FACTORY}': '{value}' is not {SKIPLIST_FACTORY} or \
+                             {{id={HASH_SKIPLIST_ID};bucket_count=<n>;...}} (statekit models \
+                             only these)"
+                        ),
+                    ))
+                }
+            }
         } else if is_table && key == FILTER_POLICY {
             match parse_filter_policy(value) {
                 Some(v) => (BLOOM_BITS.to_string(), v),
@@ -322,6 +352,30 @@ fn parse(text: &str, source: &str, lenient_cf: Option<&str>) -> Result<RocksDbCo
     }
     config.validate().map_err(|e| e.context(source))?;
     Ok(config)
+}
+
+/// The buckets of a `memtable_factory` value: 0 for RocksDB's skip list, `n` for a hash of
+/// skip lists with `n` buckets, `None` for any other representation.
+fn parse_memtable_factory(value: &str) -> Option<u64> {
+    let inner = value.trim().trim_start_matches('{').trim_end_matches('}');
+    let fields: Vec<(&str, &str)> = inner
+        .split(';')
+        .filter_map(|f| f.split_once('='))
+        .map(|(k, v)| (k.trim(), v.trim()))
+        .collect();
+    let id = fields
+        .iter()
+        .find(|(k, _)| *k == "id")
+        .map_or(inner.trim(), |(_, v)| v);
+    match id {
+        SKIPLIST_FACTORY => Some(0),
+        HASH_SKIPLIST_ID => fields
+            .iter()
+            .find(|(k, _)| *k == "bucket_count")
+            .and_then(|(_, v)| v.parse().ok())
+            .filter(|n| *n > 0),
+        _ => None,
+    }
 }
 
 /// RocksDB's escaping of names in section headers.
@@ -532,6 +586,80 @@ mod tests {
             msg.contains("O:1") && msg.contains("names no state"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn hash_memtables_round_trip_as_rocksdb_names_them() {
+        let mut config = RocksDbConfig::default();
+        config.db.allow_concurrent_memtable_write = Some(false);
+        config.cf.hash_skiplist_buckets = Some(0);
+        config.states.insert(
+            "left".into(),
+            StateOptions {
+                cf: CfOptions {
+                    hash_skiplist_buckets: Some(200_000),
+                    ..CfOptions::default()
+                },
+                ..StateOptions::default()
+            },
+        );
+        let text = config.to_options_string().unwrap();
+        assert!(
+            text.contains("  memtable_factory=SkipListFactory\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "memtable_factory={id=HashSkipListRepFactory;bucket_count=200000;\
+                 skiplist_height=4;branching_factor=4}"
+            ),
+            "{text}"
+        );
+        let back = RocksDbConfig::from_options_str(&text, "OPTIONS").unwrap();
+        assert_eq!(back, config, "{text}");
+        // RocksDB writes its default skip list into every file: read leniently, it is unset.
+        let lenient = RocksDbConfig::from_rocksdb_options_str(&text, "OPTIONS", "default").unwrap();
+        assert_eq!(lenient.cf.hash_skiplist_buckets, None);
+        let msg = RocksDbConfig::from_options_str(
+            "[CFOptions \"default\"]\n  memtable_factory=VectorRepFactory\n",
+            "OPTIONS",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            msg.contains("OPTIONS:2") && msg.contains("memtable_factory"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_hash_memtable_needs_scopes_one_writer_and_a_sane_bucket_count() {
+        let mut config = RocksDbConfig::default();
+        config.cf.hash_skiplist_buckets = Some(1024);
+        let msg = config.validate().unwrap_err().to_string();
+        assert!(msg.contains("db.allow_concurrent_memtable_write"), "{msg}");
+        config.db.allow_concurrent_memtable_write = Some(false);
+        config.validate().unwrap();
+        config.states.insert(
+            "plain".into(),
+            StateOptions {
+                cf: CfOptions {
+                    scope_prefix_filter: Some(false),
+                    ..CfOptions::default()
+                },
+                ..StateOptions::default()
+            },
+        );
+        let msg = config.validate().unwrap_err().to_string();
+        assert!(
+            msg.contains("states.plain.cf.hash_skiplist_buckets")
+                && msg.contains("scope_prefix_filter"),
+            "{msg}"
+        );
+        config.states.clear();
+        config.cf.hash_skiplist_buckets = Some(super::super::MAX_HASH_SKIPLIST_BUCKETS + 1);
+        let msg = config.validate().unwrap_err().to_string();
+        assert!(msg.contains("cf.hash_skiplist_buckets"), "{msg}");
     }
 
     /// Every truncation and a sweep of single-byte damage of a full OPTIONS file (with
