@@ -54,7 +54,13 @@ pub struct VersusFlinkOptions {
     pub progress: bool,
     /// The statekit runs' isolation (a child process each, normally).
     pub isolation: Isolation,
+    /// Also run RocksDB with the tuner's configuration for the profile, scale and budget
+    /// (with direct I/O and with the page cache), as `statekit tune` derives it.
+    pub tuned: bool,
 }
+
+/// Events of the tuner's sample run (as `statekit tune`'s default).
+const TUNER_SAMPLE_EVENTS: u64 = 300_000;
 
 /// One Flink job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -153,6 +159,40 @@ fn statekit_specs() -> Vec<BackendSpec> {
     ]
 }
 
+/// The tuner's configurations for the profile at `options.scale` with the run's budget, one
+/// with direct I/O and one with the page cache, each also written with its reasons to
+/// `OUT/tuned-direct-io/` and `OUT/tuned-page-cache/` (as `statekit tune --out` writes them).
+fn tuned_specs(options: &VersusFlinkOptions) -> Result<Vec<BackendSpec>> {
+    use statekit_tuner::{Disk, DiskKind, Machine};
+    let sample = options.out.join("tuner-sample");
+    let shape = crate::tune::shape_from_profile(
+        &options.profile,
+        &options.scale,
+        TUNER_SAMPLE_EVENTS,
+        &sample,
+        options.progress,
+    )?;
+    std::fs::remove_dir_all(&sample).map_err(|e| Error::io(sample.display(), e))?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    [("tuned-direct-io", true), ("tuned-page-cache", false)]
+        .into_iter()
+        .map(|(name, direct_io)| {
+            let machine = Machine {
+                cores,
+                memory_budget: options.memory_budget,
+                disk: Disk::declared(DiskKind::Ssd),
+                direct_io,
+            };
+            let tuning = crate::tune::tune_and_write(&shape, &machine, &options.out.join(name))?;
+            Ok(BackendSpec {
+                kind: BackendKind::Rocksdb,
+                config: Some(name.to_string()),
+                rocksdb: Some(Box::new(tuning.config)),
+            })
+        })
+        .collect()
+}
+
 /// Runs both sides `repeats` times and returns the table's data; each repeat's statekit
 /// results go to `OUT/statekit-<n>/`, each Flink job's output and log to
 /// `OUT/flink-<backend>-<n>/`.
@@ -189,7 +229,10 @@ pub fn run(options: &VersusFlinkOptions) -> Result<Comparison> {
         out_of_orderness_seconds: params.out_of_orderness.as_secs(),
         managed_memory_mib: options.memory_budget >> 20,
     };
-    let specs = statekit_specs();
+    let mut specs = statekit_specs();
+    if options.tuned {
+        specs.extend(tuned_specs(options)?);
+    }
     let mut rows: Vec<Row> = specs
         .iter()
         .map(|s| Row::named(format!("statekit {}", s.label().replace('/', ", "))))
@@ -506,6 +549,14 @@ pub fn markdown(c: &Comparison) -> String {
          are bounds too (`> x`). Joined pairs may differ where the two handle late \
          events differently (statekit drops an element that arrives behind the watermark).\n",
     );
+    if c.rows.iter().any(|r| r.name.contains("tuned")) {
+        md.push_str(
+            "\nstatekit rocksdb, tuned-*: RocksDB with the configuration `statekit tune` derives \
+             for the profile, scale and budget (no trial runs), with direct I/O or the page \
+             cache; the values and their reasons are in tuned-*/tuned.toml and explain.md \
+             beside this file. The other statekit rows run its default configuration.\n",
+        );
+    }
     md
 }
 
@@ -626,7 +677,31 @@ mod tests {
             out: dir.to_path_buf(),
             progress: false,
             isolation: Isolation::InProcess,
+            tuned: false,
         }
+    }
+
+    #[test]
+    fn tuned_runs_take_the_tuners_configurations_with_and_without_direct_io() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = sh_options(dir.path(), "", Duration::from_secs(1));
+        let specs = tuned_specs(&options).unwrap();
+        let labels: Vec<String> = specs.iter().map(BackendSpec::label).collect();
+        assert_eq!(
+            labels,
+            ["rocksdb/tuned-direct-io", "rocksdb/tuned-page-cache"]
+        );
+        let direct: Vec<Option<bool>> = specs
+            .iter()
+            .map(|s| s.rocksdb.as_ref().unwrap().db.use_direct_reads)
+            .collect();
+        assert_eq!(direct, [Some(true), Some(false)]);
+        for name in ["tuned-direct-io", "tuned-page-cache"] {
+            let explain = std::fs::read_to_string(dir.path().join(name).join("explain.md"))
+                .unwrap_or_else(|e| panic!("{name}/explain.md: {e}"));
+            assert!(explain.contains("ad-click/left"), "{explain}");
+        }
+        assert!(!dir.path().join("tuner-sample").exists());
     }
 
     const ARGS: FlinkArgs = FlinkArgs {

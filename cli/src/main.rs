@@ -324,6 +324,11 @@ enum Command {
         /// Run everything this many times; rates are given with their range.
         #[arg(long, default_value_t = 1)]
         repeats: u32,
+        /// Also run RocksDB with the configuration `statekit tune` derives for the profile,
+        /// scale and budget (direct I/O and page cache; written with its reasons to
+        /// OUT/tuned-direct-io and OUT/tuned-page-cache).
+        #[arg(long)]
+        tuned: bool,
         /// Output directory.
         #[arg(long, default_value = "versus-flink")]
         out: PathBuf,
@@ -749,6 +754,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             flink_time_limit,
             time_limit,
             repeats,
+            tuned,
             out,
         } => {
             let options = statekit_bench::versus_flink::VersusFlinkOptions {
@@ -765,6 +771,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 out: out.clone(),
                 progress,
                 isolation: isolation(false)?,
+                tuned,
             };
             let comparison = statekit_bench::versus_flink::run(&options)?;
             let md = statekit_bench::versus_flink::markdown(&comparison);
