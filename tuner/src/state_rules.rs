@@ -3,7 +3,7 @@
 
 use statekit_backend::rocksdb_config::{
     CfOptions, Compression, DeletionTriggeredCompaction, IndexType, TableOptions,
-    DEFAULT_SCOPE_FILTER_BITS, MAX_HASH_SKIPLIST_BUCKETS,
+    DEFAULT_SCOPE_FILTER_BITS,
 };
 use statekit_backend::StateKind;
 
@@ -17,9 +17,6 @@ const MIB: u64 = 1 << 20;
 /// Bytes a memtable entry takes beyond its key and value (skip-list node, sequence number,
 /// length headers).
 const MEMTABLE_ENTRY_OVERHEAD: f64 = 40.0;
-/// Entries a memtable holds from which a hash of skip lists pays: a skip list of this many
-/// entries is 8 levels of branching 4, each search a cache miss or two per level.
-const HASH_MEMTABLE_MIN_ENTRIES: f64 = 65_536.0;
 
 /// Derives the options of `state` into `t.config.states[state.name]`.
 pub(crate) fn derive(
@@ -98,42 +95,6 @@ pub(crate) fn derive(
             state.distinct_keys
         ),
     );
-
-    // The memtable's representation: inserts into one large skip list miss the cache at
-    // every level; a hash of small lists, one per bucket of scopes, searches only the
-    // scope's few entries. Reads that leave their scope would copy the memtable each time.
-    let in_memtable =
-        memtable as f64 / (state.key_bytes + state.value_bytes + MEMTABLE_ENTRY_OVERHEAD).max(1.0);
-    let writes = r.entry_writes() + r.removals();
-    if state.kind != StateKind::Timers
-        && writes > 0.0
-        && r.cross_scope_scans == 0.0
-        && in_memtable >= HASH_MEMTABLE_MIN_ENTRIES
-    {
-        let buckets = (in_memtable as u64)
-            .next_power_of_two()
-            .min(MAX_HASH_SKIPLIST_BUCKETS);
-        cf.hash_skiplist_buckets = Some(buckets);
-        explain(
-            "cf.hash_skiplist_buckets",
-            buckets.to_string(),
-            format!(
-                "a memtable holds {HASH_MEMTABLE_MIN_ENTRIES:.0} entries or more and every \
-                 read stays in one scope, forward: a hash of skip lists, one bucket per entry \
-                 it holds (power of two), so an insert searches its scope's few entries \
-                 instead of a list of the whole memtable (ad-click's display merges 4.9 -> \
-                 2.9 us); its cost, a sorted copy at each flush, falls on the flush thread"
-            ),
-            format!(
-                "~{in_memtable:.0} entries per {} memtable ({:.0} + {:.0} bytes, ~{} \
-                 overhead); writes {writes:.0}/s, reverse or whole-state scans 0/s",
-                bytes(memtable),
-                state.key_bytes,
-                state.value_bytes,
-                MEMTABLE_ENTRY_OVERHEAD
-            ),
-        );
-    }
 
     // L0 and L1 (RocksDB's tuning guide): L0 holds about memtable x merge x trigger; L1 as
     // large, so an L0->L1 compaction is quick; target files a tenth of L1.

@@ -531,6 +531,31 @@ mod tests {
             assert_eq!(cfs.len(), 1);
             std::fs::remove_file(&path).unwrap();
         }
+        // A state's hash memtable and the default skip list, as statekit writes them.
+        let mut config = RocksDbConfig::default();
+        config.db.allow_concurrent_memtable_write = Some(false);
+        config.cf.hash_skiplist_buckets = Some(0);
+        config.states.insert(
+            "left".into(),
+            StateOptions {
+                cf: CfOptions {
+                    hash_skiplist_buckets: Some(1024),
+                    ..CfOptions::default()
+                },
+                ..StateOptions::default()
+            },
+        );
+        config
+            .write_options_file(&dir.path().join("OPTIONS-000001"))
+            .unwrap();
+        let (_, cfs) = ::rocksdb::Options::load_latest(
+            dir.path(),
+            ::rocksdb::Env::new().unwrap(),
+            false,
+            ::rocksdb::Cache::new_lru_cache(1 << 20),
+        )
+        .unwrap_or_else(|e| panic!("hash memtable: {e}"));
+        assert_eq!(cfs.len(), 2);
     }
 
     #[test]
