@@ -513,6 +513,14 @@ mod tests {
     #[test]
     fn rocksdb_itself_accepts_the_file() {
         let dir = tempfile::tempdir().unwrap();
+        let load = || {
+            ::rocksdb::Options::load_latest(
+                dir.path(),
+                ::rocksdb::Env::new().unwrap(),
+                false,
+                ::rocksdb::Cache::new_lru_cache(1 << 20),
+            )
+        };
         for (i, preset) in Preset::all().into_iter().enumerate() {
             let mut config = RocksDbConfig::preset(preset);
             config.db.use_direct_reads = Some(false);
@@ -520,41 +528,16 @@ mod tests {
             config.table.unpartitioned_pinning = Some(PinningTier::All);
             let path = dir.path().join(format!("OPTIONS-{:06}", i + 1));
             config.write_options_file(&path).unwrap();
-            let (opts, cfs) = ::rocksdb::Options::load_latest(
-                dir.path(),
-                ::rocksdb::Env::new().unwrap(),
-                false,
-                ::rocksdb::Cache::new_lru_cache(1 << 20),
-            )
-            .unwrap_or_else(|e| panic!("{preset:?}: {e}"));
+            let (opts, cfs) = load().unwrap_or_else(|e| panic!("{preset:?}: {e}"));
             drop(opts);
             assert_eq!(cfs.len(), 1);
             std::fs::remove_file(&path).unwrap();
         }
         // A state's hash memtable and the default skip list, as statekit writes them.
-        let mut config = RocksDbConfig::default();
-        config.db.allow_concurrent_memtable_write = Some(false);
-        config.cf.hash_skiplist_buckets = Some(0);
-        config.states.insert(
-            "left".into(),
-            StateOptions {
-                cf: CfOptions {
-                    hash_skiplist_buckets: Some(1024),
-                    ..CfOptions::default()
-                },
-                ..StateOptions::default()
-            },
-        );
-        config
+        hashed_left(1024)
             .write_options_file(&dir.path().join("OPTIONS-000001"))
             .unwrap();
-        let (_, cfs) = ::rocksdb::Options::load_latest(
-            dir.path(),
-            ::rocksdb::Env::new().unwrap(),
-            false,
-            ::rocksdb::Cache::new_lru_cache(1 << 20),
-        )
-        .unwrap_or_else(|e| panic!("hash memtable: {e}"));
+        let (_, cfs) = load().unwrap_or_else(|e| panic!("hash memtable: {e}"));
         assert_eq!(cfs.len(), 2);
     }
 
@@ -613,8 +596,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn hash_memtables_round_trip_as_rocksdb_names_them() {
+    /// State `left` with a hash memtable of `buckets` buckets, the others the skip list.
+    fn hashed_left(buckets: u64) -> RocksDbConfig {
         let mut config = RocksDbConfig::default();
         config.db.allow_concurrent_memtable_write = Some(false);
         config.cf.hash_skiplist_buckets = Some(0);
@@ -622,12 +605,18 @@ mod tests {
             "left".into(),
             StateOptions {
                 cf: CfOptions {
-                    hash_skiplist_buckets: Some(200_000),
+                    hash_skiplist_buckets: Some(buckets),
                     ..CfOptions::default()
                 },
                 ..StateOptions::default()
             },
         );
+        config
+    }
+
+    #[test]
+    fn hash_memtables_round_trip_as_rocksdb_names_them() {
+        let config = hashed_left(200_000);
         let text = config.to_options_string().unwrap();
         assert!(
             text.contains("  memtable_factory=SkipListFactory\n"),
