@@ -12,6 +12,12 @@ use statekit_backend::{Error, Result};
 /// reports and comparisons are stable.
 pub type Counters = BTreeMap<String, u64>;
 
+/// The cores this process may use (its CPU affinity and cgroup quota), at least 1: what
+/// the tuner is told when the user names no core count.
+pub fn available_cores() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+}
+
 /// Parses a readable duration such as `20m`, `5s`, `200ms` or `1h 30m`.
 ///
 /// # Errors

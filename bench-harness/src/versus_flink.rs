@@ -173,7 +173,7 @@ fn tuned_specs(options: &VersusFlinkOptions) -> Result<Vec<BackendSpec>> {
         options.progress,
     )?;
     std::fs::remove_dir_all(&sample).map_err(|e| Error::io(sample.display(), e))?;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let cores = crate::util::available_cores();
     [("tuned-direct-io", true), ("tuned-page-cache", false)]
         .into_iter()
         .map(|(name, direct_io)| {

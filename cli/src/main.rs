@@ -530,9 +530,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 DiskArg::Measure => statekit_bench::disk_probe::measure(&out, 256 << 20)?,
             };
             let machine = Machine {
-                cores: cores.unwrap_or_else(|| {
-                    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
-                }),
+                cores: cores.unwrap_or_else(statekit_bench::util::available_cores),
                 memory_budget: memory_budget
                     .or(scale_budget)
                     .unwrap_or(statekit_bench::backends::DEFAULT_ROCKSDB_BUDGET),

@@ -2,14 +2,13 @@
 #![cfg(feature = "rocksdb")]
 #![allow(clippy::unwrap_used)]
 
+use std::marker::PhantomData;
 use std::sync::{Arc, OnceLock};
 
-use statekit_backend::rocksdb::{MemoryBudget, RocksDbBackend, RocksDbResources, RocksDbSettings};
+use statekit_backend::rocksdb::{
+    MemoryBudget, RocksDbBackend, RocksDbConfig, RocksDbResources, RocksDbSettings,
+};
 use statekit_backend::{InstanceConfig, Result};
-
-struct RocksDb {
-    dir: tempfile::TempDir,
-}
 
 /// One budget for the whole test process, as in production: every instance of every test
 /// shares the cache and the write buffer manager.
@@ -20,72 +19,76 @@ fn resources() -> Arc<RocksDbResources> {
         .clone()
 }
 
-impl statekit_tests::BackendFactory for RocksDb {
+/// The RocksDB configuration a suite runs with.
+trait Configuration {
+    fn config() -> RocksDbConfig;
+}
+
+/// RocksDB with configuration `C`, in a temporary directory of its own.
+struct Configured<C> {
+    dir: tempfile::TempDir,
+    configuration: PhantomData<C>,
+}
+
+impl<C: Configuration> statekit_tests::BackendFactory for Configured<C> {
     type Backend = RocksDbBackend;
 
     fn new() -> Self {
-        RocksDb {
+        Configured {
             dir: tempfile::tempdir().unwrap(),
+            configuration: PhantomData,
         }
     }
 
     fn open(&self, config: InstanceConfig) -> Result<RocksDbBackend> {
-        RocksDbBackend::open(config, RocksDbSettings::new(self.dir.path(), resources()))
+        let settings = RocksDbSettings::new(self.dir.path(), resources()).with_config(C::config());
+        RocksDbBackend::open(config, settings)
     }
 }
 
-statekit_tests::conformance_suite!(RocksDb);
+/// The backend's default configuration.
+struct Defaults;
+
+impl Configuration for Defaults {
+    fn config() -> RocksDbConfig {
+        RocksDbConfig::default()
+    }
+}
+
+statekit_tests::conformance_suite!(Configured<Defaults>);
 
 /// The same suite with small range deletes written as point deletes.
 mod point_deletes {
     use super::*;
-    use statekit_backend::rocksdb::RocksDbConfig;
 
-    struct PointDeletes(RocksDb);
+    struct PointDeletes;
 
-    impl statekit_tests::BackendFactory for PointDeletes {
-        type Backend = RocksDbBackend;
-
-        fn new() -> Self {
-            PointDeletes(RocksDb::new())
-        }
-
-        fn open(&self, config: InstanceConfig) -> Result<RocksDbBackend> {
+    impl Configuration for PointDeletes {
+        fn config() -> RocksDbConfig {
             let mut rocksdb = RocksDbConfig::default();
             rocksdb.backend.point_delete_limit = Some(64);
-            let settings =
-                RocksDbSettings::new(self.0.dir.path(), resources()).with_config(rocksdb);
-            RocksDbBackend::open(config, settings)
+            rocksdb
         }
     }
 
-    statekit_tests::conformance_suite!(PointDeletes);
+    statekit_tests::conformance_suite!(Configured<PointDeletes>);
 }
 
 /// The same suite with every key/value state's memtable a hash of skip lists: reverse and
 /// whole-state scans, restores and checkpoints must read the same through it.
 mod hash_memtables {
     use super::*;
-    use statekit_backend::rocksdb::RocksDbConfig;
 
-    struct HashMemtables(RocksDb);
+    struct HashMemtables;
 
-    impl statekit_tests::BackendFactory for HashMemtables {
-        type Backend = RocksDbBackend;
-
-        fn new() -> Self {
-            HashMemtables(RocksDb::new())
-        }
-
-        fn open(&self, config: InstanceConfig) -> Result<RocksDbBackend> {
+    impl Configuration for HashMemtables {
+        fn config() -> RocksDbConfig {
             let mut rocksdb = RocksDbConfig::default();
             rocksdb.cf.hash_skiplist_buckets = Some(1024);
             rocksdb.db.allow_concurrent_memtable_write = Some(false);
-            let settings =
-                RocksDbSettings::new(self.0.dir.path(), resources()).with_config(rocksdb);
-            RocksDbBackend::open(config, settings)
+            rocksdb
         }
     }
 
-    statekit_tests::conformance_suite!(HashMemtables);
+    statekit_tests::conformance_suite!(Configured<HashMemtables>);
 }

@@ -265,7 +265,8 @@ fn cf_options(
     let mut cf = settings.config.for_state(&desc.name).0;
     cf.memtable_max_range_deletions
         .get_or_insert(DEFAULT_MEMTABLE_MAX_RANGE_DELETIONS);
-    if !has_scope_extractor(settings, desc) {
+    let scoped = has_scope_extractor(settings, desc);
+    if !scoped {
         // A hash memtable hashes scope prefixes; timer queues have none.
         cf.hash_skiplist_buckets = None;
     }
@@ -308,7 +309,7 @@ fn cf_options(
     // Filters of scopes (`CfOptions::scope_prefix_filter`): every read of a key/value state
     // is a scan or get inside one scope, and most files lack most scopes. Set before the
     // configuration is applied, so its filter and whole-key settings win.
-    if has_scope_extractor(settings, desc) {
+    if scoped {
         table.set_bloom_filter(DEFAULT_SCOPE_FILTER_BITS, false);
         table.set_whole_key_filtering(false);
         opts.set_prefix_extractor(::rocksdb::SliceTransform::create(

@@ -601,16 +601,8 @@ mod tests {
         let mut config = RocksDbConfig::default();
         config.db.allow_concurrent_memtable_write = Some(false);
         config.cf.hash_skiplist_buckets = Some(0);
-        config.states.insert(
-            "left".into(),
-            StateOptions {
-                cf: CfOptions {
-                    hash_skiplist_buckets: Some(buckets),
-                    ..CfOptions::default()
-                },
-                ..StateOptions::default()
-            },
-        );
+        let left = config.states.entry("left".into()).or_default();
+        left.cf.hash_skiplist_buckets = Some(buckets);
         config
     }
 
@@ -654,16 +646,8 @@ mod tests {
         assert!(msg.contains("db.allow_concurrent_memtable_write"), "{msg}");
         config.db.allow_concurrent_memtable_write = Some(false);
         config.validate().unwrap();
-        config.states.insert(
-            "plain".into(),
-            StateOptions {
-                cf: CfOptions {
-                    scope_prefix_filter: Some(false),
-                    ..CfOptions::default()
-                },
-                ..StateOptions::default()
-            },
-        );
+        let plain = config.states.entry("plain".into()).or_default();
+        plain.cf.scope_prefix_filter = Some(false);
         let msg = config.validate().unwrap_err().to_string();
         assert!(
             msg.contains("states.plain.cf.hash_skiplist_buckets")
