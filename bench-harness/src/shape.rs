@@ -150,10 +150,13 @@ impl ShapeBuilder {
                 lower,
                 upper,
                 visited,
-                ..
+                reverse,
             } => {
                 let s = self.state(scope.state.index());
                 s.rates.scans += 1.0;
+                if *reverse {
+                    s.rates.cross_scope_scans += 1.0;
+                }
                 let key = scope_key(scope);
                 let n = match visited {
                     Some(v) => *v as f64,
@@ -168,6 +171,7 @@ impl ShapeBuilder {
             TraceOp::ScanState { state, visited, .. } => {
                 let s = self.state(state.index());
                 s.rates.scans += 1.0;
+                s.rates.cross_scope_scans += 1.0;
                 s.scanned += *visited as f64;
             }
             TraceOp::Write(w) => self.write(w),

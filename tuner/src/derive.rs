@@ -42,10 +42,34 @@ pub fn derive(shape: &WorkloadShape, machine: &Machine) -> Result<Tuning, String
     for state in &shape.states {
         state_rules::derive(state, shape, machine, &memory, total_writes, &mut t);
     }
+    one_memtable_writer(&mut t);
     t.config
         .validate()
         .map_err(|e| format!("the derived configuration is invalid (a tuner bug): {e}"))?;
     Ok(t)
+}
+
+/// Hash memtables take one writer at a time; the backend writes from one thread anyway.
+fn one_memtable_writer(t: &mut Tuning) {
+    let hashed: Vec<String> = t
+        .config
+        .states
+        .iter()
+        .filter(|(_, s)| s.cf.hash_skiplist_buckets.unwrap_or(0) > 0)
+        .map(|(name, _)| name.clone())
+        .collect();
+    if hashed.is_empty() {
+        return;
+    }
+    t.config.db.allow_concurrent_memtable_write = Some(false);
+    t.explain(
+        None,
+        "db.allow_concurrent_memtable_write",
+        "false",
+        "hash memtables accept one writer at a time (RocksDB refuses to open otherwise); \
+         a statekit backend instance writes from one thread, so nothing is lost",
+        format!("hash memtables: {}", hashed.join(", ")),
+    );
 }
 
 /// The budget's split, as the RocksDB backend applies it (Flink's managed-memory model).

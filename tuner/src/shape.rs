@@ -63,6 +63,10 @@ pub struct OpRates {
     pub range_deletes: f64,
     /// Bounded scans and whole-state iterations.
     pub scans: f64,
+    /// Of `scans`, those that leave one scope's forward order: reverse scans and
+    /// whole-state iterations (a hash memtable must copy itself for each).
+    #[serde(default)]
+    pub cross_scope_scans: f64,
     /// Timers registered (timer queues only).
     pub timers_registered: f64,
     /// Timers fired or deleted (timer queues only).
@@ -80,6 +84,7 @@ impl OpRates {
             deletes: self.deletes * factor,
             range_deletes: self.range_deletes * factor,
             scans: self.scans * factor,
+            cross_scope_scans: self.cross_scope_scans * factor,
             timers_registered: self.timers_registered * factor,
             timers_removed: self.timers_removed * factor,
         }

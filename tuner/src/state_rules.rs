@@ -3,7 +3,7 @@
 
 use statekit_backend::rocksdb_config::{
     CfOptions, Compression, DeletionTriggeredCompaction, IndexType, TableOptions,
-    DEFAULT_SCOPE_FILTER_BITS,
+    DEFAULT_SCOPE_FILTER_BITS, MAX_HASH_SKIPLIST_BUCKETS,
 };
 use statekit_backend::StateKind;
 
@@ -17,6 +17,14 @@ const MIB: u64 = 1 << 20;
 /// Bytes a memtable entry takes beyond its key and value (skip-list node, sequence number,
 /// length headers).
 const MEMTABLE_ENTRY_OVERHEAD: f64 = 40.0;
+/// Entries a memtable holds from which a hash of skip lists pays: a skip list of this many
+/// entries is 8 levels of branching 4, each search a cache miss or two per level.
+const HASH_MEMTABLE_MIN_ENTRIES: f64 = 65_536.0;
+/// Bytes per entry of the sorted copy RocksDB makes of a hash memtable to flush or iterate
+/// it across buckets (a skip-list node of pointers to the entry).
+const HASH_COPY_BYTES_PER_ENTRY: f64 = 24.0;
+/// Share of the memory budget the largest such copy may take.
+const HASH_COPY_BUDGET_SHARE: f64 = 0.05;
 
 /// Derives the options of `state` into `t.config.states[state.name]`.
 pub(crate) fn derive(
@@ -44,22 +52,7 @@ pub(crate) fn derive(
     } else {
         1.0 / shape.states.len().max(1) as f64
     };
-    let memtable = round_mib((memory.memtables as f64 * share) as u64).clamp(MIB, 256 * MIB);
-    cf.write_buffer_size = Some(memtable);
-    explain(
-        "cf.write_buffer_size",
-        bytes(memtable),
-        "this state's share of the memtable memory (shares follow write bytes), whole MiB, 1 \
-         to 256 MiB: the write buffer manager flushes when all memtables together reach its \
-         limit, so a smaller size would only flush smaller L0 files more often"
-            .into(),
-        format!(
-            "memtable writes {} = {:.0}% of all; memtable memory {}",
-            rate(write_bytes),
-            share * 100.0,
-            bytes(memory.memtables)
-        ),
-    );
+    let mut memtable = round_mib((memory.memtables as f64 * share) as u64).clamp(MIB, 256 * MIB);
     let busy = share >= 0.2;
     let count = if busy { 4 } else { 2 };
     cf.max_write_buffer_number = Some(count);
@@ -95,6 +88,100 @@ pub(crate) fn derive(
             state.distinct_keys
         ),
     );
+
+    // The memtable's representation: inserts into one large skip list miss the cache at
+    // every level; a hash of small lists, one per bucket of scopes, searches only the
+    // scope's few entries. Reads that leave their scope would copy the memtable each time,
+    // and so does a flush: its sorted copy lives outside the accounted memory, so the
+    // memtable is capped to keep the largest copy within a twentieth of the budget.
+    let entry_bytes = state.key_bytes + state.value_bytes + MEMTABLE_ENTRY_OVERHEAD;
+    let in_memtable = memtable as f64 / entry_bytes.max(1.0);
+    let writes = r.entry_writes() + r.removals();
+    let mut hash_cap = None;
+    if state.kind != StateKind::Timers
+        && writes > 0.0
+        && r.cross_scope_scans == 0.0
+        && in_memtable >= HASH_MEMTABLE_MIN_ENTRIES
+    {
+        // The most entries a memtable of this size can hold: deletions, keys only.
+        let copy_per_memtable_byte =
+            HASH_COPY_BYTES_PER_ENTRY / (state.key_bytes + MEMTABLE_ENTRY_OVERHEAD).max(1.0);
+        let cap = round_mib(
+            (machine.memory_budget as f64 * HASH_COPY_BUDGET_SHARE / copy_per_memtable_byte) as u64,
+        );
+        if cap < memtable {
+            hash_cap = Some((memtable, cap));
+            memtable = cap;
+        }
+        let held = memtable as f64 / entry_bytes.max(1.0);
+        let buckets = (held as u64)
+            .next_power_of_two()
+            .min(MAX_HASH_SKIPLIST_BUCKETS);
+        cf.hash_skiplist_buckets = Some(buckets);
+        explain(
+            "cf.hash_skiplist_buckets",
+            buckets.to_string(),
+            format!(
+                "a memtable would hold {HASH_MEMTABLE_MIN_ENTRIES:.0} entries or more and \
+                 every read stays in one scope, forward: a hash of skip lists, one bucket per \
+                 entry it holds (power of two), so an insert searches its scope's few entries \
+                 instead of a list of the whole memtable. Measured on ad-click (3.7M events, \
+                 256 MiB, alternated runs, this rule with its capped memtable against the skip \
+                 list at the full share): display merges 6.1-6.6 -> 2.8-2.9 us and the job \
+                 1.28x and 1.56x as fast with direct I/O; 0.99x and 0.96x (within the noise) \
+                 with the page cache"
+            ),
+            format!(
+                "~{held:.0} entries per {} memtable ({:.0} + {:.0} bytes, ~{} overhead); \
+                 writes {writes:.0}/s, reverse or whole-state scans 0/s",
+                bytes(memtable),
+                state.key_bytes,
+                state.value_bytes,
+                MEMTABLE_ENTRY_OVERHEAD
+            ),
+        );
+    }
+    cf.write_buffer_size = Some(memtable);
+    let size_rule = "this state's share of the memtable memory (shares follow write bytes), \
+                     whole MiB, 1 to 256 MiB: the write buffer manager flushes when all \
+                     memtables together reach its limit, so a smaller size would only flush \
+                     smaller L0 files more often";
+    match hash_cap {
+        None => explain(
+            "cf.write_buffer_size",
+            bytes(memtable),
+            size_rule.into(),
+            format!(
+                "memtable writes {} = {:.0}% of all; memtable memory {}",
+                rate(write_bytes),
+                share * 100.0,
+                bytes(memory.memtables)
+            ),
+        ),
+        Some((share_bytes, cap)) => explain(
+            "cf.write_buffer_size",
+            bytes(cap),
+            format!(
+                "{size_rule}; capped for the hash memtable: a flush copies it into one sorted \
+                 list ({HASH_COPY_BYTES_PER_ENTRY:.0} bytes an entry, outside the accounted \
+                 memory), which must stay within {:.0}% of the budget even for a memtable of \
+                 deletions only (uncapped, the copies took a run 7 MiB over the RSS rule)",
+                HASH_COPY_BUDGET_SHARE * 100.0
+            ),
+            format!(
+                "share {} ({:.0}% of memtable writes {}); cap: {:.0}% of {} x ({:.0} + {:.0}) \
+                 / {:.0} bytes an entry",
+                bytes(share_bytes),
+                share * 100.0,
+                rate(write_bytes),
+                HASH_COPY_BUDGET_SHARE * 100.0,
+                bytes(machine.memory_budget),
+                state.key_bytes,
+                MEMTABLE_ENTRY_OVERHEAD,
+                HASH_COPY_BYTES_PER_ENTRY
+            ),
+        ),
+    }
 
     // L0 and L1 (RocksDB's tuning guide): L0 holds about memtable x merge x trigger; L1 as
     // large, so an L0->L1 compaction is quick; target files a tenth of L1.

@@ -169,6 +169,57 @@ fn reads_outnumbering_writes_bring_a_memtable_filter_sized_by_entries() {
 }
 
 #[test]
+fn large_memtables_read_within_scopes_become_hashes_of_skip_lists() {
+    let rates = |merges, scans| OpRates {
+        merges,
+        scans,
+        ..OpRates::default()
+    };
+    // The interval join again: displays fill large memtables, clicks small ones.
+    let mut displays = state("left");
+    displays.rates = rates(20_000.0, 600.0);
+    displays.value_bytes = 450.0;
+    let mut clicks = state("right");
+    clicks.rates = rates(600.0, 20_000.0);
+    clicks.value_bytes = 30.0;
+    let joined = shape(vec![displays.clone(), clicks]);
+    let t = tune(&joined, &machine(256 * MIB));
+    let buckets = cf_of(&t, "left").hash_skiplist_buckets.unwrap();
+    let memtable = cf_of(&t, "left").write_buffer_size.unwrap();
+    let entries = memtable / (24 + 450 + 40);
+    assert!(
+        buckets.is_power_of_two() && buckets >= entries && buckets < 2 * entries,
+        "{buckets} buckets for ~{entries} entries"
+    );
+    assert_eq!(cf_of(&t, "right").hash_skiplist_buckets, None);
+    assert_eq!(t.config.db.allow_concurrent_memtable_write, Some(false));
+    assert_every_option_explained(&t);
+    // A flush's sorted copy (24 bytes an entry, a memtable of deletions at worst: key and
+    // ~40 bytes of overhead an entry) stays within 5% of the budget.
+    let worst_copy = memtable as f64 / (24.0 + 40.0) * 24.0;
+    assert!(
+        worst_copy <= 0.05 * (256 * MIB) as f64,
+        "{memtable}-byte memtable copies up to {worst_copy:.0} bytes"
+    );
+    // A reverse or whole-state scan would copy the memtable: no hash, and no cap.
+    let mut reversed = displays.clone();
+    reversed.rates.cross_scope_scans = 1.0;
+    let reversed_joined = shape(vec![reversed.clone(), joined.states[1].clone()]);
+    let skip_list = tune(&reversed_joined, &machine(256 * MIB));
+    assert_eq!(cf_of(&skip_list, "left").hash_skiplist_buckets, None);
+    assert!(
+        cf_of(&skip_list, "left").write_buffer_size.unwrap() > memtable,
+        "the cap is the hash's alone"
+    );
+    let t = tune(&shape(vec![reversed]), &machine(256 * MIB));
+    assert_eq!(cf_of(&t, "left").hash_skiplist_buckets, None);
+    assert_eq!(t.config.db.allow_concurrent_memtable_write, None);
+    // A small budget's memtables are small lists already.
+    let t = tune(&joined, &machine(16 * MIB));
+    assert_eq!(cf_of(&t, "left").hash_skiplist_buckets, None);
+}
+
+#[test]
 fn a_smaller_budget_gives_smaller_buffers_and_a_partitioned_index() {
     let s = shape(vec![state("s")]);
     let large = tune(&s, &machine(8192 * MIB));
@@ -216,9 +267,12 @@ fn longer_scans_give_larger_blocks() {
 fn faster_writes_give_larger_memtables_and_l1() {
     let writing = |puts: f64| {
         let mut s = state("s");
+        // Some reverse scans: a hash memtable's cap would bound both sizes.
         s.rates = OpRates {
             puts,
             gets: puts / 2.0,
+            scans: 10.0,
+            cross_scope_scans: 10.0,
             ..OpRates::default()
         };
         tune(&shape(vec![s]), &machine(256 * MIB))

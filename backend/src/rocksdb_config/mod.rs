@@ -187,8 +187,10 @@ pub struct CfOptions {
     /// cache miss per level). The cost: a read that leaves its scope (a reverse scan, a
     /// whole-state scan) and every flush first copy the memtable's entries into one sorted
     /// list, outside the memtable's accounted memory (peak RSS 10-25 MiB higher there, with
-    /// 63 MiB memtables), and whole runs were not faster beyond the noise; so only for
-    /// states read forward within scopes, and measured. Ignored for timer queues (they
+    /// 63 MiB memtables). With the memtable capped so that copy stays small (32 MiB here),
+    /// whole runs were 1.28x and 1.56x as fast with direct I/O and within the noise with the
+    /// page cache; so only for states read forward within scopes (the tuner's rule). Ignored
+    /// for timer queues (they
     /// have no scope prefix). Needs `db.allow_concurrent_memtable_write = false` (one
     /// writer at a time).
     pub hash_skiplist_buckets: Option<u64>,
