@@ -139,21 +139,26 @@ fn more_point_lookups_bring_filters_and_more_misses_more_bits() {
     assert_eq!(cf_of(&t, "s").optimize_filters_for_hits, Some(false));
 }
 
-#[test]
-fn reads_outnumbering_writes_bring_a_memtable_filter_sized_by_entries() {
+/// An interval join's display side (written by every display, scanned by few clicks) and
+/// its click side (the reverse).
+fn interval_join_states() -> (StateShape, StateShape) {
     let rates = |merges, scans| OpRates {
         merges,
         scans,
         ..OpRates::default()
     };
-    // An interval join's display side (written by every display, scanned by few clicks) and
-    // its click side (the reverse).
     let mut displays = state("left");
     displays.rates = rates(20_000.0, 600.0);
     displays.value_bytes = 450.0;
     let mut clicks = state("right");
     clicks.rates = rates(600.0, 20_000.0);
     clicks.value_bytes = 30.0;
+    (displays, clicks)
+}
+
+#[test]
+fn reads_outnumbering_writes_bring_a_memtable_filter_sized_by_entries() {
+    let (displays, mut clicks) = interval_join_states();
     let t = tune(&shape(vec![displays, clicks.clone()]), &machine(256 * MIB));
     assert_eq!(cf_of(&t, "left").memtable_prefix_bloom_size_ratio, None);
     let small = cf_of(&t, "right").memtable_prefix_bloom_size_ratio.unwrap();
@@ -170,18 +175,8 @@ fn reads_outnumbering_writes_bring_a_memtable_filter_sized_by_entries() {
 
 #[test]
 fn large_memtables_read_within_scopes_become_hashes_of_skip_lists() {
-    let rates = |merges, scans| OpRates {
-        merges,
-        scans,
-        ..OpRates::default()
-    };
-    // The interval join again: displays fill large memtables, clicks small ones.
-    let mut displays = state("left");
-    displays.rates = rates(20_000.0, 600.0);
-    displays.value_bytes = 450.0;
-    let mut clicks = state("right");
-    clicks.rates = rates(600.0, 20_000.0);
-    clicks.value_bytes = 30.0;
+    // Displays fill large memtables, clicks small ones.
+    let (displays, clicks) = interval_join_states();
     let joined = shape(vec![displays.clone(), clicks]);
     let t = tune(&joined, &machine(256 * MIB));
     let buckets = cf_of(&t, "left").hash_skiplist_buckets.unwrap();
