@@ -516,12 +516,14 @@ pub fn markdown(c: &Comparison) -> String {
     );
     for r in &c.rows {
         let mean = Rate::of(r);
-        let range = if r.rates.len() > 1 {
-            let min = r.rates.iter().copied().fold(f64::INFINITY, f64::min);
-            let max = r.rates.iter().copied().fold(0.0, f64::max);
-            format!("{} - {} ({} runs)", rate(min), rate(max), r.rates.len())
-        } else {
-            format!("{} run", r.rates.len())
+        let range = match r.rates.len() {
+            0 => "no run finished".to_string(),
+            1 => "1 run".to_string(),
+            n => {
+                let min = r.rates.iter().copied().fold(f64::INFINITY, f64::min);
+                let max = r.rates.iter().copied().fold(0.0, f64::max);
+                format!("{} - {} ({n} runs)", rate(min), rate(max))
+            }
         };
         let state = if r.state_rates.is_empty() {
             "".to_string()
@@ -810,7 +812,7 @@ echo "flink $2 p=1: job wall 2.5s"
             "{md}"
         );
         assert!(
-            md.contains("| Flink rocksdb | < 1.0k | 0 run |  | < 0.02 | n/a |"),
+            md.contains("| Flink rocksdb | < 1.0k | no run finished |  | < 0.02 | n/a |"),
             "{md}"
         );
         assert!(md.contains("not finished after 10m (killed)"), "{md}");
