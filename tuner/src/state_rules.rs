@@ -94,10 +94,11 @@ pub(crate) fn derive(
     // scope's few entries. Reads that leave their scope would copy the memtable each time,
     // and so does a flush: its sorted copy lives outside the accounted memory, so the
     // memtable is capped to keep the largest copy within a twentieth of the budget.
-    let entry_bytes = state.key_bytes + state.value_bytes + MEMTABLE_ENTRY_OVERHEAD;
-    let in_memtable = memtable as f64 / entry_bytes.max(1.0);
+    let entry_bytes = (state.key_bytes + state.value_bytes + MEMTABLE_ENTRY_OVERHEAD).max(1.0);
+    let in_memtable = memtable as f64 / entry_bytes;
     let writes = r.entry_writes() + r.removals();
-    let mut hash_cap = None;
+    // The share the hash's cap took the memtable down from, if it did.
+    let mut capped_from = None;
     if state.kind != StateKind::Timers
         && writes > 0.0
         && r.cross_scope_scans == 0.0
@@ -110,10 +111,10 @@ pub(crate) fn derive(
             (machine.memory_budget as f64 * HASH_COPY_BUDGET_SHARE / copy_per_memtable_byte) as u64,
         );
         if cap < memtable {
-            hash_cap = Some((memtable, cap));
+            capped_from = Some(memtable);
             memtable = cap;
         }
-        let held = memtable as f64 / entry_bytes.max(1.0);
+        let held = memtable as f64 / entry_bytes;
         let buckets = (held as u64)
             .next_power_of_two()
             .min(MAX_HASH_SKIPLIST_BUCKETS);
@@ -146,11 +147,9 @@ pub(crate) fn derive(
                      whole MiB, 1 to 256 MiB: the write buffer manager flushes when all \
                      memtables together reach its limit, so a smaller size would only flush \
                      smaller L0 files more often";
-    match hash_cap {
-        None => explain(
-            "cf.write_buffer_size",
-            bytes(memtable),
-            size_rule.into(),
+    let (rule, figures) = match capped_from {
+        None => (
+            size_rule.to_string(),
             format!(
                 "memtable writes {} = {:.0}% of all; memtable memory {}",
                 rate(write_bytes),
@@ -158,9 +157,7 @@ pub(crate) fn derive(
                 bytes(memory.memtables)
             ),
         ),
-        Some((share_bytes, cap)) => explain(
-            "cf.write_buffer_size",
-            bytes(cap),
+        Some(share_bytes) => (
             format!(
                 "{size_rule}; capped for the hash memtable: a flush copies it into one sorted \
                  list ({HASH_COPY_BYTES_PER_ENTRY:.0} bytes an entry, outside the accounted \
@@ -181,7 +178,8 @@ pub(crate) fn derive(
                 HASH_COPY_BYTES_PER_ENTRY
             ),
         ),
-    }
+    };
+    explain("cf.write_buffer_size", bytes(memtable), rule, figures);
 
     // L0 and L1 (RocksDB's tuning guide): L0 holds about memtable x merge x trigger; L1 as
     // large, so an L0->L1 compaction is quick; target files a tenth of L1.
