@@ -136,13 +136,69 @@ impl Figures<'_> {
     fn max_rate(&self) -> f64 {
         self.rates().into_iter().fold(0.0, f64::max)
     }
-    /// The worst p99 of `op` over the repeats, in the steady state (before the end-of-input
-    /// drain) where the runs measured it, else over the whole run.
-    fn worst_p99(&self, op: &str) -> Option<u64> {
+    /// The p99 of `op` in each repeat, in the steady state (before the end-of-input drain)
+    /// where the runs measured it, else over the whole run.
+    fn p99s(&self, op: &str) -> Vec<u64> {
         self.runs
             .iter()
             .filter_map(|r| steady_ops(r).get(op).map(|s| s.p99_ns))
-            .max()
+            .collect()
+    }
+    /// The fewest operations `op` any repeat made: what its p99 stands on.
+    fn min_count(&self, op: &str) -> Option<u64> {
+        self.runs
+            .iter()
+            .filter_map(|r| steady_ops(r).get(op).map(|s| s.count))
+            .min()
+    }
+}
+
+/// How one configuration's p99 of an operation compares with the baselines', repeat ranges
+/// against repeat ranges.
+#[derive(Debug, PartialEq)]
+enum TailVerdict<'a> {
+    /// Slower than this baseline beyond the noise: even the best repeat's p99 is above the
+    /// baseline's worst, by `ratio` (the one it trails most).
+    Worse { than: &'a str, ratio: f64 },
+    /// Faster than every baseline beyond the noise.
+    Better,
+    /// Neither.
+    WithinNoise,
+}
+
+/// The verdict on `p99s` (one per repeat) against each baseline's; None when either side
+/// has no figure.
+fn tail_verdict<'a>(p99s: &[u64], baselines: &[(&'a str, Vec<u64>)]) -> Option<TailVerdict<'a>> {
+    let (best, worst) = (*p99s.iter().min()?, *p99s.iter().max()?);
+    let ranges: Vec<(&str, u64, u64)> = baselines
+        .iter()
+        .filter_map(|(name, p)| Some((*name, *p.iter().min()?, *p.iter().max()?)))
+        .collect();
+    if ranges.is_empty() {
+        return None;
+    }
+    let trailed = ranges
+        .iter()
+        .filter(|(_, _, their_worst)| best > *their_worst)
+        .min_by_key(|(_, _, their_worst)| *their_worst);
+    Some(match trailed {
+        Some((than, _, their_worst)) => TailVerdict::Worse {
+            than,
+            ratio: best as f64 / (*their_worst).max(1) as f64,
+        },
+        None if ranges.iter().all(|(_, their_best, _)| worst < *their_best) => TailVerdict::Better,
+        None => TailVerdict::WithinNoise,
+    })
+}
+
+/// A range of p99s in microseconds: one figure when the repeats agree or there is one.
+fn p99_range(p99s: &[u64]) -> String {
+    match (p99s.iter().min(), p99s.iter().max()) {
+        (Some(lo), Some(hi)) if lo != hi => {
+            format!("{:.1}-{}", *lo as f64 / 1e3, micros(*hi))
+        }
+        (Some(lo), _) => micros(*lo),
+        _ => "n/a".into(),
     }
 }
 
@@ -288,8 +344,8 @@ pub fn validation_markdown(results: &Results, candidates: &[Candidate], budget: 
         );
     }
     md.push('\n');
-    // Tail latency per operation: each reference's worst p99 over its repeats against the
-    // best baseline's.
+    // Tail latency per operation: each reference's p99 over its repeats against the
+    // baselines', judged by the same rule as throughput.
     let mut ops: Vec<String> = references
         .iter()
         .flat_map(|r| {
@@ -304,30 +360,59 @@ pub fn validation_markdown(results: &Results, candidates: &[Candidate], budget: 
     if !ops.is_empty() {
         let _ = writeln!(
             md,
-            "p99 latency per operation, the worst of each configuration's repeats, until the \
+            "p99 latency per operation, min-max over each configuration's repeats, until the \
              end of the input (the final drain's bulk cleanups are left out; a replay has no \
-             drain and counts the whole run):\n"
+             drain and counts the whole run). **A p99 is worse only beyond the noise**: when \
+             even the best repeat's is slower than a baseline's worst repeat. With few \
+             operations a run the p99 is one of its slowest few (ops per run).\n"
         );
-        let mut header = "| operation |".to_string();
-        let mut rule = "|---|".to_string();
+        let mut header = "| operation | ops per run |".to_string();
+        let mut rule = "|---|---:|".to_string();
         for r in &references {
             header.push_str(&format!(" {r} |"));
             rule.push_str("---:|");
         }
-        let _ = writeln!(md, "{header} best baseline |\n{rule}---|");
+        header.push_str(" best baseline (lowest worst p99) |");
+        rule.push_str("---|");
+        for r in &references {
+            header.push_str(&format!(" {r}: verdict |"));
+            rule.push_str("---|");
+        }
+        let _ = writeln!(md, "{header}\n{rule}");
         for op in &ops {
-            let mut row = format!("| {op} |");
-            for r in &references {
-                let cell = by[*r].worst_p99(op).map_or("n/a".into(), micros);
-                row.push_str(&format!(" {cell} |"));
-            }
-            let best = candidates
+            let baselines: Vec<(&str, Vec<u64>)> = candidates
                 .iter()
                 .filter(|c| !is_reference(&c.name))
-                .filter_map(|c| by[c.name.as_str()].worst_p99(op).map(|p| (p, &c.name)))
-                .min();
-            let best = best.map_or("n/a".into(), |(p, name)| format!("{} ({name})", micros(p)));
-            let _ = writeln!(md, "{row} {best} |");
+                .map(|c| (c.name.as_str(), by[c.name.as_str()].p99s(op)))
+                .filter(|(_, p)| !p.is_empty())
+                .collect();
+            let count = by[references[0]].min_count(op);
+            let mut row = format!(
+                "| {op} | {} |",
+                count.map_or("n/a".into(), |n| n.to_string())
+            );
+            for r in &references {
+                row.push_str(&format!(" {} |", p99_range(&by[*r].p99s(op))));
+            }
+            let best = baselines
+                .iter()
+                .min_by_key(|(_, p)| p.iter().max().copied().unwrap_or(u64::MAX));
+            row.push_str(&match best {
+                Some((name, p)) => format!(" {} ({name}) |", p99_range(p)),
+                None => " n/a |".into(),
+            });
+            for r in &references {
+                let verdict = match tail_verdict(&by[*r].p99s(op), &baselines) {
+                    None => "n/a".to_string(),
+                    Some(TailVerdict::Worse { than, ratio }) => {
+                        format!("**worse** ({ratio:.2}x {than}'s worst)")
+                    }
+                    Some(TailVerdict::Better) => "better than every baseline".into(),
+                    Some(TailVerdict::WithinNoise) => "within noise".into(),
+                };
+                row.push_str(&format!(" {verdict} |"));
+            }
+            let _ = writeln!(md, "{row}");
         }
         md.push('\n');
     }
@@ -350,6 +435,31 @@ mod tests {
             "ranges overlap"
         );
         assert!(!beyond_noise(&[100.0], &[]), "a failed run wins nothing");
+    }
+
+    #[test]
+    fn a_p99_is_worse_only_beyond_the_spread_of_repeats() {
+        let baselines = vec![("a", vec![4_800, 4_900]), ("b", vec![600, 5_200])];
+        assert_eq!(
+            tail_verdict(&[7_400, 8_400], &baselines),
+            Some(TailVerdict::Worse {
+                than: "a",
+                ratio: 7_400.0 / 4_900.0
+            })
+        );
+        assert_eq!(
+            tail_verdict(&[1_800, 5_200], &baselines),
+            Some(TailVerdict::WithinNoise),
+            "one slow repeat of few operations is not a loss"
+        );
+        assert_eq!(
+            tail_verdict(&[300, 500], &baselines),
+            Some(TailVerdict::Better)
+        );
+        assert_eq!(tail_verdict(&[], &baselines), None);
+        assert_eq!(tail_verdict(&[1], &[("c", vec![])]), None);
+        assert_eq!(p99_range(&[1_800, 5_200]), "1.8-5.2 µs");
+        assert_eq!(p99_range(&[2_000]), "2.0 µs");
     }
 
     #[test]
