@@ -166,27 +166,31 @@ enum TailVerdict<'a> {
     WithinNoise,
 }
 
-/// The verdict on `p99s` (one per repeat) against each baseline's; None when either side
-/// has no figure.
+/// The verdict on `p99s` (one per repeat) against each baseline's, by [`beyond_noise`], the
+/// rule throughput is judged by (a higher p99 "beats" the other side's: it is the worse);
+/// None when either side has no figure.
 fn tail_verdict<'a>(p99s: &[u64], baselines: &[(&'a str, Vec<u64>)]) -> Option<TailVerdict<'a>> {
-    let (best, worst) = (*p99s.iter().min()?, *p99s.iter().max()?);
-    let ranges: Vec<(&str, u64, u64)> = baselines
+    let as_f64 = |p: &[u64]| p.iter().map(|&ns| ns as f64).collect::<Vec<f64>>();
+    let worst = |p: &[f64]| p.iter().copied().fold(0.0, f64::max);
+    let ours = as_f64(p99s);
+    let theirs: Vec<(&str, Vec<f64>)> = baselines
         .iter()
-        .filter_map(|(name, p)| Some((*name, *p.iter().min()?, *p.iter().max()?)))
+        .filter(|(_, p)| !p.is_empty())
+        .map(|(name, p)| (*name, as_f64(p)))
         .collect();
-    if ranges.is_empty() {
+    if ours.is_empty() || theirs.is_empty() {
         return None;
     }
-    let trailed = ranges
+    let trailed = theirs
         .iter()
-        .filter(|(_, _, their_worst)| best > *their_worst)
-        .min_by_key(|(_, _, their_worst)| *their_worst);
+        .filter(|(_, p)| beyond_noise(p, &ours))
+        .min_by(|a, b| worst(&a.1).total_cmp(&worst(&b.1)));
     Some(match trailed {
-        Some((than, _, their_worst)) => TailVerdict::Worse {
+        Some((than, p)) => TailVerdict::Worse {
             than,
-            ratio: best as f64 / (*their_worst).max(1) as f64,
+            ratio: ours.iter().copied().fold(f64::INFINITY, f64::min) / worst(p).max(1.0),
         },
-        None if ranges.iter().all(|(_, their_best, _)| worst < *their_best) => TailVerdict::Better,
+        None if theirs.iter().all(|(_, p)| beyond_noise(&ours, p)) => TailVerdict::Better,
         None => TailVerdict::WithinNoise,
     })
 }
@@ -391,8 +395,9 @@ pub fn validation_markdown(results: &Results, candidates: &[Candidate], budget: 
                 "| {op} | {} |",
                 count.map_or("n/a".into(), |n| n.to_string())
             );
-            for r in &references {
-                row.push_str(&format!(" {} |", p99_range(&by[*r].p99s(op))));
+            let ours: Vec<Vec<u64>> = references.iter().map(|r| by[*r].p99s(op)).collect();
+            for p in &ours {
+                row.push_str(&format!(" {} |", p99_range(p)));
             }
             let best = baselines
                 .iter()
@@ -401,8 +406,8 @@ pub fn validation_markdown(results: &Results, candidates: &[Candidate], budget: 
                 Some((name, p)) => format!(" {} ({name}) |", p99_range(p)),
                 None => " n/a |".into(),
             });
-            for r in &references {
-                let verdict = match tail_verdict(&by[*r].p99s(op), &baselines) {
+            for p in &ours {
+                let verdict = match tail_verdict(p, &baselines) {
                     None => "n/a".to_string(),
                     Some(TailVerdict::Worse { than, ratio }) => {
                         format!("**worse** ({ratio:.2}x {than}'s worst)")
