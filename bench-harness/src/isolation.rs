@@ -22,13 +22,20 @@ use crate::results::RunResult;
 /// peaked at 288-291 MiB instead of 306-308 MiB (the page cache bypassed in both).
 pub const RUN_MALLOC_CONF: &str = "background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0";
 
-/// Added to [`RUN_MALLOC_CONF`] for runs of the in-memory backend, whose heap is the state:
-/// transparent huge pages. An ad-click memory run spent about a sixth of its operator
-/// thread's time faulting in and zeroing fresh 4 KiB pages; with huge pages its page faults
-/// fell from 192k to 9k (1M events), and the 3.7M-event run took 0.85x the wall time (5
-/// interleaved pairs, each 1.04x to 1.31x faster) at the same peak RSS. Not for budgeted backends: a partly used
-/// huge page counts 2 MiB against the budget.
-pub const MEMORY_RUN_MALLOC_CONF_EXTRA: &str = "thp:always,metadata_thp:always";
+/// jemalloc's settings for runs of the in-memory backend, whose heap is the state and which
+/// has no budget to keep RSS within:
+/// - transparent huge pages: an ad-click memory run spent about a sixth of its operator
+///   thread's time faulting in and zeroing fresh 4 KiB pages; with huge pages its page
+///   faults fell from 192k to 9k (1M events), and the 3.7M-event run took 0.85x the wall
+///   time (5 interleaved pairs, each 1.04x to 1.31x faster) at the same peak RSS. Not for
+///   budgeted backends: a partly used huge page counts 2 MiB against the budget.
+/// - freed pages kept 10 s (jemalloc's default) instead of [`RUN_MALLOC_CONF`]'s 1 s: the
+///   cleanup frees of ad-click's 3.7M-event run were purged (`madvise`, a TLB shootdown
+///   each) and faulted in again by the next appends; kept, the run went 1.06x to 1.26x
+///   faster in 5 interleaved pairs (211-244k to 228-308k events/s) at the same peak RSS
+///   (1,624 MiB).
+pub const MEMORY_RUN_MALLOC_CONF: &str = "background_thread:true,dirty_decay_ms:10000,\
+     muzzy_decay_ms:0,thp:always,metadata_thp:always";
 
 /// The `MALLOC_CONF` a child process runs `request` with (unless the environment sets one).
 pub fn run_malloc_conf(request: &RunRequest) -> String {
@@ -37,9 +44,7 @@ pub fn run_malloc_conf(request: &RunRequest) -> String {
         RunRequest::Replay { spec, .. } => spec.as_ref(),
     };
     match spec {
-        Some(spec) if spec.kind == BackendKind::Memory => {
-            format!("{RUN_MALLOC_CONF},{MEMORY_RUN_MALLOC_CONF_EXTRA}")
-        }
+        Some(spec) if spec.kind == BackendKind::Memory => MEMORY_RUN_MALLOC_CONF.to_string(),
         _ => RUN_MALLOC_CONF.to_string(),
     }
 }
@@ -55,8 +60,8 @@ pub fn allocator_description(isolation: &Isolation) -> String {
             format!("jemalloc, MALLOC_CONF={conf} (from the environment)")
         }
         (Isolation::ChildProcess { .. }, Err(_)) => format!(
-            "jemalloc, MALLOC_CONF={RUN_MALLOC_CONF} (memory-backend runs add \
-             {MEMORY_RUN_MALLOC_CONF_EXTRA})"
+            "jemalloc, MALLOC_CONF={RUN_MALLOC_CONF} (memory-backend runs: \
+             {MEMORY_RUN_MALLOC_CONF})"
         ),
         (Isolation::InProcess, Ok(conf)) if cfg!(feature = "rocksdb") => {
             format!("jemalloc, MALLOC_CONF={conf} (from the environment)")
@@ -283,7 +288,7 @@ mod tests {
     }
 
     #[test]
-    fn only_memory_backend_runs_get_huge_pages() {
+    fn only_memory_backend_runs_get_huge_pages_and_keep_freed_pages() {
         let bench = |kind: Option<BackendKind>| RunRequest::Bench {
             profile: "p.toml".into(),
             scale: "quick".into(),
@@ -298,10 +303,8 @@ mod tests {
             progress: false,
         };
         let memory = run_malloc_conf(&bench(Some(BackendKind::Memory)));
-        assert!(
-            memory.starts_with(RUN_MALLOC_CONF)
-                && memory.ends_with("thp:always,metadata_thp:always")
-        );
+        assert!(memory.contains("thp:always,metadata_thp:always"));
+        assert!(memory.contains("dirty_decay_ms:10000"));
         for budgeted in [Some(BackendKind::Rocksdb), Some(BackendKind::Remote), None] {
             assert_eq!(run_malloc_conf(&bench(budgeted)), RUN_MALLOC_CONF);
         }
