@@ -139,8 +139,12 @@ impl UserMap {
         }
     }
 
-    /// Removes the keys in `(lower, upper)`.
+    /// Removes the keys in `(lower, upper)`; an inverted range removes nothing.
     pub(super) fn remove_range(&mut self, lower: Bound<&[u8]>, upper: Bound<&[u8]>) {
+        // BTreeMap::range panics on an inverted range (the vector's bounds just cross).
+        if bounds_inverted(lower, upper) {
+            return;
+        }
         match self {
             UserMap::Small(v) => {
                 let (from, to) = small_bounds(v, lower, upper);
@@ -389,6 +393,19 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn an_inverted_range_removes_nothing_from_either_layout() {
+        let mut map = UserMap::default();
+        for i in 0..=SMALL_MAX as u8 {
+            map.insert(&[i], slot(i));
+            let (lower, upper) = ([3u8], [1u8]);
+            map.remove_range(Bound::Included(&lower), Bound::Included(&upper));
+            map.remove_range(Bound::Excluded(&lower), Bound::Excluded(&lower));
+            assert_eq!(map.iter().count(), i as usize + 1);
+        }
+        assert!(matches!(map, UserMap::Large(_)));
     }
 
     #[test]
