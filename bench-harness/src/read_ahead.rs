@@ -14,8 +14,11 @@ use crate::event::Event;
 
 /// Events per hand-over.
 const BATCH: usize = 1024;
-/// Batches the reader may hold ready: with events of a few hundred bytes, a few MiB.
-const BATCHES_AHEAD: usize = 8;
+/// Batches the reader may hold ready. Few: a queue that fills when the state store is the
+/// slower side (RocksDB) but stays empty when it is not (the footprint run on a backend that
+/// stores nothing) is memory the budget rule would charge to the store. Eight batches of
+/// feature-concat's ~1 KB events were ~8 MiB of a 48 MiB budget's runs.
+const BATCHES_AHEAD: usize = 2;
 
 /// The events of a source, read ahead on a thread.
 pub struct ReadAhead {
@@ -105,6 +108,8 @@ impl Iterator for ReadAhead {
 mod tests {
     use super::*;
     use crate::event::{Click, Event};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
 
     fn click(ts: i64) -> Event {
         Event::Click(Click {
@@ -147,6 +152,26 @@ mod tests {
         assert_eq!(read.len(), BATCH + 1);
         let e = read[BATCH].as_ref().unwrap_err();
         assert!(e.to_string().contains("panicked"), "{e}");
+    }
+
+    /// A consumer that stops taking events stops the reader a few batches ahead: events
+    /// read ahead are memory, and the footprint run (whose consumer keeps up) would not
+    /// count them.
+    #[test]
+    fn the_reader_stops_a_few_batches_ahead_of_a_stalled_consumer() {
+        let pulled = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&pulled);
+        let source = (0..100 * BATCH as i64).map(move |t| {
+            counted.fetch_add(1, Ordering::Relaxed);
+            Ok(click(t))
+        });
+        let mut input = ReadAhead::spawn(source).unwrap();
+        assert!(input.next().is_some());
+        std::thread::sleep(Duration::from_millis(300));
+        // Queued, being handed over, and the one being filled.
+        let ahead = pulled.load(Ordering::Relaxed);
+        assert!(ahead <= 4 * BATCH, "{ahead} events read ahead");
+        assert_eq!(input.count(), 100 * BATCH - 1);
     }
 
     /// The time spent waiting for a slow source is counted (the rates leave it out), and
