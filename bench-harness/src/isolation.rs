@@ -19,7 +19,9 @@ use crate::results::RunResult;
 /// default jemalloc keeps freed pages for 10 s before returning them to the OS, so the RSS
 /// of a budgeted RocksDB process includes pages that compactions freed seconds ago; with a
 /// background thread returning them after 1 s, the 3.7M-event ad-click run at 256 MiB
-/// peaked at 288-291 MiB instead of 306-308 MiB (the page cache bypassed in both).
+/// peaked at 288-291 MiB instead of 306-308 MiB (the page cache bypassed in both). Not 0:
+/// feature-concat's validate run (48 MiB, direct I/O), returning them at once, peaked 9 MiB
+/// lower (114-115 MiB) but ran 0.90-0.93x as fast (two pairs; 250 ms: 119 MiB, 0.96x).
 pub const RUN_MALLOC_CONF: &str = "background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0";
 
 /// jemalloc's settings for runs of the in-memory backend, whose heap is the state and which
