@@ -12,6 +12,8 @@ use std::ops::Bound;
 
 use smallvec::SmallVec;
 
+use crate::backend::UserKeyRange;
+
 /// Key bytes, kept inline up to 16 bytes (an encoded `u64` or timestamp is 8), so comparing
 /// keys during a lookup reads no other cache line: on a million keys, chasing a pointer to
 /// each compared key was a quarter of the memory backend's time.
@@ -142,7 +144,7 @@ impl UserMap {
     /// Removes the keys in `(lower, upper)`; an inverted range removes nothing.
     pub(super) fn remove_range(&mut self, lower: Bound<&[u8]>, upper: Bound<&[u8]>) {
         // BTreeMap::range panics on an inverted range (the vector's bounds just cross).
-        if bounds_inverted(lower, upper) {
+        if UserKeyRange::new(lower, upper).is_empty() {
             return;
         }
         match self {
@@ -175,7 +177,7 @@ impl UserMap {
             }
             UserMap::Large(m) => {
                 // BTreeMap::range panics on an inverted range; an empty one reads nothing.
-                if bounds_inverted(lower, upper) {
+                if UserKeyRange::new(lower, upper).is_empty() {
                     return Range::Small([].iter());
                 }
                 Range::Large(m.range::<[u8], _>((lower, upper)))
@@ -223,18 +225,6 @@ impl UserMap {
                 *self = UserMap::Small(std::mem::take(m).into_iter().collect());
             }
         }
-    }
-}
-
-/// Whether `(lower, upper)` contains no key because its ends are inverted (or touch with an
-/// excluded end).
-fn bounds_inverted(lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> bool {
-    match (lower, upper) {
-        (Bound::Included(l), Bound::Included(u)) => l > u,
-        (Bound::Included(l) | Bound::Excluded(l), Bound::Excluded(u) | Bound::Included(u)) => {
-            l >= u
-        }
-        _ => false,
     }
 }
 
@@ -359,7 +349,7 @@ mod tests {
                     Op::RemoveRange(a, l, b, u) => {
                         let (lo, hi) = (bound(a, &l), bound(b, &u));
                         map.remove_range(lo, hi);
-                        if !bounds_inverted(lo, hi) {
+                        if !UserKeyRange::new(lo, hi).is_empty() {
                             let doomed: Vec<Vec<u8>> =
                                 model.range::<[u8], _>((lo, hi)).map(|(k, _)| k.clone()).collect();
                             for k in doomed {
@@ -381,7 +371,7 @@ mod tests {
                 let (lo, hi) = (bound(a, &l), bound(b, &u));
                 let got: Vec<Vec<u8>> = map.range(lo, hi).map(|(k, _)| k.to_vec()).collect();
                 let back: Vec<Vec<u8>> = map.range(lo, hi).rev().map(|(k, _)| k.to_vec()).collect();
-                let want: Vec<Vec<u8>> = if bounds_inverted(lo, hi) {
+                let want: Vec<Vec<u8>> = if UserKeyRange::new(lo, hi).is_empty() {
                     Vec::new()
                 } else {
                     model.range::<[u8], _>((lo, hi)).map(|(k, _)| k.clone()).collect()
