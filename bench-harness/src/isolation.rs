@@ -17,12 +17,16 @@ use crate::results::RunResult;
 
 /// jemalloc's settings for the runs' processes, unless `MALLOC_CONF` is set already. By
 /// default jemalloc keeps freed pages for 10 s before returning them to the OS, so the RSS
-/// of a budgeted RocksDB process includes pages that compactions freed seconds ago; with a
-/// background thread returning them after 1 s, the 3.7M-event ad-click run at 256 MiB
-/// peaked at 288-291 MiB instead of 306-308 MiB (the page cache bypassed in both). Not 0:
-/// feature-concat's validate run (48 MiB, direct I/O), returning them at once, peaked 9 MiB
-/// lower (114-115 MiB) but ran 0.90-0.93x as fast (two pairs; 250 ms: 119 MiB, 0.96x).
-pub const RUN_MALLOC_CONF: &str = "background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0";
+/// of a budgeted RocksDB process includes pages that compactions and block-cache evictions
+/// freed seconds ago. A background thread returns them after 250 ms. Measured on the
+/// 3.7M-event ad-click run at 256 MiB with the configuration `statekit tune` derives (rule
+/// 306-308 MiB): with the page cache, 1 s peaked at 300-316 MiB (4 runs, 2 over the rule)
+/// at 127-133k events/s, 250 ms at 288 MiB (2 runs) at 122-125k (0.95x), 500 ms at
+/// 291-296 MiB; returning them at once, 265 MiB but 96-98k (0.74x: a `madvise` per freed
+/// run). With direct I/O 250 ms cost nothing measurable (71-79k against 75-78k events/s,
+/// 288-289 against 290-302 MiB). Feature-concat's validate run (48 MiB, direct I/O): 0 ms
+/// 114-115 MiB at 0.90-0.93x the speed of 1 s (124 MiB); 250 ms 119 MiB at 0.96x.
+pub const RUN_MALLOC_CONF: &str = "background_thread:true,dirty_decay_ms:250,muzzy_decay_ms:0";
 
 /// jemalloc's settings for runs of the in-memory backend, whose heap is the state and which
 /// has no budget to keep RSS within:
@@ -31,7 +35,7 @@ pub const RUN_MALLOC_CONF: &str = "background_thread:true,dirty_decay_ms:1000,mu
 ///   faults fell from 192k to 9k (1M events), and the 3.7M-event run took 0.85x the wall
 ///   time (5 interleaved pairs, each 1.04x to 1.31x faster) at the same peak RSS. Not for
 ///   budgeted backends: a partly used huge page counts 2 MiB against the budget.
-/// - freed pages kept 10 s (jemalloc's default) instead of [`RUN_MALLOC_CONF`]'s 1 s: the
+/// - freed pages kept 10 s (jemalloc's default) instead of [`RUN_MALLOC_CONF`]'s 250 ms: the
 ///   cleanup frees of ad-click's 3.7M-event run were purged (`madvise`, a TLB shootdown
 ///   each) and faulted in again by the next appends; kept, the run went 1.06x to 1.26x
 ///   faster in 5 interleaved pairs (211-244k to 228-308k events/s) at the same peak RSS
@@ -308,7 +312,11 @@ mod tests {
         assert!(memory.contains("thp:always,metadata_thp:always"));
         assert!(memory.contains("dirty_decay_ms:10000"));
         for budgeted in [Some(BackendKind::Rocksdb), Some(BackendKind::Remote), None] {
-            assert_eq!(run_malloc_conf(&bench(budgeted)), RUN_MALLOC_CONF);
+            let conf = run_malloc_conf(&bench(budgeted));
+            assert_eq!(conf, RUN_MALLOC_CONF);
+            // Freed pages go back within a quarter second: at 1 s, ad-click's tuned run at
+            // 256 MiB went over the budget rule.
+            assert!(conf.contains("dirty_decay_ms:250") && !conf.contains("thp:always"));
         }
     }
 }

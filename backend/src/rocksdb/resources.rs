@@ -36,10 +36,11 @@
 //! # The allocator
 //! With the `rocksdb` feature, jemalloc is the process's `malloc` (rust-rocksdb's `jemalloc`
 //! feature links it unprefixed). By default it keeps freed pages for 10 s before giving them
-//! back, and compactions free a lot at once, so a budgeted process should return them
-//! sooner: `MALLOC_CONF=background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0` (what
-//! the `statekit` tool gives the processes of its runs) brought the peak RSS of a 3.7M-event
-//! ad-click run at 256 MiB from 306-308 MiB to 288-291 MiB.
+//! back, and compactions and cache evictions free a lot, so a budgeted process should return
+//! them sooner: `MALLOC_CONF=background_thread:true,dirty_decay_ms:250,muzzy_decay_ms:0` (what
+//! the `statekit` tool gives the processes of its runs; the harness's `isolation.rs` has the
+//! measurements) keeps a 3.7M-event ad-click run at 256 MiB at 288-289 MiB, where 10 s peaked
+//! at 306-308 MiB and 1 s at up to 316 MiB with the page cache.
 
 use std::sync::Arc;
 
