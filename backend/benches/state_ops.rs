@@ -16,7 +16,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use statekit_backend::memory::MemoryBackend;
 use statekit_backend::{
     key_group_of, Direction, InstanceConfig, Scope, StateBackend, StateDescriptor, StateId,
-    StateKind, StateRead, StateWrite, Timer, TimerStore, UserKeyRange, Visit,
+    StateKind, StateRead, StateWrite, Timer, TimerStore, UserKeyRange, Visit, WriteBatch,
 };
 
 const MAX_PAR: u16 = 128;
@@ -224,8 +224,28 @@ fn bench_many_keys(c: &mut Criterion) {
                 .expect("delete")
         })
     });
+    // A fired batch of cleanup timers: deletes of random keys written as one batch (the
+    // join writes up to 1,024), then the same keys put back so the state stays the same.
+    group.throughput(Throughput::Elements(2 * BATCH));
+    group.bench_function("delete_then_put_batched", |bench| {
+        bench.iter(|| {
+            let keys: Vec<[u8; 4]> = (0..BATCH).map(|_| next().to_be_bytes()).collect();
+            let mut deletes = WriteBatch::new();
+            let mut puts = WriteBatch::new();
+            for key in &keys {
+                deletes.delete(scope(map, key), &1u64.to_be_bytes());
+                puts.put(scope(map, key), &1u64.to_be_bytes(), &[1u8; 64]);
+            }
+            backend.write(deletes).expect("deletes");
+            backend.write(puts).expect("puts")
+        })
+    });
     group.finish();
 }
+
+/// Operations in a batch of [`bench_many_keys`], as many as the interval join's cleanup
+/// writes at once.
+const BATCH: u64 = 1024;
 
 /// A cleanup timer for user `k` at `at`.
 fn timer(k: u32, at: i64) -> Timer {

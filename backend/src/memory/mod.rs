@@ -14,6 +14,7 @@ use std::collections::BTreeSet;
 
 use hashbrown::hash_map::EntryRef as MapEntry;
 use hashbrown::{Equivalent, HashMap};
+use smallvec::SmallVec;
 
 use crate::backend::{
     check_merge, check_scope, resolve_registration, BackendStats, Checkpointing, Direction,
@@ -38,6 +39,10 @@ use user_map::{Slot, UserMap};
 
 /// Values below this many bytes grow by exactly what a merge appends; longer ones double.
 const EXACT_GROWTH_BELOW: usize = 4096;
+
+/// Operations of a batch whose state is read ahead together before they are applied (see
+/// `MemoryBackend::warm`).
+const WARM_AHEAD: usize = 8;
 
 /// How many writes pass between two incremental TTL sweeps.
 pub const SWEEP_EVERY_WRITES: u64 = 1024;
@@ -334,6 +339,19 @@ impl MemoryBackend {
         self.remove_in_scope(scope, |map| map.remove_range(range.lower, range.upper));
     }
 
+    /// Reads what applying `op` will read first (its scope's hash slot and its entries), so
+    /// that the cache misses of a batch's next operations overlap instead of coming one after
+    /// another: the cleanup deletes of fired timers hit scopes written long before, each two
+    /// to four misses, most of a delete's time.
+    fn warm(&self, op: &WriteOp) {
+        let scope = op.scope().as_scope();
+        if let Some(Table::Kv(groups)) = self.tables.get(scope.state.index()) {
+            let map =
+                groups[self.config.group_index(scope.key_group)].get(&ScopeKeyRef::of(&scope));
+            std::hint::black_box(map.map(UserMap::first_key_len));
+        }
+    }
+
     fn after_write(&mut self) {
         self.writes += 1;
         if self.writes % SWEEP_EVERY_WRITES == 0 {
@@ -535,10 +553,19 @@ impl StateWrite for MemoryBackend {
                 check_merge(&op.scope().as_scope(), &self.states)?;
             }
         }
-        for op in batch.into_ops() {
-            self.apply(op);
+        let mut ops = batch.into_ops().into_iter();
+        loop {
+            let chunk: SmallVec<[WriteOp; WARM_AHEAD]> = ops.by_ref().take(WARM_AHEAD).collect();
+            if chunk.is_empty() {
+                return Ok(());
+            }
+            for op in &chunk {
+                self.warm(op);
+            }
+            for op in chunk {
+                self.apply(op);
+            }
         }
-        Ok(())
     }
 }
 

@@ -80,6 +80,14 @@ impl UserMap {
         }
     }
 
+    /// The length of the first key, if any: a read of the entries' memory, for warming it.
+    pub(super) fn first_key_len(&self) -> Option<usize> {
+        match self {
+            UserMap::Small(v) => v.first().map(|(k, _)| k.len()),
+            UserMap::Large(m) => m.first_key_value().map(|(k, _)| k.len()),
+        }
+    }
+
     pub(super) fn get(&self, key: &[u8]) -> Option<&Slot> {
         match self {
             UserMap::Small(v) => v
