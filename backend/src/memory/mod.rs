@@ -14,7 +14,6 @@ use std::collections::BTreeSet;
 
 use hashbrown::hash_map::EntryRef as MapEntry;
 use hashbrown::{Equivalent, HashMap};
-use smallvec::SmallVec;
 
 use crate::backend::{
     check_merge, check_scope, resolve_registration, BackendStats, Checkpointing, Direction,
@@ -251,10 +250,15 @@ impl MemoryBackend {
 
     fn user_map(&self, scope: &Scope<'_>) -> Result<Option<&UserMap>> {
         check_scope(scope, self.config.key_groups, &self.states, false)?;
+        Ok(self.checked_user_map(scope))
+    }
+
+    /// The scope's map, if it has one (the caller checked the scope).
+    fn checked_user_map(&self, scope: &Scope<'_>) -> Option<&UserMap> {
         let Table::Kv(groups) = &self.tables[scope.state.index()] else {
-            unreachable!("check_scope verified the state kind")
+            unreachable!("callers check the scope first")
         };
-        Ok(groups[self.config.group_index(scope.key_group)].get(&ScopeKeyRef::of(scope)))
+        groups[self.config.group_index(scope.key_group)].get(&ScopeKeyRef::of(scope))
     }
 
     /// The hash map of the scope's state and key group (the caller checked the scope).
@@ -342,14 +346,10 @@ impl MemoryBackend {
     /// Reads what applying `op` will read first (its scope's hash slot and its entries), so
     /// that the cache misses of a batch's next operations overlap instead of coming one after
     /// another: the cleanup deletes of fired timers hit scopes written long before, each two
-    /// to four misses, most of a delete's time.
+    /// to four misses, most of a delete's time. The caller checked the operation's scope.
     fn warm(&self, op: &WriteOp) {
-        let scope = op.scope().as_scope();
-        if let Some(Table::Kv(groups)) = self.tables.get(scope.state.index()) {
-            let map =
-                groups[self.config.group_index(scope.key_group)].get(&ScopeKeyRef::of(&scope));
-            std::hint::black_box(map.map(UserMap::first_key_len));
-        }
+        let map = self.checked_user_map(&op.scope().as_scope());
+        std::hint::black_box(map.map(UserMap::first_key_len));
     }
 
     fn after_write(&mut self) {
@@ -554,18 +554,15 @@ impl StateWrite for MemoryBackend {
             }
         }
         let mut ops = batch.into_ops().into_iter();
-        loop {
-            let chunk: SmallVec<[WriteOp; WARM_AHEAD]> = ops.by_ref().take(WARM_AHEAD).collect();
-            if chunk.is_empty() {
-                return Ok(());
-            }
-            for op in &chunk {
+        while ops.len() > 0 {
+            for op in ops.as_slice().iter().take(WARM_AHEAD) {
                 self.warm(op);
             }
-            for op in chunk {
+            for op in ops.by_ref().take(WARM_AHEAD) {
                 self.apply(op);
             }
         }
+        Ok(())
     }
 }
 
