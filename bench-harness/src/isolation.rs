@@ -26,7 +26,15 @@ use crate::results::RunResult;
 /// run). With direct I/O 250 ms cost nothing measurable (71-79k against 75-78k events/s,
 /// 288-289 against 290-302 MiB). Feature-concat's validate run (48 MiB, direct I/O): 0 ms
 /// 114-115 MiB at 0.90-0.93x the speed of 1 s (124 MiB); 250 ms 119 MiB at 0.96x.
-pub const RUN_MALLOC_CONF: &str = "background_thread:true,dirty_decay_ms:250,muzzy_decay_ms:0";
+///
+/// One arena for all threads: each arena keeps its own freed pages and partly used runs,
+/// and jemalloc's default of four per core gives the RocksDB backend's prefetch threads
+/// arenas of their own, whose blocks other threads free. The same ad-click run with
+/// prefetching (tuned, direct I/O, 2 pairs alternated) peaked at 295.0 and 312.7 MiB
+/// (rule ~307) with the default arenas and at 283.4 and 284.7 MiB with one, at the same
+/// speed (91.0-93.9k against 92.1-95.2k events/s).
+pub const RUN_MALLOC_CONF: &str =
+    "background_thread:true,dirty_decay_ms:250,muzzy_decay_ms:0,narenas:1";
 
 /// jemalloc's settings for runs of the in-memory backend, whose heap is the state and which
 /// has no budget to keep RSS within:
@@ -317,6 +325,7 @@ mod tests {
             // Freed pages go back within a quarter second: at 1 s, ad-click's tuned run at
             // 256 MiB went over the budget rule.
             assert!(conf.contains("dirty_decay_ms:250") && !conf.contains("thp:always"));
+            assert!(conf.contains("narenas:1"));
         }
     }
 }

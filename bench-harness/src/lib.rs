@@ -14,6 +14,7 @@ pub mod isolation;
 pub mod metrics;
 pub mod null_backend;
 pub mod operators;
+pub mod prefetch_window;
 pub mod profile;
 pub mod read_ahead;
 pub mod refine;

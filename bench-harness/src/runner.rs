@@ -15,6 +15,7 @@ use crate::event::{Event, EventFileReader};
 use crate::isolation::{run_in_child, Isolation, RunRequest};
 use crate::metrics::{current_rss, dir_size, Metered, OpMetrics, ResourceSampler};
 use crate::null_backend::NullBackend;
+use crate::prefetch_window::PrefetchWindow;
 use crate::profile::Profile;
 use crate::read_ahead::ReadAhead;
 use crate::results::{
@@ -445,11 +446,13 @@ fn bench_one(
     let mut left: Option<StateFingerprint> = None;
     let mut steady: Option<OpMetrics> = None;
     let result = (|| -> Result<()> {
-        let mut source = events(profile, scale, input.input)?;
+        let mut source = PrefetchWindow::new(events(profile, scale, input.input)?);
         loop {
             // Generating or parsing the input is the harness's work, not the state's: it runs
             // on its own thread, and any wait for it is timed apart and left out of the rates.
-            let Some(event) = source.next() else { break };
+            let Some(event) = source.next(&*operator, &backend) else {
+                break;
+            };
             let event = event?;
             // Only the self-check (small scales) keeps a copy of the input.
             if collect {
@@ -504,7 +507,7 @@ fn bench_one(
                 }
             }
         }
-        input_time = source.waited();
+        input_time = source.source().waited();
         // The state at its fullest, before the final watermark drains it: what live data
         // and space amplification mean. Reading it is not part of the run's time.
         let pause = Instant::now();
@@ -604,7 +607,11 @@ pub fn record(
     let bar = progress_bar(progress, scale.main_events(), "record");
     let start = Instant::now();
     let mut first_ts = None;
-    for event in profile.generator(&scale)? {
+    // Recorded through the same window as a run, so the trace holds the operator's
+    // prefetches where a run makes them.
+    let mut source = PrefetchWindow::new(profile.generator(&scale)?.map(Ok));
+    while let Some(event) = source.next(&*operator, &backend) {
+        let event = event?;
         let first = *first_ts.get_or_insert(event.ts());
         let since_first_ms = u64::try_from(event.ts().saturating_sub(first)).unwrap_or(0);
         clock.advance_to(since_first_ms.saturating_mul(1000));

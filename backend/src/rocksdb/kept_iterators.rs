@@ -19,9 +19,11 @@
 //! versions' obsolete files on a background thread, not the operator's.
 
 use std::cell::{Cell, RefCell};
+use std::sync::Arc;
 
 use ::rocksdb::{DBRawIteratorWithThreadMode, ReadOptions, DB};
 
+use super::prefetcher::{Prefetcher, ScopeRead};
 use super::rocks_err;
 use crate::{Error, ErrorKind, Result};
 
@@ -39,16 +41,17 @@ pub(crate) struct IteratorSlots<'db> {
 }
 
 self_cell::self_cell!(
-    /// The DB and the iterators borrowing it, in one value.
+    /// The DB and the iterators borrowing it, in one value. The DB is shared with the
+    /// prefetch threads (prefetcher.rs).
     struct DbCell {
-        owner: DB,
+        owner: Arc<DB>,
         #[not_covariant]
         dependent: IteratorSlots,
     }
 );
 
 impl DbCell {
-    fn wrap(db: DB) -> Self {
+    fn wrap(db: Arc<DB>) -> Self {
         let released_at = db.latest_sequence_number();
         DbCell::new(db, |_| IteratorSlots {
             slots: RefCell::new(Vec::new()),
@@ -57,17 +60,74 @@ impl DbCell {
     }
 }
 
-/// An open DB and the iterators kept over it.
+/// An open DB, the iterators kept over it and the threads prefetching from it.
 pub(crate) struct DbWithIterators {
+    /// Started at the first prefetch, stopped before the DB is needed alone or closed.
+    prefetcher: RefCell<PrefetchThreads>,
     /// `None` only inside [`DbWithIterators::create_cf`], which needs the DB alone.
     cell: Option<DbCell>,
+}
+
+/// The prefetch threads of a DB, if started.
+enum PrefetchThreads {
+    /// None started yet.
+    NotStarted,
+    Running(Prefetcher),
+    /// Not to be started: configured off, or the threads could not be started.
+    Off,
 }
 
 impl DbWithIterators {
     /// Wraps an open DB; no iterator is kept yet.
     pub(crate) fn wrap(db: DB) -> Self {
         DbWithIterators {
-            cell: Some(DbCell::wrap(db)),
+            prefetcher: RefCell::new(PrefetchThreads::NotStarted),
+            cell: Some(DbCell::wrap(Arc::new(db))),
+        }
+    }
+
+    /// Hands scopes to the prefetch threads, starting `threads` of them (with `async_io`)
+    /// at the first call; `threads == 0` ignores every call.
+    pub(crate) fn prefetch(
+        &self,
+        reads: impl IntoIterator<Item = ScopeRead>,
+        threads: usize,
+        async_io: bool,
+    ) {
+        let mut prefetcher = self.prefetcher.borrow_mut();
+        if matches!(*prefetcher, PrefetchThreads::NotStarted) {
+            *prefetcher = if threads == 0 {
+                PrefetchThreads::Off
+            } else {
+                // Threads that cannot be started cost the hints only.
+                match Prefetcher::start(self.cell().borrow_owner(), threads, async_io) {
+                    Ok(running) => PrefetchThreads::Running(running),
+                    Err(_) => PrefetchThreads::Off,
+                }
+            };
+        }
+        if let PrefetchThreads::Running(running) = &*prefetcher {
+            for read in reads {
+                running.send(read);
+            }
+        }
+    }
+
+    /// Waits until the prefetch threads have read every scope handed to them (for tests).
+    #[cfg(test)]
+    pub(crate) fn wait_for_prefetches(&self) {
+        if let PrefetchThreads::Running(running) = &*self.prefetcher.borrow() {
+            running.wait_idle();
+        }
+    }
+
+    /// Stops the prefetch threads, which hold the DB; the next prefetch starts them again.
+    fn stop_prefetching(&self) {
+        let mut prefetcher = self.prefetcher.borrow_mut();
+        if let PrefetchThreads::Running(running) =
+            std::mem::replace(&mut *prefetcher, PrefetchThreads::NotStarted)
+        {
+            running.stop();
         }
     }
 
@@ -84,18 +144,26 @@ impl DbWithIterators {
         self.cell().borrow_owner()
     }
 
-    /// Creates a column family. Creating one needs the DB alone, so the kept iterators,
-    /// which borrow it, are dropped first.
-    pub(crate) fn create_cf(
-        &mut self,
-        name: &str,
-        opts: &::rocksdb::Options,
-    ) -> std::result::Result<(), ::rocksdb::Error> {
+    /// Creates a column family. Creating one needs the DB alone, so the prefetch threads
+    /// are stopped and the kept iterators, which borrow it, dropped first.
+    ///
+    /// # Errors
+    /// RocksDB's, naming the column family.
+    pub(crate) fn create_cf(&mut self, name: &str, opts: &::rocksdb::Options) -> Result<()> {
+        self.stop_prefetching();
         let Some(cell) = self.cell.take() else {
             unreachable!("the DB was lost by a panic while creating a column family");
         };
         let mut db = cell.into_owner();
-        let created = db.create_cf(name, opts);
+        let created = match Arc::get_mut(&mut db) {
+            Some(alone) => alone
+                .create_cf(name, opts)
+                .map_err(|e| rocks_err(format!("creating column family '{name}'"), e)),
+            None => Err(Error::new(
+                ErrorKind::Internal,
+                format!("creating column family '{name}': the DB is still shared"),
+            )),
+        };
         self.cell = Some(DbCell::wrap(db));
         created
     }
@@ -184,6 +252,13 @@ impl DbWithIterators {
     pub(crate) fn kept_iterators(&self) -> usize {
         self.cell()
             .with_dependent(|_, kept| kept.slots.borrow().iter().flatten().count())
+    }
+}
+
+impl Drop for DbWithIterators {
+    /// The prefetch threads hold the DB: they stop before it closes, so it closes here.
+    fn drop(&mut self) {
+        self.stop_prefetching();
     }
 }
 

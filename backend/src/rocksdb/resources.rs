@@ -37,9 +37,10 @@
 //! With the `rocksdb` feature, jemalloc is the process's `malloc` (rust-rocksdb's `jemalloc`
 //! feature links it unprefixed). By default it keeps freed pages for 10 s before giving them
 //! back, and compactions and cache evictions free a lot, so a budgeted process should return
-//! them sooner: `MALLOC_CONF=background_thread:true,dirty_decay_ms:250,muzzy_decay_ms:0` (what
+//! them sooner, and from fewer arenas (the prefetch threads would otherwise get their own):
+//! `MALLOC_CONF=background_thread:true,dirty_decay_ms:250,muzzy_decay_ms:0,narenas:1` (what
 //! the `statekit` tool gives the processes of its runs; the harness's `isolation.rs` has the
-//! measurements) keeps a 3.7M-event ad-click run at 256 MiB at 288-289 MiB, where 10 s peaked
+//! measurements) keeps a 3.7M-event ad-click run at 256 MiB at 283-289 MiB, where 10 s peaked
 //! at 306-308 MiB and 1 s at up to 316 MiB with the page cache.
 
 use std::sync::Arc;

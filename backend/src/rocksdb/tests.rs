@@ -1359,3 +1359,107 @@ fn kept_iterators_release_flushed_memtables_after_enough_writes() {
     );
     assert_eq!(b.open.db.kept_iterators(), 0);
 }
+
+/// A prefetched scope is in the block cache when the scan comes: the prefetch reads its
+/// blocks (data-block misses), the scan then misses none. With `prefetch_threads = 0` a
+/// prefetch reads nothing and the scan misses instead.
+#[test]
+fn a_prefetched_scope_is_scanned_from_the_cache() {
+    let run = |threads: usize| -> (u64, u64) {
+        let env = Env::new();
+        let mut config = RocksDbConfig::default();
+        config.backend.prefetch_threads = Some(threads);
+        let mut b = env.open_with(
+            RocksDbSettings::new(env.dir.path().join("local"), resources()).with_config(config),
+        );
+        let s = b
+            .register_state(&StateDescriptor::new("m", StateKind::Map))
+            .unwrap();
+        for k in 0..64u32 {
+            for u in 0..16u32 {
+                let value = noise(k * 16 + u).repeat(10);
+                b.put(scope(s, &k.to_be_bytes()), &u.to_be_bytes(), &value)
+                    .unwrap();
+            }
+        }
+        // On disk, and not in the cache (compactions do not fill it).
+        b.compact().unwrap();
+        let misses = |b: &RocksDbBackend| b.rocksdb_stats().unwrap().block_cache_misses;
+        let before = misses(&b);
+        b.prefetch(&[scope(s, &7u32.to_be_bytes())]).unwrap();
+        b.open.db.wait_for_prefetches();
+        let prefetched = misses(&b) - before;
+        let mut entries = 0;
+        b.scan(
+            scope(s, &7u32.to_be_bytes()),
+            UserKeyRange::all(),
+            Direction::Forward,
+            &mut |_, _| {
+                entries += 1;
+                Ok(Visit::Continue)
+            },
+        )
+        .unwrap();
+        assert_eq!(entries, 16);
+        (prefetched, misses(&b) - before - prefetched)
+    };
+    let (prefetched, scanned) = run(2);
+    assert!(prefetched > 0 && scanned == 0, "{prefetched} {scanned}");
+    let (prefetched, scanned) = run(0);
+    assert!(prefetched == 0 && scanned > 0, "{prefetched} {scanned}");
+}
+
+/// The prefetch threads share the DB: registering a state (which needs the DB alone) and
+/// closing the backend stop them first, with prefetches still queued, and the DB reopens.
+#[test]
+fn prefetch_threads_stop_for_a_new_state_and_at_close() {
+    let env = Env::new();
+    let keys: Vec<[u8; 4]> = (0..300u32).map(u32::to_be_bytes).collect();
+    {
+        let mut b = env.open();
+        let s = b
+            .register_state(&StateDescriptor::new("m", StateKind::Map))
+            .unwrap();
+        for k in &keys {
+            b.put(scope(s, k), b"u", &noise(7).repeat(20)).unwrap();
+        }
+        b.compact().unwrap();
+        let all: Vec<Scope<'_>> = keys.iter().map(|k| scope(s, k)).collect();
+        b.prefetch(&all).unwrap();
+        let t = b
+            .register_state(&StateDescriptor::new("n", StateKind::Map))
+            .unwrap();
+        b.put(scope(t, b"k"), b"u", b"v").unwrap();
+        b.prefetch(&[scope(t, b"k")]).unwrap();
+        assert_eq!(b.get(scope(t, b"k"), b"u").unwrap(), Some(b"v".to_vec()));
+        b.prefetch(&all).unwrap();
+    }
+    // Closed: the directory is free for a new backend.
+    let mut b = env.open();
+    let s = b
+        .register_state(&StateDescriptor::new("m", StateKind::Map))
+        .unwrap();
+    b.prefetch(&[scope(s, b"k")]).unwrap();
+    assert_eq!(b.get(scope(s, b"k"), b"u").unwrap(), None);
+}
+
+/// Prefetch hints are checked like reads: a scope of a key group the instance does not own
+/// is refused, and the presets (today's baselines) do not prefetch.
+#[test]
+fn prefetch_checks_its_scopes_and_presets_do_not_prefetch() {
+    let env = Env::new();
+    let mut b = env.open_with(
+        RocksDbSettings::new(env.dir.path().join("local"), resources())
+            .with_config(RocksDbConfig::default()),
+    );
+    let s = b
+        .register_state(&StateDescriptor::new("m", StateKind::Map))
+        .unwrap();
+    let mut bad = scope(s, b"k");
+    bad.key_group = MAX_PAR;
+    let err = b.prefetch(&[bad]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    assert!(Preset::all()
+        .into_iter()
+        .all(|p| RocksDbConfig::preset(p).backend.prefetch_threads == Some(0)));
+}

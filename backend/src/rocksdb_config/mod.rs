@@ -81,6 +81,11 @@ pub struct BackendOptions {
     /// a scope spread over several levels waits for one disk read instead of several.
     /// Default true. Not an `OPTIONS` file option (a read option).
     pub async_io: Option<bool>,
+    /// Threads that read the scopes an operator says it will read soon
+    /// ([`StateRead::prefetch`](crate::StateRead::prefetch)) through the block cache while
+    /// it works on earlier elements; 0: such hints are ignored. Default the RocksDB
+    /// backend's `DEFAULT_PREFETCH_THREADS` (2). Not an `OPTIONS` file option.
+    pub prefetch_threads: Option<usize>,
 }
 
 /// DB-wide options (the `[DBOptions]` section).
@@ -234,6 +239,10 @@ pub const SCOPE_EXTRACTOR_NAME: &str = "statekit.scope";
 /// filter is configured: 1% false positives. Prefixes are scopes, so the filter holds one
 /// entry per scope and file (fewer than the entries when scopes hold many).
 pub const DEFAULT_SCOPE_FILTER_BITS: f64 = 10.0;
+
+/// Most prefetch threads a config may ask for: they wait for the disk, and more than a
+/// disk's queue could serve would only cost memory.
+pub const MAX_PREFETCH_THREADS: usize = 64;
 
 /// Flink's default share of the memory budget for memtables
 /// (`state.backend.rocksdb.memory.write-buffer-ratio`).
@@ -469,7 +478,8 @@ impl RocksDbConfig {
     /// The configuration of a named preset. Every preset keeps whole (unpartitioned) index
     /// and filter blocks and unbounded range tombstones in memtables, as RocksDB and Flink do
     /// by default, rather than statekit's partitioned ones and bound, and scans that read one
-    /// level after the other (Flink's iterators do not set `async_io`): they are the
+    /// level after the other (Flink's iterators do not set `async_io`) and no prefetching
+    /// (Flink's RocksDB backend reads state when an element needs it): they are the
     /// baselines people run today.
     pub fn preset(preset: Preset) -> Self {
         let mut config = Self::preset_options(preset);
@@ -481,6 +491,7 @@ impl RocksDbConfig {
         config.cf.memtable_max_range_deletions.get_or_insert(0);
         config.cf.scope_prefix_filter.get_or_insert(false);
         config.backend.async_io.get_or_insert(false);
+        config.backend.prefetch_threads.get_or_insert(0);
         config
     }
 
@@ -636,6 +647,12 @@ impl RocksDbConfig {
             return Err(FieldError::new(
                 "backend.rate_limit_bytes_per_sec",
                 "must be greater than 0 (leave it out for no limit)",
+            ));
+        }
+        if matches!(self.backend.prefetch_threads, Some(n) if n > MAX_PREFETCH_THREADS) {
+            return Err(FieldError::new(
+                "backend.prefetch_threads",
+                format!("must be at most {MAX_PREFETCH_THREADS}"),
             ));
         }
         Ok(())

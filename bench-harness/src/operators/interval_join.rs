@@ -289,6 +289,20 @@ where
         self.left_timers.register_timer(backend, key, cleanup)
     }
 
+    /// Names to the backend the state a right element of `key` will read (the key's left
+    /// elements), ahead of [`IntervalJoin::process_right`]: see
+    /// [`StateRead::prefetch`](statekit_backend::StateRead::prefetch).
+    ///
+    /// # Errors
+    /// `InvalidArgument` from the backend for a key group it does not own.
+    pub fn prefetch_right<B: StateBackend + ?Sized>(
+        &self,
+        backend: &B,
+        key: &KeyContext,
+    ) -> Result<()> {
+        backend.prefetch(&[key.scope(self.left.id())])
+    }
+
     /// Processes a right element, symmetrically to [`IntervalJoin::process_left`].
     ///
     /// # Errors

@@ -100,6 +100,18 @@ pub trait Operator {
     /// copy (for ad-click, copying each display's body was 4% of the memory backend's run).
     fn handle(&mut self, backend: &mut dyn StateBackend, event: Event) -> Result<()>;
 
+    /// Names the state `event` will read, some events before it is handled
+    /// ([`crate::prefetch_window`]), so a backend with slow storage can load it meanwhile
+    /// ([`StateRead::prefetch`](statekit_backend::StateRead::prefetch)). A hint: the
+    /// results do not depend on it. Default: nothing.
+    ///
+    /// # Errors
+    /// The backend's, for a key it does not own.
+    fn prefetch(&self, backend: &dyn StateBackend, event: &Event) -> Result<()> {
+        let _ = (backend, event);
+        Ok(())
+    }
+
     /// Fires what the watermark `watermark` makes due (timers, windows, cleanup).
     ///
     /// # Errors
