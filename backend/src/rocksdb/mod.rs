@@ -99,11 +99,6 @@ pub const DEFAULT_POINT_DELETE_LIMIT: usize = 0;
 /// presets keep it).
 pub const DEFAULT_MEMTABLE_MAX_RANGE_DELETIONS: u32 = 1000;
 
-/// Default of [`BackendOptions::prefetch_threads`]. A prefetch waits for the disk, not the
-/// CPU: two threads keep two scopes' reads (each several blocks, over the levels) in flight
-/// while the operator works, and the queue holds the rest.
-pub const DEFAULT_PREFETCH_THREADS: usize = 2;
-
 impl RocksDbSettings {
     /// Settings with RocksDB's default options, no WAL.
     pub fn new(local_dir: impl Into<PathBuf>, resources: Arc<RocksDbResources>) -> Self {
@@ -563,13 +558,9 @@ impl RocksDbBackend {
         self.settings.config.backend.async_io.unwrap_or(true)
     }
 
-    /// Threads that read prefetched scopes (`BackendOptions::prefetch_threads`).
+    /// Threads that read prefetched scopes (`RocksDbConfig::prefetch_threads`).
     fn prefetch_threads(&self) -> usize {
-        self.settings
-            .config
-            .backend
-            .prefetch_threads
-            .unwrap_or(DEFAULT_PREFETCH_THREADS)
+        self.settings.config.prefetch_threads()
     }
 
     fn point_delete_limit(&self) -> usize {
@@ -759,7 +750,7 @@ fn db_options(settings: &RocksDbSettings) -> Options {
 
 impl StateRead for RocksDbBackend {
     /// Hands the scopes to the prefetch threads (prefetcher.rs), which read them through the
-    /// block cache; nothing with `backend.prefetch_threads = 0`.
+    /// block cache; nothing without prefetch threads (`RocksDbConfig::prefetch_threads`).
     fn prefetch(&self, scopes: &[Scope<'_>]) -> Result<()> {
         for scope in scopes {
             self.check_kv(scope)?;

@@ -1415,8 +1415,15 @@ fn a_prefetched_scope_is_scanned_from_the_cache() {
 fn prefetch_threads_stop_for_a_new_state_and_at_close() {
     let env = Env::new();
     let keys: Vec<[u8; 4]> = (0..300u32).map(u32::to_be_bytes).collect();
+    let prefetching = || {
+        let mut config = RocksDbConfig::default();
+        config.backend.prefetch_threads = Some(2);
+        env.open_with(
+            RocksDbSettings::new(env.dir.path().join("local"), resources()).with_config(config),
+        )
+    };
     {
-        let mut b = env.open();
+        let mut b = prefetching();
         let s = b
             .register_state(&StateDescriptor::new("m", StateKind::Map))
             .unwrap();
@@ -1435,7 +1442,7 @@ fn prefetch_threads_stop_for_a_new_state_and_at_close() {
         b.prefetch(&all).unwrap();
     }
     // Closed: the directory is free for a new backend.
-    let mut b = env.open();
+    let mut b = prefetching();
     let s = b
         .register_state(&StateDescriptor::new("m", StateKind::Map))
         .unwrap();

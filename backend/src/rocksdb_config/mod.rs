@@ -83,8 +83,9 @@ pub struct BackendOptions {
     pub async_io: Option<bool>,
     /// Threads that read the scopes an operator says it will read soon
     /// ([`StateRead::prefetch`](crate::StateRead::prefetch)) through the block cache while
-    /// it works on earlier elements; 0: such hints are ignored. Default the RocksDB
-    /// backend's `DEFAULT_PREFETCH_THREADS` (2). Not an `OPTIONS` file option.
+    /// it works on earlier elements; 0: such hints are ignored. Unset:
+    /// [`DEFAULT_PREFETCH_THREADS`] with direct reads, none without (see
+    /// [`RocksDbConfig::prefetch_threads`]). Not an `OPTIONS` file option.
     pub prefetch_threads: Option<usize>,
 }
 
@@ -239,6 +240,12 @@ pub const SCOPE_EXTRACTOR_NAME: &str = "statekit.scope";
 /// filter is configured: 1% false positives. Prefixes are scopes, so the filter holds one
 /// entry per scope and file (fewer than the entries when scopes hold many).
 pub const DEFAULT_SCOPE_FILTER_BITS: f64 = 10.0;
+
+/// Prefetch threads of a DB that reads with direct I/O, unless the config says otherwise
+/// ([`RocksDbConfig::prefetch_threads`]). A prefetch waits for the disk, not the CPU: two
+/// threads keep two scopes' reads in flight while the operator works, and a queue holds the
+/// rest.
+pub const DEFAULT_PREFETCH_THREADS: usize = 2;
 
 /// Most prefetch threads a config may ask for: they wait for the disk, and more than a
 /// disk's queue could serve would only cost memory.
@@ -475,6 +482,24 @@ impl CfOptions {
 }
 
 impl RocksDbConfig {
+    /// The prefetch threads a backend with this config runs: `backend.prefetch_threads` if
+    /// set, else [`DEFAULT_PREFETCH_THREADS`] when it reads with direct I/O
+    /// (`db.use_direct_reads`) and none when it reads through the page cache. There a read
+    /// of recent state is a memory copy, and a prefetch repeats the scan's work on a thread
+    /// that competes with the operator: on ad-click's 3.7M-event stream at 256 MiB on 2
+    /// cores, prefetching made the page-cache runs 0.80x as fast (a prefetch hint cost the
+    /// operator 34 us, mostly the woken thread taking its core) where it made the direct
+    /// I/O runs 1.2-1.3x as fast.
+    pub fn prefetch_threads(&self) -> usize {
+        self.backend
+            .prefetch_threads
+            .unwrap_or(if self.db.use_direct_reads == Some(true) {
+                DEFAULT_PREFETCH_THREADS
+            } else {
+                0
+            })
+    }
+
     /// The configuration of a named preset. Every preset keeps whole (unpartitioned) index
     /// and filter blocks and unbounded range tombstones in memtables, as RocksDB and Flink do
     /// by default, rather than statekit's partitioned ones and bound, and scans that read one
@@ -832,6 +857,29 @@ mod tests {
         assert_eq!(budgeted_compaction_readahead(64 << 30), 2 << 20);
         // A multiple of 4 KiB, as direct I/O wants.
         assert_eq!(budgeted_compaction_readahead((300 << 20) + 12345) % 4096, 0);
+    }
+
+    #[test]
+    fn prefetch_threads_default_to_two_with_direct_reads_only() {
+        let mut config = RocksDbConfig::default();
+        assert_eq!(config.prefetch_threads(), 0);
+        config.db.use_direct_reads = Some(true);
+        assert_eq!(config.prefetch_threads(), DEFAULT_PREFETCH_THREADS);
+        config.backend.prefetch_threads = Some(0);
+        assert_eq!(config.prefetch_threads(), 0);
+        config.db.use_direct_reads = Some(false);
+        config.backend.prefetch_threads = Some(3);
+        assert_eq!(config.prefetch_threads(), 3);
+        for preset in Preset::all() {
+            let mut preset = RocksDbConfig::preset(preset);
+            preset.db.use_direct_reads = Some(true);
+            assert_eq!(preset.prefetch_threads(), 0);
+        }
+        let err = parse("[backend]\nprefetch_threads = 65\n", "p.toml").unwrap_err();
+        assert!(
+            err.to_string().contains("backend.prefetch_threads"),
+            "{err}"
+        );
     }
 
     fn parse(text: &str, file: &str) -> Result<RocksDbConfig> {
