@@ -20,8 +20,9 @@ use std::thread::JoinHandle;
 
 use ::rocksdb::{ReadOptions, DB};
 
-/// Scopes waiting for a prefetch thread; more are dropped. An operator names scopes a few
-/// hundred elements ahead, so a longer queue would only hold hints that come too late.
+/// Scopes waiting for a prefetch thread; more are dropped. The harness names scopes 1,024
+/// elements ahead (about 30 of ad-click's clicks), so a longer queue would only hold hints
+/// that come too late.
 const QUEUE: usize = 256;
 
 /// Entries one prefetch visits at most: enough for the scopes of keyed state, and a bound on
@@ -34,7 +35,8 @@ pub(crate) struct ScopeRead {
     pub cf: Arc<str>,
     /// The scope's first key.
     pub lower: Vec<u8>,
-    /// The key after the scope's last.
+    /// The key after the scope's last; `None`: the read ends where the prefix extractor's
+    /// prefix does (`prefix_same_as_start`), as the backend's kept iterators do.
     pub upper: Option<Vec<u8>>,
 }
 
@@ -64,10 +66,17 @@ impl Prefetcher {
             let db = Arc::clone(db);
             let queue = Arc::clone(&queue);
             let pending = Arc::clone(&started.pending);
-            let thread = std::thread::Builder::new()
+            let spawned = std::thread::Builder::new()
                 .name(format!("statekit-prefetch-{i}"))
-                .spawn(move || serve(&db, &queue, &pending, async_io))?;
-            started.threads.push(thread);
+                .spawn(move || serve(&db, &queue, &pending, async_io));
+            match spawned {
+                Ok(thread) => started.threads.push(thread),
+                Err(e) => {
+                    // Joined, so that none holds the DB any longer.
+                    started.stop();
+                    return Err(e);
+                }
+            }
         }
         Ok(started)
     }
