@@ -50,6 +50,13 @@ impl Env {
     fn open_with(&self, settings: RocksDbSettings) -> RocksDbBackend {
         RocksDbBackend::open(self.config(), settings).unwrap()
     }
+
+    /// A backend with `config`, in the directory `open` uses.
+    fn open_configured(&self, config: RocksDbConfig) -> RocksDbBackend {
+        self.open_with(
+            RocksDbSettings::new(self.dir.path().join("local"), resources()).with_config(config),
+        )
+    }
 }
 
 fn scope(state: StateId, key: &[u8]) -> Scope<'_> {
@@ -121,9 +128,7 @@ fn small_range_deletes_become_point_deletes_large_ones_tombstones() {
     let env = Env::new();
     let mut config = RocksDbConfig::default();
     config.backend.point_delete_limit = Some(3);
-    let settings =
-        RocksDbSettings::new(env.dir.path().join("local"), resources()).with_config(config);
-    let mut b = env.open_with(settings);
+    let mut b = env.open_configured(config);
     let s = b
         .register_state(&StateDescriptor::new("rows", StateKind::Map))
         .unwrap();
@@ -764,9 +769,7 @@ fn ttl_compaction_keeps_a_base_that_newer_appends_extend() {
     let env = Env::new();
     let mut config = RocksDbConfig::default();
     config.cf.periodic_compaction_seconds = Some(1);
-    let mut b = env.open_with(
-        RocksDbSettings::new(env.dir.path().join("local"), resources()).with_config(config),
-    );
+    let mut b = env.open_configured(config);
     let s = b
         .register_state(
             &StateDescriptor::new("l", StateKind::List).with_ttl(Duration::from_millis(100)),
@@ -1046,9 +1049,7 @@ fn scans_of_absent_scopes_skip_files_through_the_scope_filter() {
         let env = Env::new();
         let mut config = RocksDbConfig::default();
         config.cf.scope_prefix_filter = scope_prefix_filter;
-        let mut b = env.open_with(
-            RocksDbSettings::new(env.dir.path().join("local"), resources()).with_config(config),
-        );
+        let mut b = env.open_configured(config);
         let s = b
             .register_state(&StateDescriptor::new("m", StateKind::Map))
             .unwrap();
@@ -1091,9 +1092,7 @@ fn scans_read_the_same_with_and_without_parallel_level_reads() {
         let mut config = RocksDbConfig::default();
         config.backend.async_io = Some(async_io);
         config.cf.scope_prefix_filter = scope_prefix_filter;
-        let mut b = env.open_with(
-            RocksDbSettings::new(env.dir.path().join("local"), resources()).with_config(config),
-        );
+        let mut b = env.open_configured(config);
         let s = b
             .register_state(&StateDescriptor::new("m", StateKind::Map))
             .unwrap();
@@ -1219,9 +1218,7 @@ fn scans_see_every_change(scope_prefix_filter: Option<bool>) {
     config.backend.point_delete_limit = Some(3);
     config.cf.scope_prefix_filter = scope_prefix_filter;
     let keeps = usize::from(scope_prefix_filter.is_none());
-    let mut b = env.open_with(
-        RocksDbSettings::new(env.dir.path().join("local"), resources()).with_config(config),
-    );
+    let mut b = env.open_configured(config);
     let s = b
         .register_state(&StateDescriptor::new("rows", StateKind::Map))
         .unwrap();
@@ -1369,9 +1366,7 @@ fn a_prefetched_scope_is_scanned_from_the_cache() {
         let env = Env::new();
         let mut config = RocksDbConfig::default();
         config.backend.prefetch_threads = Some(threads);
-        let mut b = env.open_with(
-            RocksDbSettings::new(env.dir.path().join("local"), resources()).with_config(config),
-        );
+        let mut b = env.open_configured(config);
         let s = b
             .register_state(&StateDescriptor::new("m", StateKind::Map))
             .unwrap();
@@ -1418,9 +1413,7 @@ fn prefetch_threads_stop_for_a_new_state_and_at_close() {
     let prefetching = || {
         let mut config = RocksDbConfig::default();
         config.backend.prefetch_threads = Some(2);
-        env.open_with(
-            RocksDbSettings::new(env.dir.path().join("local"), resources()).with_config(config),
-        )
+        env.open_configured(config)
     };
     {
         let mut b = prefetching();
@@ -1455,10 +1448,7 @@ fn prefetch_threads_stop_for_a_new_state_and_at_close() {
 #[test]
 fn prefetch_checks_its_scopes_and_presets_do_not_prefetch() {
     let env = Env::new();
-    let mut b = env.open_with(
-        RocksDbSettings::new(env.dir.path().join("local"), resources())
-            .with_config(RocksDbConfig::default()),
-    );
+    let mut b = env.open();
     let s = b
         .register_state(&StateDescriptor::new("m", StateKind::Map))
         .unwrap();
