@@ -224,6 +224,43 @@ fn bench_many_keys(c: &mut Criterion) {
                 .expect("delete")
         })
     });
+    // The interval join's buffer of one key over time: each display appends an entry under
+    // a time later than the key's others, and the oldest one's cleanup deletes it, so every
+    // key keeps BUFFERED entries (ad-click's users hold ~2-16 displays in the window).
+    let buffer = backend
+        .register_state(&StateDescriptor::new("buffer", StateKind::Map))
+        .expect("register");
+    const BUFFERED: u64 = 8;
+    let mut oldest = vec![0u64; MANY_KEYS as usize];
+    for k in 0..MANY_KEYS {
+        for t in 0..BUFFERED {
+            backend
+                .merge(
+                    scope(buffer, &k.to_be_bytes()),
+                    &t.to_be_bytes(),
+                    &[3u8; 64],
+                )
+                .expect("merge");
+        }
+    }
+    group.bench_function("append_newest_delete_oldest", |bench| {
+        bench.iter(|| {
+            let k = next();
+            let key = k.to_be_bytes();
+            let first = &mut oldest[k as usize];
+            backend
+                .merge(
+                    scope(buffer, &key),
+                    &(*first + BUFFERED).to_be_bytes(),
+                    &[3u8; 64],
+                )
+                .expect("merge");
+            backend
+                .delete(scope(buffer, &key), &first.to_be_bytes())
+                .expect("delete");
+            *first += 1;
+        })
+    });
     // A fired batch of cleanup timers: deletes of random keys written as one batch (the
     // join writes up to 1,024), then the same keys put back so the state stays the same.
     group.throughput(Throughput::Elements(2 * BATCH));
