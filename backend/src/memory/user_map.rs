@@ -259,7 +259,7 @@ fn position(v: &[(KeyBytes, Slot)], key: &[u8]) -> Result<usize, usize> {
 
 /// Byte order of two keys. Eight-byte keys (an encoded timestamp or `u64`, most user keys)
 /// are compared as big-endian integers, which is the same order without a call to `memcmp`.
-fn compare_keys(a: &[u8], b: &[u8]) -> Ordering {
+pub(super) fn compare_keys(a: &[u8], b: &[u8]) -> Ordering {
     match (<[u8; 8]>::try_from(a), <[u8; 8]>::try_from(b)) {
         (Ok(a), Ok(b)) => u64::from_be_bytes(a).cmp(&u64::from_be_bytes(b)),
         _ => a.cmp(b),
