@@ -1,5 +1,6 @@
 //! Reading an event file (`bench --input`): 100,000 ad-click displays with 300-600 byte
-//! payloads, parsed into events. Both sides of `versus-flink` count parsing their input, so
+//! JSON payloads (quoted, their quotes escaped, as the generator writes them), parsed into
+//! events. Both sides of `versus-flink` count parsing their input, so
 //! its cost is part of every rate compared with Flink.
 //!
 //! `cargo bench --release -p statekit-bench --bench event_file`
@@ -22,7 +23,12 @@ fn bench(c: &mut Criterion) {
             user: i.wrapping_mul(0x9E37_79B9_7F4A_7C15) % 1_000_000,
             ts: i as i64 * 5,
             ad: i % 997,
-            payload: "x".repeat(300 + (i % 300) as usize),
+            // Shaped as the ad-click generator's payloads: JSON, whose quotes CSV escapes.
+            payload: format!(
+                r#"{{"tags":"{}","blob":"{}"}}"#,
+                "sports travel ".repeat(5 + (i % 10) as usize),
+                "pxP544kVz8rN".repeat(20 + (i % 15) as usize)
+            ),
         })
     });
     EventFileWriter::write_file(&path, events).expect("write");
