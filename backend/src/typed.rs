@@ -212,6 +212,27 @@ impl<V: Serialize + DeserializeOwned> ValueState<V> {
             .transpose()
     }
 
+    /// The values of several keys, in the order of `contexts`, read in one
+    /// [`StateRead::multi_get`](crate::backend::StateRead::multi_get): a backend on slow storage reads them in parallel.
+    ///
+    /// # Errors
+    /// As [`ValueState::get`].
+    pub fn get_many<B: StateBackend + ?Sized>(
+        &self,
+        backend: &B,
+        contexts: &[&KeyContext],
+    ) -> Result<Vec<Option<V>>> {
+        let requests: Vec<(Scope<'_>, &[u8])> = contexts
+            .iter()
+            .map(|c| (c.scope(self.id), &[][..]))
+            .collect();
+        backend
+            .multi_get(&requests)?
+            .into_iter()
+            .map(|b| b.map(|b| decode_named(&b, self.id)).transpose())
+            .collect()
+    }
+
     /// Sets the value.
     ///
     /// # Errors
@@ -275,9 +296,34 @@ impl<V: Serialize + DeserializeOwned> ListState<V> {
     /// # Errors
     /// Backend errors; `Corruption` if the stored bytes are not a list of `V`.
     pub fn get<B: StateBackend + ?Sized>(&self, backend: &B, ctx: &KeyContext) -> Result<Vec<V>> {
+        self.decode(backend.get(ctx.scope(self.id), &[])?.as_deref())
+    }
+
+    /// The lists of several keys, in the order of `contexts`, read in one
+    /// [`StateRead::multi_get`](crate::backend::StateRead::multi_get): a backend on slow storage reads them in parallel.
+    ///
+    /// # Errors
+    /// As [`ListState::get`].
+    pub fn get_many<B: StateBackend + ?Sized>(
+        &self,
+        backend: &B,
+        contexts: &[&KeyContext],
+    ) -> Result<Vec<Vec<V>>> {
+        let requests: Vec<(Scope<'_>, &[u8])> = contexts
+            .iter()
+            .map(|c| (c.scope(self.id), &[][..]))
+            .collect();
+        backend
+            .multi_get(&requests)?
+            .into_iter()
+            .map(|b| self.decode(b.as_deref()))
+            .collect()
+    }
+
+    fn decode(&self, bytes: Option<&[u8]>) -> Result<Vec<V>> {
         let mut out = Vec::new();
-        if let Some(bytes) = backend.get(ctx.scope(self.id), &[])? {
-            decode_list(&bytes, self.id, |v| {
+        if let Some(bytes) = bytes {
+            decode_list(bytes, self.id, |v| {
                 out.push(v);
                 Ok(Visit::Continue)
             })?;
@@ -956,6 +1002,32 @@ mod tests {
         assert!(!m.is_empty(&b, &ctx).unwrap());
         m.clear(&mut b, &ctx).unwrap();
         assert!(m.is_empty(&b, &ctx).unwrap());
+    }
+
+    /// Many keys read at once give what reading each gives, in the order asked, absent keys
+    /// and repeated keys included.
+    #[test]
+    fn get_many_equals_get_per_key() {
+        let mut b = backend();
+        let v: ValueState<u32> = ValueState::register(&mut b, "v").unwrap();
+        let l: ListState<u32> = ListState::register(&mut b, "l").unwrap();
+        let contexts: Vec<KeyContext> = (0..6u64)
+            .map(|k| KeyContext::new(&b, &k).unwrap())
+            .collect();
+        for (k, ctx) in contexts.iter().enumerate().filter(|(k, _)| k % 3 != 0) {
+            v.set(&mut b, ctx, &(k as u32 * 10)).unwrap();
+            l.add_all(&mut b, ctx, &[k as u32, k as u32 + 1]).unwrap();
+        }
+        let asked: Vec<&KeyContext> = [5, 0, 1, 1, 3, 4].iter().map(|&k| &contexts[k]).collect();
+        let values: Vec<Option<u32>> = asked.iter().map(|c| v.get(&b, c).unwrap()).collect();
+        let lists: Vec<Vec<u32>> = asked.iter().map(|c| l.get(&b, c).unwrap()).collect();
+        assert_eq!(
+            values,
+            vec![Some(50), None, Some(10), Some(10), None, Some(40)]
+        );
+        assert_eq!(v.get_many(&b, &asked).unwrap(), values);
+        assert_eq!(l.get_many(&b, &asked).unwrap(), lists);
+        assert!(v.get_many(&b, &[]).unwrap().is_empty());
     }
 
     #[test]
