@@ -213,7 +213,8 @@ impl<V: Serialize + DeserializeOwned> ValueState<V> {
     }
 
     /// The values of several keys, in the order of `contexts`, read in one
-    /// [`StateRead::multi_get`](crate::backend::StateRead::multi_get): a backend on slow storage reads them in parallel.
+    /// [`StateRead::multi_get`](crate::backend::StateRead::multi_get): a backend on slow
+    /// storage reads them in parallel.
     ///
     /// # Errors
     /// As [`ValueState::get`].
@@ -222,12 +223,7 @@ impl<V: Serialize + DeserializeOwned> ValueState<V> {
         backend: &B,
         contexts: &[&KeyContext],
     ) -> Result<Vec<Option<V>>> {
-        let requests: Vec<(Scope<'_>, &[u8])> = contexts
-            .iter()
-            .map(|c| (c.scope(self.id), &[][..]))
-            .collect();
-        backend
-            .multi_get(&requests)?
+        read_scopes(backend, self.id, contexts)?
             .into_iter()
             .map(|b| b.map(|b| decode_named(&b, self.id)).transpose())
             .collect()
@@ -300,7 +296,8 @@ impl<V: Serialize + DeserializeOwned> ListState<V> {
     }
 
     /// The lists of several keys, in the order of `contexts`, read in one
-    /// [`StateRead::multi_get`](crate::backend::StateRead::multi_get): a backend on slow storage reads them in parallel.
+    /// [`StateRead::multi_get`](crate::backend::StateRead::multi_get): a backend on slow
+    /// storage reads them in parallel.
     ///
     /// # Errors
     /// As [`ListState::get`].
@@ -309,12 +306,7 @@ impl<V: Serialize + DeserializeOwned> ListState<V> {
         backend: &B,
         contexts: &[&KeyContext],
     ) -> Result<Vec<Vec<V>>> {
-        let requests: Vec<(Scope<'_>, &[u8])> = contexts
-            .iter()
-            .map(|c| (c.scope(self.id), &[][..]))
-            .collect();
-        backend
-            .multi_get(&requests)?
+        read_scopes(backend, self.id, contexts)?
             .into_iter()
             .map(|b| self.decode(b.as_deref()))
             .collect()
@@ -393,6 +385,18 @@ pub struct MapState<K, V> {
 }
 
 /// A range of map keys encoded as bytes, with owned bounds.
+/// The single values (empty user key) of state `id` in each of `contexts`, in one
+/// [`StateRead::multi_get`](crate::backend::StateRead::multi_get).
+fn read_scopes<B: StateBackend + ?Sized>(
+    backend: &B,
+    id: StateId,
+    contexts: &[&KeyContext],
+) -> Result<Vec<Option<Vec<u8>>>> {
+    let requests: Vec<(Scope<'_>, &[u8])> =
+        contexts.iter().map(|c| (c.scope(id), &[][..])).collect();
+    backend.multi_get(&requests)
+}
+
 struct EncodedRange {
     lower: Bound<Vec<u8>>,
     upper: Bound<Vec<u8>>,
