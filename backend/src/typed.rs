@@ -206,10 +206,7 @@ impl<V: Serialize + DeserializeOwned> ValueState<V> {
         backend: &B,
         ctx: &KeyContext,
     ) -> Result<Option<V>> {
-        backend
-            .get(ctx.scope(self.id), &[])?
-            .map(|b| decode_named(&b, self.id))
-            .transpose()
+        self.decode(backend.get(ctx.scope(self.id), &[])?.as_deref())
     }
 
     /// The values of several keys, in the order of `contexts`, read in one
@@ -225,8 +222,12 @@ impl<V: Serialize + DeserializeOwned> ValueState<V> {
     ) -> Result<Vec<Option<V>>> {
         read_scopes(backend, self.id, contexts)?
             .into_iter()
-            .map(|b| b.map(|b| decode_named(&b, self.id)).transpose())
+            .map(|b| self.decode(b.as_deref()))
             .collect()
+    }
+
+    fn decode(&self, bytes: Option<&[u8]>) -> Result<Option<V>> {
+        bytes.map(|b| decode_named(b, self.id)).transpose()
     }
 
     /// Sets the value.
@@ -384,7 +385,6 @@ pub struct MapState<K, V> {
     _types: PhantomData<fn() -> (K, V)>,
 }
 
-/// A range of map keys encoded as bytes, with owned bounds.
 /// The single values (empty user key) of state `id` in each of `contexts`, in one
 /// [`StateRead::multi_get`](crate::backend::StateRead::multi_get).
 fn read_scopes<B: StateBackend + ?Sized>(
@@ -397,6 +397,7 @@ fn read_scopes<B: StateBackend + ?Sized>(
     backend.multi_get(&requests)
 }
 
+/// A range of map keys encoded as bytes, with owned bounds.
 struct EncodedRange {
     lower: Bound<Vec<u8>>,
     upper: Bound<Vec<u8>>,
