@@ -1,6 +1,9 @@
-//! Metrics as a wrapper: [`Metered`] times every state operation of any backend into an
-//! HDR histogram per state and operation kind (Flink's state latency tracking, per state); [`ResourceSampler`] samples resident memory and disk
-//! usage over time on a background thread.
+//! Metrics as a wrapper: [`Metered`] counts every state operation of any backend and times
+//! a random sample of them into an HDR histogram per state and operation kind (Flink's state
+//! latency tracking, per state, samples too); [`ResourceSampler`] samples resident memory
+//! and disk usage over time on a background thread.
+
+mod call_sampler;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -9,6 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use call_sampler::CallSampler;
+pub use call_sampler::TIME_ONE_IN;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use statekit_backend::backend::{EntryVisitor, StateVisitor};
@@ -102,6 +107,24 @@ impl OpKind {
             OpKind::Restore => "restore",
         }
     }
+
+    /// Whether calls of this kind are frequent enough (one or more per event) that timing
+    /// one in [`TIME_ONE_IN`] describes them: the others are rare and each one is timed.
+    fn sampled(self) -> bool {
+        matches!(
+            self,
+            OpKind::Get
+                | OpKind::Prefetch
+                | OpKind::Scan
+                | OpKind::Put
+                | OpKind::Merge
+                | OpKind::Delete
+                | OpKind::DeleteRange
+                | OpKind::RegisterTimer
+                | OpKind::DeleteTimer
+                | OpKind::NextTimer
+        )
+    }
 }
 
 /// Latency and volume of one operation kind.
@@ -109,6 +132,10 @@ impl OpKind {
 pub struct OpSummary {
     /// Calls.
     pub count: u64,
+    /// Calls timed: the latencies below are of these ([`TIME_ONE_IN`]). Results written
+    /// before sampling have none and timed every call.
+    #[serde(default)]
+    pub timed: u64,
     /// Errors returned.
     pub errors: u64,
     /// Mean latency, ns.
@@ -141,7 +168,9 @@ pub struct Volume {
 }
 
 struct KindMetrics {
+    /// The timed calls' latencies.
     histogram: Histogram<u64>,
+    calls: u64,
     errors: u64,
 }
 
@@ -149,7 +178,8 @@ impl KindMetrics {
     fn summary(&self) -> OpSummary {
         let h = &self.histogram;
         OpSummary {
-            count: h.len(),
+            count: self.calls,
+            timed: h.len(),
             errors: self.errors,
             mean_ns: h.mean(),
             p50_ns: h.value_at_quantile(0.5),
@@ -179,7 +209,17 @@ pub struct OpMetrics {
 }
 
 impl OpMetrics {
-    fn record(&mut self, kind: OpKind, state: Option<StateId>, nanos: u64, ok: bool) {
+    /// Whether a call of `kind` on `state` was timed before.
+    fn has_timed(&self, kind: OpKind, state: Option<StateId>) -> bool {
+        let index = state.map_or(0, |s| s.index() + 1);
+        self.slots
+            .get(index)
+            .and_then(|slot| slot[kind as usize].as_ref())
+            .is_some_and(|m| !m.histogram.is_empty())
+    }
+
+    /// Counts one call, with its time if it was timed.
+    fn record(&mut self, kind: OpKind, state: Option<StateId>, nanos: Option<u64>, ok: bool) {
         let index = state.map_or(0, |s| s.index() + 1);
         if index >= self.slots.len() {
             self.slots.resize_with(index + 1, Default::default);
@@ -192,12 +232,16 @@ impl OpMetrics {
             None => match Histogram::new_with_bounds(1, 3_600_000_000_000, 3) {
                 Ok(histogram) => slot.insert(KindMetrics {
                     histogram,
+                    calls: 0,
                     errors: 0,
                 }),
                 Err(_) => return,
             },
         };
-        m.histogram.saturating_record(nanos.max(1));
+        m.calls += 1;
+        if let Some(nanos) = nanos {
+            m.histogram.saturating_record(nanos.max(1));
+        }
         if !ok {
             m.errors += 1;
         }
@@ -216,11 +260,13 @@ impl OpMetrics {
                         // Same bounds everywhere, so adding cannot fail.
                         Some(into) => {
                             let _ = into.histogram.add(&m.histogram);
+                            into.calls += m.calls;
                             into.errors += m.errors;
                         }
                         None => {
                             merged = Some(KindMetrics {
                                 histogram: m.histogram.clone(),
+                                calls: m.calls,
                                 errors: m.errors,
                             })
                         }
@@ -237,7 +283,7 @@ impl OpMetrics {
         for slot in &self.slots {
             for (kind, m) in OpKind::ALL.iter().zip(slot) {
                 if let Some(m) = m {
-                    *counts.entry(*kind).or_insert(0) += m.histogram.len();
+                    *counts.entry(*kind).or_insert(0) += m.calls;
                 }
             }
         }
@@ -297,6 +343,7 @@ impl OpMetrics {
                     Some(ours) => {
                         // Same bounds on both sides, so adding cannot fail.
                         let _ = ours.histogram.add(&theirs.histogram);
+                        ours.calls += theirs.calls;
                         ours.errors += theirs.errors;
                     }
                     None => *ours = Some(theirs),
@@ -312,14 +359,21 @@ impl OpMetrics {
     }
 }
 
-/// A backend wrapper that times every operation. Reads take `&self`, so the metrics sit
-/// in a `RefCell` (one operator thread drives a backend, and a backend is `Send`, not
-/// shared). Times come from the CPU's time-stamp counter ([`quanta`]): a call to the
-/// system clock cost about 50 ns here, twice per operation, 5% of a memory-backend run.
+/// A backend wrapper that counts every operation and times a sample of them
+/// ([`TIME_ONE_IN`]). Reads take `&self`, so the metrics sit in a `RefCell` (one operator
+/// thread drives a backend, and a backend is `Send`, not shared). Times come from the CPU's
+/// time-stamp counter ([`quanta`]): a call to the system clock cost about 50 ns here, twice
+/// per operation, 5% of a memory-backend run.
 pub struct Metered<B: StateBackend + ?Sized> {
     inner: Box<B>,
     metrics: RefCell<OpMetrics>,
-    clock: quanta::Clock,
+    clock: Clock,
+}
+
+/// What [`measure`] needs besides the call: the time source and the choice of calls to time.
+struct Clock {
+    time: quanta::Clock,
+    sampler: CallSampler,
 }
 
 impl<B: StateBackend + ?Sized> Metered<B> {
@@ -328,7 +382,10 @@ impl<B: StateBackend + ?Sized> Metered<B> {
         Metered {
             inner,
             metrics: RefCell::new(OpMetrics::default()),
-            clock: quanta::Clock::new(),
+            clock: Clock {
+                time: quanta::Clock::new(),
+                sampler: CallSampler::new(),
+            },
         }
     }
 
@@ -366,21 +423,28 @@ impl<B: StateBackend + ?Sized> Metered<B> {
     }
 }
 
-/// Runs `f`, records its time under `kind` and `state` (`None`: no single state), and lets `volume` count what a successful call
-/// moved. The metrics are borrowed only after `f` returns, so a visitor inside `f` may call
-/// the backend again. A function of the fields, not a method, so that `f` can borrow the
-/// wrapped backend mutably.
+/// Runs `f`, counts it under `kind` and `state` (`None`: no single state) with its time if
+/// it is one of the calls timed, and lets `volume` count what a successful call moved. The
+/// metrics are borrowed only outside `f`, so a visitor inside `f` may call the backend
+/// again. A function of the fields, not a method, so that `f` can borrow the wrapped backend
+/// mutably.
 fn measure<T>(
-    clock: &quanta::Clock,
+    clock: &Clock,
     metrics: &RefCell<OpMetrics>,
     kind: OpKind,
     state: Option<StateId>,
     f: impl FnOnce() -> Result<T>,
     volume: impl FnOnce(&T, &mut Volume),
 ) -> Result<T> {
-    let start = clock.raw();
-    let out = f();
-    let nanos = clock.delta_as_nanos(start, clock.raw());
+    let timed = !kind.sampled() || clock.sampler.next() || !metrics.borrow().has_timed(kind, state);
+    let (out, nanos) = if timed {
+        let start = clock.time.raw();
+        let out = f();
+        let nanos = clock.time.delta_as_nanos(start, clock.time.raw());
+        (out, Some(nanos))
+    } else {
+        (f(), None)
+    };
     let mut metrics = metrics.borrow_mut();
     metrics.record(kind, state, nanos, out.is_ok());
     if let Ok(value) = &out {
@@ -819,7 +883,51 @@ mod tests {
     use statekit_backend::InstanceConfig;
 
     #[test]
-    fn every_call_is_counted_and_timed() {
+    fn frequent_calls_are_counted_all_and_timed_one_in_eight_rare_ones_all() {
+        use statekit_backend::{key_group_of, StateKind, WriteBatch};
+        let inner = MemoryBackend::open(InstanceConfig::single(8).unwrap()).unwrap();
+        let mut b: Metered<dyn StateBackend> = Metered::new(Box::new(inner));
+        let state = b
+            .register_state(&StateDescriptor::new("m", StateKind::Map))
+            .unwrap();
+        let key_group = key_group_of(b"key", 8);
+        let scope = Scope {
+            state,
+            key_group,
+            key: b"key",
+            namespace: b"",
+        };
+        let puts = 80_000u32;
+        for i in 0..puts {
+            b.put(scope, &i.to_be_bytes(), b"v").unwrap();
+        }
+        let batches = 20u32;
+        for i in 0..batches {
+            let mut batch = WriteBatch::new();
+            batch.delete(scope, &i.to_be_bytes());
+            b.write(batch).unwrap();
+        }
+        // One get: the first call of its kind is timed, whatever the sampler says.
+        b.get(scope, b"none").unwrap();
+        let summaries = b.take_metrics().summaries();
+        let put = &summaries["put"];
+        assert_eq!(put.count, u64::from(puts));
+        let expected = f64::from(puts / TIME_ONE_IN);
+        assert!(
+            (put.timed as f64 - expected).abs() < expected * 0.05,
+            "{} of {} puts timed",
+            put.timed,
+            put.count
+        );
+        assert!(put.p50_ns > 0 && put.p99_ns >= put.p50_ns);
+        let batch = &summaries["write_batch"];
+        assert_eq!((batch.count, batch.timed), (20, 20));
+        let get = &summaries["get"];
+        assert_eq!((get.count, get.timed), (1, 1));
+    }
+
+    #[test]
+    fn every_call_is_counted() {
         let inner = MemoryBackend::open(InstanceConfig::single(8).unwrap()).unwrap();
         let mut b: Metered<dyn StateBackend> = Metered::new(Box::new(inner));
         let m: MapState<u32, u32> = MapState::register(&mut b, "m").unwrap();

@@ -413,6 +413,14 @@ pub fn render_markdown(results: &Results) -> String {
     md.push_str(&state_time::section(&results.runs));
     md.push_str(&memory_section(results));
     let _ = writeln!(md, "\n## Latency per operation (p50 / p99 / p99.9 / max)\n");
+    let _ = writeln!(
+        md,
+        "Counts are of every call. Of the kinds called per event (get, prefetch, scan, put, \
+         merge, delete, delete_range, register_timer, delete_timer, next_timer) a random one \
+         call in {} is timed, the first of each state and kind always; the other kinds are \
+         timed at every call. The maximum is the largest timed.\n",
+        crate::metrics::TIME_ONE_IN
+    );
     let split = results.runs.iter().any(|r| !r.ops_drain.is_empty());
     if split {
         let _ = writeln!(

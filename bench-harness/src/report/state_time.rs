@@ -94,6 +94,7 @@ mod tests {
     fn summary(count: u64, mean_ns: f64) -> OpSummary {
         OpSummary {
             count,
+            timed: count,
             errors: 0,
             mean_ns,
             p50_ns: mean_ns as u64,
