@@ -333,6 +333,12 @@ impl FileFormat {
     }
 }
 
+/// [`Record`]'s fields in order: the columns of an event file as written.
+const RECORD_COLUMNS: [&str; 7] = ["kind", "ts", "key", "id", "ref", "dim", "payload"];
+
+/// The CSV reader's buffer, bytes: one `read` per this much of the file.
+const CSV_BUFFER: usize = 64 << 10;
+
 /// Reads events from a CSV or JSON-lines file, lazily, one line at a time.
 pub struct EventFileReader {
     path: PathBuf,
@@ -342,8 +348,11 @@ pub struct EventFileReader {
 enum ReaderInner {
     /// One line's buffer, reused: records borrow their fields from it.
     Csv {
-        reader: Box<csv::Reader<BufReader<File>>>,
-        headers: csv::ByteRecord,
+        reader: Box<csv::Reader<File>>,
+        /// The header line, for matching columns by name; `None` when its columns are
+        /// [`Record`]'s fields in order (as [`EventFileWriter`] writes them), which are then
+        /// read by position: matching names cost a string comparison per field.
+        headers: Option<csv::ByteRecord>,
         line: csv::ByteRecord,
     },
     Json {
@@ -360,16 +369,20 @@ impl EventFileReader {
     pub fn open(path: &Path) -> Result<Self> {
         let format = FileFormat::from_path(path)?;
         let file = File::open(path).map_err(|e| Error::io(path.display(), e))?;
-        let reader = BufReader::new(file);
         let inner = match format {
             FileFormat::Csv => {
                 let mut reader = csv::ReaderBuilder::new()
                     .has_headers(true)
-                    .from_reader(reader);
+                    .buffer_capacity(CSV_BUFFER)
+                    .from_reader(file);
                 let headers = reader
                     .byte_headers()
                     .map_err(|e| csv_error(&path.display(), e))?
                     .clone();
+                let headers = (headers
+                    .iter()
+                    .ne(RECORD_COLUMNS.iter().map(|c| c.as_bytes())))
+                .then_some(headers);
                 ReaderInner::Csv {
                     reader: Box::new(reader),
                     headers,
@@ -377,7 +390,7 @@ impl EventFileReader {
                 }
             }
             FileFormat::JsonLines => ReaderInner::Json {
-                lines: reader.lines(),
+                lines: BufReader::new(file).lines(),
                 line: 0,
             },
         };
@@ -408,7 +421,7 @@ impl Iterator for EventFileReader {
                     Ok(true) => {}
                     Err(e) => return Some(Err(at(e))),
                 }
-                Some(match line.deserialize::<Record<&str>>(Some(headers)) {
+                Some(match line.deserialize::<Record<&str>>(headers.as_ref()) {
                     Ok(record) => record.to_event().map_err(|e| {
                         // The record was read; the csv position is past it.
                         e.context(format!("{path}: record {:?}", record.kind))
@@ -578,6 +591,31 @@ mod tests {
                 .collect();
             assert_eq!(back, samples(), "{name}");
         }
+    }
+
+    #[test]
+    fn csv_columns_in_another_order_are_read_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let written = dir.path().join("written.csv");
+        EventFileWriter::write_file(&written, samples()).unwrap();
+        // The same table with its columns reversed.
+        let mut reader = csv::Reader::from_path(&written).unwrap();
+        let reversed = dir.path().join("reversed.csv");
+        let mut writer = csv::Writer::from_path(&reversed).unwrap();
+        let flip = |r: &csv::ByteRecord| r.iter().rev().collect::<csv::ByteRecord>();
+        writer
+            .write_byte_record(&flip(reader.byte_headers().unwrap()))
+            .unwrap();
+        for record in reader.byte_records() {
+            writer.write_byte_record(&flip(&record.unwrap())).unwrap();
+        }
+        writer.flush().unwrap();
+        drop(writer);
+        let back: Vec<Event> = EventFileReader::open(&reversed)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .collect();
+        assert_eq!(back, samples());
     }
 
     #[test]
