@@ -21,7 +21,8 @@ pub(super) fn section(runs: &[RunResult]) -> String {
     let mut md = String::from(
         "\n### Time by state\n\nEach state's calls per operation, the whole run, largest \
          total first. A scan's time includes the operator's work on what it visits, as a real \
-         iterator's does; \"share\" is of the run time above.\n\n\
+         iterator's does; \"share\" is of the run time above. Where only a sample of the calls \
+         was timed (see the latency section), \"total\" is their mean times all the calls.\n\n\
          | run | state | operation | calls | total | share | mean | p99 |\n\
          |---|---|---|---:|---:|---:|---:|---:|\n",
     );
