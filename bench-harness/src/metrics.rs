@@ -208,19 +208,23 @@ pub struct OpMetrics {
     volume: Volume,
 }
 
+/// The slot of [`OpMetrics::slots`] for calls on `state`.
+fn slot_index(state: Option<StateId>) -> usize {
+    state.map_or(0, |s| s.index() + 1)
+}
+
 impl OpMetrics {
     /// Whether a call of `kind` on `state` was timed before.
     fn has_timed(&self, kind: OpKind, state: Option<StateId>) -> bool {
-        let index = state.map_or(0, |s| s.index() + 1);
         self.slots
-            .get(index)
+            .get(slot_index(state))
             .and_then(|slot| slot[kind as usize].as_ref())
             .is_some_and(|m| !m.histogram.is_empty())
     }
 
     /// Counts one call, with its time if it was timed.
     fn record(&mut self, kind: OpKind, state: Option<StateId>, nanos: Option<u64>, ok: bool) {
-        let index = state.map_or(0, |s| s.index() + 1);
+        let index = slot_index(state);
         if index >= self.slots.len() {
             self.slots.resize_with(index + 1, Default::default);
         }
