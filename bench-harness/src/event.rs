@@ -594,6 +594,17 @@ mod tests {
     }
 
     #[test]
+    fn written_csv_header_is_the_columns_read_by_position() {
+        // Files whose header equals RECORD_COLUMNS are read by position, so it must be
+        // Record's field order exactly, as the writer derives it.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.csv");
+        EventFileWriter::write_file(&path, samples()).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().next(), Some(RECORD_COLUMNS.join(",").as_str()));
+    }
+
+    #[test]
     fn csv_columns_in_another_order_are_read_by_name() {
         let dir = tempfile::tempdir().unwrap();
         let written = dir.path().join("written.csv");
