@@ -36,6 +36,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use statekit_backend::{Error, Result};
 
+mod csv_events;
+use csv_events::CsvEvents;
+
 /// An ad display (left side of the interval join).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Display {
@@ -336,9 +339,6 @@ impl FileFormat {
 /// [`Record`]'s fields in order: the columns of an event file as written.
 const RECORD_COLUMNS: [&str; 7] = ["kind", "ts", "key", "id", "ref", "dim", "payload"];
 
-/// The CSV reader's buffer, bytes: one `read` per this much of the file.
-const CSV_BUFFER: usize = 64 << 10;
-
 /// Reads events from a CSV or JSON-lines file, lazily, one line at a time.
 pub struct EventFileReader {
     path: PathBuf,
@@ -346,15 +346,7 @@ pub struct EventFileReader {
 }
 
 enum ReaderInner {
-    /// One line's buffer, reused: records borrow their fields from it.
-    Csv {
-        reader: Box<csv::Reader<File>>,
-        /// The header line, for matching columns by name; `None` when its columns are
-        /// [`Record`]'s fields in order (as [`EventFileWriter`] writes them), which are then
-        /// read by position: matching names cost a string comparison per field.
-        headers: Option<csv::ByteRecord>,
-        line: csv::ByteRecord,
-    },
+    Csv(Box<CsvEvents>),
     Json {
         lines: std::io::Lines<BufReader<File>>,
         line: u64,
@@ -370,25 +362,7 @@ impl EventFileReader {
         let format = FileFormat::from_path(path)?;
         let file = File::open(path).map_err(|e| Error::io(path.display(), e))?;
         let inner = match format {
-            FileFormat::Csv => {
-                let mut reader = csv::ReaderBuilder::new()
-                    .has_headers(true)
-                    .buffer_capacity(CSV_BUFFER)
-                    .from_reader(file);
-                let headers = reader
-                    .byte_headers()
-                    .map_err(|e| csv_error(&path.display(), e))?
-                    .clone();
-                let headers = (headers
-                    .iter()
-                    .ne(RECORD_COLUMNS.iter().map(|c| c.as_bytes())))
-                .then_some(headers);
-                ReaderInner::Csv {
-                    reader: Box::new(reader),
-                    headers,
-                    line: csv::ByteRecord::new(),
-                }
-            }
+            FileFormat::Csv => ReaderInner::Csv(Box::new(CsvEvents::new(path, file)?)),
             FileFormat::JsonLines => ReaderInner::Json {
                 lines: BufReader::new(file).lines(),
                 line: 0,
@@ -405,31 +379,10 @@ impl Iterator for EventFileReader {
     type Item = Result<Event>;
 
     fn next(&mut self) -> Option<Result<Event>> {
-        let path = self.path.display();
         match &mut self.inner {
-            ReaderInner::Csv {
-                reader,
-                headers,
-                line,
-            } => {
-                let at = |e: csv::Error| {
-                    let n = e.position().map_or(0, csv::Position::line);
-                    Error::invalid(format!("{path}:{n}: {e}"))
-                };
-                match reader.read_byte_record(line) {
-                    Ok(false) => return None,
-                    Ok(true) => {}
-                    Err(e) => return Some(Err(at(e))),
-                }
-                Some(match line.deserialize::<Record<&str>>(headers.as_ref()) {
-                    Ok(record) => record.to_event().map_err(|e| {
-                        // The record was read; the csv position is past it.
-                        e.context(format!("{path}: record {:?}", record.kind))
-                    }),
-                    Err(e) => Err(at(e)),
-                })
-            }
+            ReaderInner::Csv(events) => events.next_event(),
             ReaderInner::Json { lines, line } => loop {
+                let path = self.path.display();
                 let text = match lines.next()? {
                     Ok(t) => t,
                     Err(e) => return Some(Err(Error::io(&path, e))),
@@ -594,9 +547,9 @@ mod tests {
     }
 
     #[test]
-    fn written_csv_header_is_the_columns_read_by_position() {
-        // Files whose header equals RECORD_COLUMNS are read by position, so it must be
-        // Record's field order exactly, as the writer derives it.
+    fn written_csv_header_is_the_columns_the_reader_knows() {
+        // The reader maps a header's names to RECORD_COLUMNS; the writer derives its header
+        // from Record's fields: they must agree, or files written here would not read back.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("e.csv");
         EventFileWriter::write_file(&path, samples()).unwrap();
