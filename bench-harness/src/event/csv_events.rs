@@ -166,7 +166,7 @@ fn to_record<'a>(fields: &'a [Option<Cow<'_, [u8]>>]) -> Result<Record<&'a str>>
             .as_deref()
             .filter(|f| !f.is_empty())
             .map(|f| {
-                std::str::from_utf8(f).map_err(|_| {
+                simdutf8::basic::from_utf8(f).map_err(|_| {
                     Error::invalid(format!(
                         "column {}: not valid UTF-8",
                         RECORD_COLUMNS[column]
