@@ -266,8 +266,11 @@ pub struct BufferedDisplay {
     pub id: u64,
     /// Ad id.
     pub ad: u64,
-    /// Body.
-    pub payload: String,
+    /// Body: the input's UTF-8 text, kept as bytes. Reading it back from state then needs no
+    /// UTF-8 check (which was a quarter of a click's scan on the memory backend), as Flink's
+    /// `BinaryStringData` is read back without one; the encoding is the same as a string's.
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
 }
 
 /// A click as buffered by the join.
@@ -304,8 +307,8 @@ pub struct AdClickJoin {
 
 /// A digest of a display's ad and payload: what the join reads back from state must be what
 /// the input held.
-fn display_digest(ad: u64, payload: &str) -> u64 {
-    mix64(ad ^ xxhash_rust::xxh3::xxh3_64(payload.as_bytes()))
+fn display_digest(ad: u64, payload: &[u8]) -> u64 {
+    mix64(ad ^ xxhash_rust::xxh3::xxh3_64(payload))
 }
 
 impl AdClickJoin {
@@ -371,7 +374,7 @@ impl Operator for AdClickJoin {
                 let buffered = BufferedDisplay {
                     id: d.id,
                     ad: d.ad,
-                    payload: d.payload,
+                    payload: d.payload.into_bytes(),
                 };
                 self.join
                     .process_left(backend, &user, d.ts, buffered, |_, l, _, r| emit(l, r.id))?;
@@ -506,7 +509,7 @@ pub fn reference_join(input: &[Event], params: &AdClickParams) -> ReferenceJoin 
             Event::Click(_) if late => out.late_clicks += 1,
             Event::Display(d) => {
                 out.display_digests
-                    .insert(d.id, display_digest(d.ad, &d.payload));
+                    .insert(d.id, display_digest(d.ad, d.payload.as_bytes()));
                 by_user.entry(d.user).or_default().0.push((d.ts, d.id));
             }
             Event::Click(c) => by_user.entry(c.user).or_default().1.push((c.ts, c.id)),
