@@ -673,6 +673,23 @@ pub trait TimerStore {
     /// As [`TimerStore::register_timer`].
     fn next_timer(&self, queue: StateId) -> Result<Option<i64>>;
 
+    /// Removes every timer of `queue` without firing it and returns how many there were:
+    /// with [`StateBackend::clear_state`], how an operator whose timers only clean up drops
+    /// them all at once. The default pops them in batches.
+    ///
+    /// # Errors
+    /// As [`TimerStore::register_timer`].
+    fn clear_timers(&mut self, queue: StateId) -> Result<u64> {
+        let mut cleared = 0;
+        loop {
+            let popped = self.pop_due_timers(queue, i64::MAX, CLEAR_BATCH)?.len();
+            cleared += popped as u64;
+            if popped < CLEAR_BATCH {
+                return Ok(cleared);
+            }
+        }
+    }
+
     /// Visits the timers of `queue` in `key_groups`, in time order within each key group.
     ///
     /// # Errors
@@ -785,7 +802,44 @@ pub trait StateBackend: StateRead + StateWrite + TimerStore + Checkpointing + Se
     fn stats(&self) -> Result<BackendStats> {
         Ok(BackendStats::default())
     }
+
+    /// Removes every entry of the key/value state `state` in the owned key groups: what an
+    /// operator does when all of a state's entries expire at once (the final watermark of a
+    /// bounded input makes every cleanup due). The default deletes entry by entry; backends
+    /// that can drop a whole state at once do.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for an unknown state or a timer queue; storage errors as
+    /// [`StateWrite::write`]. Nothing is half cleared by a failed call that reports an
+    /// invalid argument; a storage error may leave some entries, which a retry removes.
+    fn clear_state(&mut self, state: StateId) -> Result<()> {
+        let mut doomed = Vec::new();
+        self.scan_state(state, self.key_group_range(), &mut |e| {
+            doomed.push((
+                ScopeBuf {
+                    state,
+                    key_group: e.key_group,
+                    key: e.key.to_vec(),
+                    namespace: e.namespace.to_vec(),
+                },
+                e.user_key.to_vec(),
+            ));
+            Ok(Visit::Continue)
+        })?;
+        for chunk in doomed.chunks(CLEAR_BATCH) {
+            let mut batch = WriteBatch::new();
+            for (scope, user_key) in chunk {
+                batch.delete(scope.as_scope(), user_key);
+            }
+            self.write(batch)?;
+        }
+        Ok(())
+    }
 }
+
+/// Deletes per write when [`StateBackend::clear_state`] and [`TimerStore::clear_timers`]
+/// fall back to removing entries one by one.
+const CLEAR_BATCH: usize = 1024;
 
 /// Checks a scope against a backend's owned range and registered states: the validation
 /// every backend performs before touching storage.

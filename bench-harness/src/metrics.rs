@@ -57,6 +57,10 @@ pub enum OpKind {
     NextTimer,
     /// Iterating timers.
     ScanTimers,
+    /// Removing every entry of a state at once.
+    ClearState,
+    /// Removing every timer of a queue at once.
+    ClearTimers,
     /// Checkpoint.
     Checkpoint,
     /// Restore.
@@ -65,7 +69,7 @@ pub enum OpKind {
 
 impl OpKind {
     /// Every kind, in order.
-    pub const ALL: [OpKind; 17] = [
+    pub const ALL: [OpKind; 19] = [
         OpKind::Get,
         OpKind::MultiGet,
         OpKind::Prefetch,
@@ -81,6 +85,8 @@ impl OpKind {
         OpKind::PopTimers,
         OpKind::NextTimer,
         OpKind::ScanTimers,
+        OpKind::ClearState,
+        OpKind::ClearTimers,
         OpKind::Checkpoint,
         OpKind::Restore,
     ];
@@ -103,6 +109,8 @@ impl OpKind {
             OpKind::PopTimers => "pop_timers",
             OpKind::NextTimer => "next_timer",
             OpKind::ScanTimers => "scan_timers",
+            OpKind::ClearState => "clear_state",
+            OpKind::ClearTimers => "clear_timers",
             OpKind::Checkpoint => "checkpoint",
             OpKind::Restore => "restore",
         }
@@ -702,6 +710,17 @@ impl<B: StateBackend + ?Sized> TimerStore for Metered<B> {
             self.inner.scan_timers(queue, key_groups, visitor)
         })
     }
+
+    fn clear_timers(&mut self, queue: StateId) -> Result<u64> {
+        measure(
+            &self.clock,
+            &self.metrics,
+            OpKind::ClearTimers,
+            Some(queue),
+            || self.inner.clear_timers(queue),
+            |_, _| {},
+        )
+    }
 }
 
 impl<B: StateBackend + ?Sized> Checkpointing for Metered<B> {
@@ -755,6 +774,16 @@ impl<B: StateBackend + ?Sized> StateBackend for Metered<B> {
     }
     fn states(&self) -> Vec<StateDescriptor> {
         self.inner.states()
+    }
+    fn clear_state(&mut self, state: StateId) -> Result<()> {
+        measure(
+            &self.clock,
+            &self.metrics,
+            OpKind::ClearState,
+            Some(state),
+            || self.inner.clear_state(state),
+            |_, _| {},
+        )
     }
     fn stats(&self) -> Result<BackendStats> {
         self.inner.stats()

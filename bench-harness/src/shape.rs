@@ -225,6 +225,20 @@ impl ShapeBuilder {
                 let s = self.state(queue.index());
                 s.rates.scans += 1.0;
             }
+            TraceOp::ClearState { state } => {
+                // One range delete over the whole state.
+                let s = self.state(state.index());
+                s.rates.range_deletes += 1.0;
+                s.range_covered += s.live.values().map(|m| m.len() as f64).sum::<f64>();
+                s.live.clear();
+                s.live_bytes = 0;
+            }
+            TraceOp::ClearTimers { queue, cleared } => {
+                let s = self.state(queue.index());
+                s.rates.timers_removed += *cleared as f64;
+                s.timers.clear();
+                s.live_bytes = 0;
+            }
         }
         if self.records % SAMPLE_EVERY == 0 {
             let live = self.states.iter().map(|s| s.live_bytes).collect();

@@ -633,6 +633,90 @@ pub fn delete_range_bounds<F: BackendFactory>() {
     }
 }
 
+/// Entries of `dump` by state name.
+fn dumped_states(d: &Dump) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for (state, ..) in d.keys() {
+        *out.entry(state.clone()).or_default() += 1;
+    }
+    out
+}
+
+pub fn clear_state_and_clear_timers_remove_all_and_only_theirs<F: BackendFactory>() {
+    let h = Harness::<F>::new();
+    let mut b = h.open();
+    populate(&mut b, 300);
+    let all = b.key_group_range();
+    let ids: BTreeMap<String, StateId> = b
+        .states()
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.name.clone(), StateId::from_index(i as u32)))
+        .collect();
+    let (map, timers) = (ids["map"], ids["timers"]);
+    let other_timers = b
+        .register_state(&StateDescriptor::new("other-timers", StateKind::Timers))
+        .unwrap();
+    let t = |ts: i64, key: &[u8]| Timer {
+        timestamp: ts,
+        key_group: key_group_of(key, MAX_PARALLELISM),
+        key: key.to_vec(),
+        namespace: Vec::new(),
+    };
+    b.register_timer(other_timers, &t(5, b"kept")).unwrap();
+    let (before, before_timers) = dump(&b, all);
+    let snapshot = b.checkpoint(1).unwrap();
+
+    // Wrong kinds and unknown ids are errors that change nothing.
+    assert!(b.clear_state(timers).is_err(), "a queue is not a k/v state");
+    assert!(b.clear_timers(map).is_err(), "a k/v state is not a queue");
+    assert!(b.clear_state(StateId::from_index(99)).is_err());
+    assert!(b.clear_timers(StateId::from_index(99)).is_err());
+    assert_eq!(dump(&b, all), (before.clone(), before_timers.clone()));
+
+    // `populate` registers 600 distinct timers in "timers": all are counted and removed.
+    assert_eq!(b.clear_timers(timers).unwrap(), 600);
+    assert_eq!(b.next_timer(timers).unwrap(), None);
+    assert!(b.pop_due_timers(timers, i64::MAX, 10).unwrap().is_empty());
+    assert_eq!(b.clear_timers(timers).unwrap(), 0, "nothing left to clear");
+    b.clear_state(map).unwrap();
+    let (after, after_timers) = dump(&b, all);
+    let mut want = dumped_states(&before);
+    want.remove("map");
+    assert_eq!(dumped_states(&after), want, "only the map state is empty");
+    assert_eq!(
+        after,
+        before
+            .iter()
+            .filter(|(k, _)| k.0 != "map")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<Dump>(),
+        "the other states keep every entry and value"
+    );
+    let kept: BTreeSet<_> = [("other-timers".to_string(), t(5, b"kept"))].into();
+    assert_eq!(after_timers, kept);
+
+    // Both stay usable: new entries and timers are read and popped as usual.
+    let a = Addr::new(b"user-1", b"");
+    b.put(a.scope(map), b"new", b"v").unwrap();
+    assert_eq!(b.get(a.scope(map), b"new").unwrap(), Some(b"v".to_vec()));
+    b.register_timer(timers, &t(-3, b"late")).unwrap();
+    b.register_timer(timers, &t(7, b"later")).unwrap();
+    assert_eq!(b.next_timer(timers).unwrap(), Some(-3));
+    let popped = b.pop_due_timers(timers, i64::MAX, 10).unwrap();
+    assert_eq!(popped, vec![t(-3, b"late"), t(7, b"later")]);
+
+    // A checkpoint after the clear holds what is left; the one before still holds it all.
+    let cleared = dump(&b, all);
+    let handle = b.checkpoint(2).unwrap();
+    let mut restored = h.open();
+    restored.restore(std::slice::from_ref(&handle)).unwrap();
+    assert_eq!(dump(&restored, all), cleared);
+    let mut earlier = h.open();
+    earlier.restore(std::slice::from_ref(&snapshot)).unwrap();
+    assert_eq!(dump(&earlier, all), (before, before_timers));
+}
+
 pub fn multi_get_keeps_request_order<F: BackendFactory>() {
     let h = Harness::<F>::new();
     let mut b = h.open();

@@ -63,6 +63,7 @@ macro_rules! conformance_suite {
             scan_stops_and_propagates_errors,
             prefix_iteration,
             delete_range_bounds,
+            clear_state_and_clear_timers_remove_all_and_only_theirs,
             multi_get_keeps_request_order,
             key_group_boundaries,
             invalid_arguments_are_errors,

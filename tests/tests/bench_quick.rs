@@ -61,17 +61,25 @@ fn quick_ad_click_writes_results_and_reports_with_equal_counters() {
         // Cleanup range deletes go in one write per batch of fired timers.
         assert!(run.ops["scan"].count > 0 && run.ops["write_batch"].count > 0);
         assert!(run.peak_rss_bytes > 0 && !run.samples.is_empty());
-        // Latency until the end of the input: fewer calls than the whole run, whose final
-        // watermark fires the last timers.
-        let (steady, all) = (&run.ops_before_drain["pop_timers"], &run.ops["pop_timers"]);
-        assert!(
-            steady.count > 0 && steady.count < all.count,
-            "{steady:?} {all:?}"
-        );
-        // The drain is measured on its own, and the two phases make the whole run.
-        let drain = &run.ops_drain["pop_timers"];
-        assert_eq!(steady.count + drain.count, all.count);
-        assert!(all.max_ns == steady.max_ns.max(drain.max_ns));
+        // Latency until the end of the input, then the drain on its own: the final
+        // watermark clears each side's state and timers with one call each (the join's
+        // two sides), where the watermarks before it popped timers.
+        let steady = &run.ops_before_drain;
+        assert!(steady["pop_timers"].count > 0);
+        assert!(!steady.contains_key("clear_state") && !steady.contains_key("clear_timers"));
+        let drain = &run.ops_drain;
+        assert_eq!(drain["clear_state"].count, 2, "{drain:?}");
+        assert_eq!(drain["clear_timers"].count, 2, "{drain:?}");
+        // The two phases make the whole run.
+        for (op, all) in &run.ops {
+            let (before, during) = (steady.get(op), drain.get(op));
+            let count = before.map_or(0, |s| s.count) + during.map_or(0, |s| s.count);
+            assert_eq!(count, all.count, "{op}");
+            let max = before
+                .map_or(0, |s| s.max_ns)
+                .max(during.map_or(0, |s| s.max_ns));
+            assert_eq!(max, all.max_ns, "{op}");
+        }
     }
     assert!(
         results.comparison.counters_equal,

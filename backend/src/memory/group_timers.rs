@@ -81,6 +81,13 @@ impl Scopes {
         }
     }
 
+    fn len(&self) -> usize {
+        match self {
+            Scopes::Few(few) => few.len(),
+            Scopes::Many(many) => many.len(),
+        }
+    }
+
     /// The scopes in ascending order.
     fn iter(&self) -> ScopesIter<'_> {
         match self {
@@ -161,6 +168,11 @@ impl GroupTimers {
     }
 
     /// The time of the first timer.
+    /// How many timers the group holds.
+    pub(super) fn len(&self) -> usize {
+        self.by_time.values().map(Scopes::len).sum()
+    }
+
     pub(super) fn first_time(&self) -> Option<i64> {
         self.by_time.keys().next().copied()
     }

@@ -1076,6 +1076,27 @@ impl TimerStore for RocksDbBackend {
         Ok(due)
     }
 
+    /// Counts the queue's timers by reading their keys, then drops them with one range
+    /// delete: no tombstone per timer, as popping them wrote.
+    fn clear_timers(&mut self, queue: StateId) -> Result<u64> {
+        self.check_queue(queue)?;
+        self.write_pending_timers()?;
+        let (lower, upper) = timer_index_bounds();
+        let cf = self.cf(queue)?;
+        let mut cleared = 0u64;
+        self.for_each_raw(cf, lower.clone(), upper.clone(), &mut |_, _| {
+            cleared += 1;
+            Ok(Visit::Continue)
+        })?;
+        if cleared > 0 {
+            let mut batch = ::rocksdb::WriteBatch::default();
+            self.add_range_delete(&mut batch, queue, lower, upper, &[])?;
+            self.write_batch(batch)?;
+        }
+        self.timer_floor[queue.index()] = None;
+        Ok(cleared)
+    }
+
     fn next_timer(&self, queue: StateId) -> Result<Option<i64>> {
         self.check_queue(queue)?;
         self.write_pending_timers()?;
@@ -1153,6 +1174,25 @@ impl StateBackend for RocksDbBackend {
 
     fn stats(&self) -> Result<BackendStats> {
         Ok(self.rocksdb_stats()?.to_backend_stats())
+    }
+
+    /// One range delete over the state's owned key groups instead of a tombstone per entry.
+    fn clear_state(&mut self, state: StateId) -> Result<()> {
+        match self.states.get(state.index()) {
+            Some(d) if d.kind != StateKind::Timers => {}
+            _ => {
+                return Err(Error::invalid(format!(
+                    "state id {} is not a registered key/value state",
+                    state.index()
+                )))
+            }
+        }
+        let (lower, upper) = key_group_bounds(self.config.key_groups);
+        let mut batch = ::rocksdb::WriteBatch::default();
+        self.add_range_delete(&mut batch, state, lower, upper, &[])?;
+        self.write_batch(batch)?;
+        self.after_write();
+        Ok(())
     }
 }
 

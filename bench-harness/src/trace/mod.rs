@@ -38,6 +38,8 @@
 //! | 16 | scan_timers queue kg_start kg_end |
 //! | 17 | checkpoint id |
 //! | 18 | restore handles |
+//! | 19 | clear_state state |
+//! | 20 | clear_timers queue cleared |
 //!
 //! A bound is `0` (unbounded), `1 bytes` (included) or `2 bytes` (excluded).
 
@@ -167,6 +169,18 @@ pub enum TraceOp {
         /// Number of handles.
         handles: u64,
     },
+    /// Every entry of a state removed at once.
+    ClearState {
+        /// State.
+        state: StateId,
+    },
+    /// Every timer of a queue removed at once.
+    ClearTimers {
+        /// Queue.
+        queue: StateId,
+        /// Timers it held.
+        cleared: u64,
+    },
 }
 
 impl TraceOp {
@@ -192,6 +206,8 @@ impl TraceOp {
             TraceOp::ScanTimers { .. } => K::ScanTimers,
             TraceOp::Checkpoint { .. } => K::Checkpoint,
             TraceOp::Restore { .. } => K::Restore,
+            TraceOp::ClearState { .. } => K::ClearState,
+            TraceOp::ClearTimers { .. } => K::ClearTimers,
         })
     }
 }
@@ -260,7 +276,7 @@ mod tests {
     use statekit_backend::memory::MemoryBackend;
     use statekit_backend::typed::{KeyContext, ListState, MapState, TimerService};
     use statekit_backend::InstanceConfig;
-    use statekit_backend::StateBackend;
+    use statekit_backend::{StateBackend, TimerStore};
 
     fn shared(w: TraceWriter) -> Arc<Mutex<Option<TraceWriter>>> {
         Arc::new(Mutex::new(Some(w)))
@@ -370,6 +386,10 @@ mod tests {
         l.add(&mut b, &ctx, &3).unwrap();
         t.register_timer(&mut b, &ctx, -100).unwrap();
         assert_eq!(t.pop_due(&mut b, 0, 10).unwrap().len(), 1);
+        t.register_timer(&mut b, &ctx, 7).unwrap();
+        t.register_timer(&mut b, &ctx, 8).unwrap();
+        assert_eq!(b.clear_timers(t.id()).unwrap(), 2);
+        b.clear_state(l.id()).unwrap();
         drop(b);
         let records = writer.lock().unwrap().take().unwrap().finish().unwrap();
 
@@ -406,6 +426,12 @@ mod tests {
         assert!(ops
             .iter()
             .any(|o| matches!(o, TraceOp::RegisterTimer { timer, .. } if timer.timestamp == -100)));
+        assert!(ops
+            .iter()
+            .any(|o| matches!(o, TraceOp::ClearTimers { cleared: 2, .. })));
+        assert!(ops
+            .iter()
+            .any(|o| matches!(o, TraceOp::ClearState { state } if state.index() == 1)));
         assert!(ops
             .iter()
             .any(|o| matches!(o, TraceOp::Write(WriteOp::Put { value, .. }) if value.len() == 5)));

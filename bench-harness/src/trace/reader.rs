@@ -443,6 +443,13 @@ impl TraceReader {
             18 => TraceOp::Restore {
                 handles: self.varint()?,
             },
+            19 => TraceOp::ClearState {
+                state: self.state()?,
+            },
+            20 => TraceOp::ClearTimers {
+                queue: self.state()?,
+                cleared: self.varint()?,
+            },
             t => return Err(self.err(&format!("unknown record tag {t}"))),
         };
         self.records += 1;

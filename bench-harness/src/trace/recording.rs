@@ -223,6 +223,12 @@ impl<B: StateBackend + ?Sized> TimerStore for RecordingBackend<B> {
         Ok(out)
     }
 
+    fn clear_timers(&mut self, queue: StateId) -> Result<u64> {
+        let cleared = self.inner.clear_timers(queue)?;
+        self.rec(|| TraceOp::ClearTimers { queue, cleared })?;
+        Ok(cleared)
+    }
+
     fn next_timer(&self, queue: StateId) -> Result<Option<i64>> {
         let out = self.inner.next_timer(queue)?;
         self.rec(|| TraceOp::NextTimer { queue })?;
@@ -286,5 +292,9 @@ impl<B: StateBackend + ?Sized> StateBackend for RecordingBackend<B> {
     }
     fn stats(&self) -> Result<BackendStats> {
         self.inner.stats()
+    }
+    fn clear_state(&mut self, state: StateId) -> Result<()> {
+        self.inner.clear_state(state)?;
+        self.rec(|| TraceOp::ClearState { state })
     }
 }

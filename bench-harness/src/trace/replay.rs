@@ -285,6 +285,14 @@ pub fn replay(
                     summary.divergent_reads += 1;
                 }
             }
+            TraceOp::ClearState { state } => backend.clear_state(map(&ids, *state)?)?,
+            TraceOp::ClearTimers { queue, cleared } => {
+                let got = backend.clear_timers(map(&ids, *queue)?)?;
+                fold(&mut summary, got);
+                if got != *cleared {
+                    summary.divergent_reads += 1;
+                }
+            }
             TraceOp::NextTimer { queue } => {
                 let next = backend.next_timer(map(&ids, *queue)?)?;
                 fold(&mut summary, next.map_or(0, |t| mix64(t as u64) | 1));

@@ -394,6 +394,15 @@ impl TraceWriter {
                 self.begin(15);
                 put_varint(&mut self.buf, queue.index() as u64);
             }
+            TraceOp::ClearState { state } => {
+                self.begin(19);
+                put_varint(&mut self.buf, state.index() as u64);
+            }
+            TraceOp::ClearTimers { queue, cleared } => {
+                self.begin(20);
+                put_varint(&mut self.buf, queue.index() as u64);
+                put_varint(&mut self.buf, *cleared);
+            }
             TraceOp::ScanTimers { queue, key_groups } => {
                 self.begin(16);
                 put_varint(&mut self.buf, queue.index() as u64);
