@@ -813,25 +813,34 @@ pub trait StateBackend: StateRead + StateWrite + TimerStore + Checkpointing + Se
     /// [`StateWrite::write`]. Nothing is half cleared by a failed call that reports an
     /// invalid argument; a storage error may leave some entries, which a retry removes.
     fn clear_state(&mut self, state: StateId) -> Result<()> {
-        let mut doomed = Vec::new();
-        self.scan_state(state, self.key_group_range(), &mut |e| {
-            doomed.push((
-                ScopeBuf {
-                    state,
-                    key_group: e.key_group,
-                    key: e.key.to_vec(),
-                    namespace: e.namespace.to_vec(),
-                },
-                e.user_key.to_vec(),
-            ));
-            Ok(Visit::Continue)
-        })?;
-        for chunk in doomed.chunks(CLEAR_BATCH) {
-            let mut batch = WriteBatch::new();
-            for (scope, user_key) in chunk {
-                batch.delete(scope.as_scope(), user_key);
+        // One key group at a time, so the keys held between the scan and the deletes are a
+        // group's, not the whole state's.
+        let owned = self.key_group_range();
+        for group in owned.start..=owned.end {
+            let mut doomed = Vec::new();
+            let one = KeyGroupRange {
+                start: group,
+                end: group,
+            };
+            self.scan_state(state, one, &mut |e| {
+                doomed.push((
+                    ScopeBuf {
+                        state,
+                        key_group: e.key_group,
+                        key: e.key.to_vec(),
+                        namespace: e.namespace.to_vec(),
+                    },
+                    e.user_key.to_vec(),
+                ));
+                Ok(Visit::Continue)
+            })?;
+            for chunk in doomed.chunks(CLEAR_BATCH) {
+                let mut batch = WriteBatch::new();
+                for (scope, user_key) in chunk {
+                    batch.delete(scope.as_scope(), user_key);
+                }
+                self.write(batch)?;
             }
-            self.write(batch)?;
         }
         Ok(())
     }
