@@ -850,6 +850,21 @@ pub trait StateBackend: StateRead + StateWrite + TimerStore + Checkpointing + Se
 /// fall back to removing entries one by one.
 const CLEAR_BATCH: usize = 1024;
 
+/// Checks that `state` is a registered key/value state, not a timer queue: what calls on a
+/// whole state ([`StateRead::scan_state`], [`StateBackend::clear_state`]) check first.
+///
+/// # Errors
+/// `InvalidArgument` naming the state id.
+pub fn check_kv_state(state: StateId, states: &[StateDescriptor]) -> Result<()> {
+    match states.get(state.index()) {
+        Some(d) if d.kind != StateKind::Timers => Ok(()),
+        _ => Err(Error::invalid(format!(
+            "state id {} is not a registered key/value state",
+            state.index()
+        ))),
+    }
+}
+
 /// Checks a scope against a backend's owned range and registered states: the validation
 /// every backend performs before touching storage.
 ///

@@ -97,9 +97,9 @@ use slatedb_common::metrics::DefaultMetricsRecorder;
 use tokio::sync::Semaphore;
 
 use crate::backend::{
-    check_scope, resolve_registration, BackendStats, Direction, EntryRef, EntryVisitor, Scope,
-    StateBackend, StateDescriptor, StateId, StateKind, StateRead, StateVisitor, UserKeyRange,
-    Visit,
+    check_kv_state, check_scope, resolve_registration, BackendStats, Direction, EntryRef,
+    EntryVisitor, Scope, StateBackend, StateDescriptor, StateId, StateKind, StateRead,
+    StateVisitor, UserKeyRange, Visit,
 };
 use crate::checkpoint::CheckpointLog;
 use crate::error::{Error, ErrorKind, Result};
@@ -524,15 +524,7 @@ impl StateRead for RemoteBackend {
         key_groups: KeyGroupRange,
         visitor: &mut StateVisitor<'_>,
     ) -> Result<()> {
-        match self.states.get(state.index()) {
-            Some(d) if d.kind != StateKind::Timers => {}
-            _ => {
-                return Err(Error::invalid(format!(
-                    "state id {} is not a registered key/value state",
-                    state.index()
-                )))
-            }
-        }
+        check_kv_state(state, &self.states)?;
         let Some(range) = key_groups.intersect(&self.config.key_groups) else {
             return Ok(());
         };

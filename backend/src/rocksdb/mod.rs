@@ -47,8 +47,8 @@ pub use resources::{MemoryBudget, RocksDbResources};
 pub use stats::RocksDbStats;
 
 use crate::backend::{
-    check_merge, check_scope, resolve_registration, BackendStats, Direction, EntryRef,
-    EntryVisitor, Scope, StateBackend, StateDescriptor, StateId, StateKind, StateRead,
+    check_kv_state, check_merge, check_scope, resolve_registration, BackendStats, Direction,
+    EntryRef, EntryVisitor, Scope, StateBackend, StateDescriptor, StateId, StateKind, StateRead,
     StateVisitor, StateWrite, Timer, TimerStore, UserKeyRange, Visit, WriteBatch, WriteOp,
 };
 use crate::checkpoint::CheckpointLog;
@@ -878,15 +878,7 @@ impl StateRead for RocksDbBackend {
         key_groups: KeyGroupRange,
         visitor: &mut StateVisitor<'_>,
     ) -> Result<()> {
-        match self.states.get(state.index()) {
-            Some(d) if d.kind != StateKind::Timers => {}
-            _ => {
-                return Err(Error::invalid(format!(
-                    "state id {} is not a registered key/value state",
-                    state.index()
-                )))
-            }
-        }
+        check_kv_state(state, &self.states)?;
         let Some(range) = key_groups.intersect(&self.config.key_groups) else {
             return Ok(());
         };
@@ -1178,15 +1170,7 @@ impl StateBackend for RocksDbBackend {
 
     /// One range delete over the state's owned key groups instead of a tombstone per entry.
     fn clear_state(&mut self, state: StateId) -> Result<()> {
-        match self.states.get(state.index()) {
-            Some(d) if d.kind != StateKind::Timers => {}
-            _ => {
-                return Err(Error::invalid(format!(
-                    "state id {} is not a registered key/value state",
-                    state.index()
-                )))
-            }
-        }
+        check_kv_state(state, &self.states)?;
         let (lower, upper) = key_group_bounds(self.config.key_groups);
         let mut batch = ::rocksdb::WriteBatch::default();
         self.add_range_delete(&mut batch, state, lower, upper, &[])?;
