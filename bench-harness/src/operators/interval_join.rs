@@ -32,7 +32,7 @@
 //!   reading it; the deletes of a batch of fired timers go to the backend as one write. The
 //!   final watermark of a bounded input, which makes every timer due, clears each side's
 //!   state and timers with one call each
-//!   ([`StateBackend::clear_state`](statekit_backend::StateBackend::clear_state)).
+//!   ([`StateBackend::clear_state`]).
 //!
 //! An earlier layout kept one map entry per element and removed a bucket with a range
 //! delete. On RocksDB, millions of range tombstones (the end of input fires a cleanup for
