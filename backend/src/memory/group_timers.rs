@@ -167,12 +167,12 @@ impl GroupTimers {
         scope.map(|scope| (time, scope))
     }
 
-    /// The time of the first timer.
     /// How many timers the group holds.
     pub(super) fn len(&self) -> usize {
         self.by_time.values().map(Scopes::len).sum()
     }
 
+    /// The time of the first timer.
     pub(super) fn first_time(&self) -> Option<i64> {
         self.by_time.keys().next().copied()
     }
